@@ -1,0 +1,57 @@
+"""fluster: distributed jobs, actors and tasks for Python, on NATS."""
+
+from fluster.client.cluster import ClusterClient
+from fluster.client.sync import Client
+from fluster.errors import (
+    ActorNotFound,
+    ClusterUnavailable,
+    FlusterError,
+    FlusterTimeout,
+    JobAlreadyExists,
+    JobFailed,
+    JobNotFound,
+    RemoteError,
+    Unschedulable,
+)
+from fluster.local.cluster import LocalCluster
+from fluster.protocol.messages import JobState, LogLine
+from fluster.protocol.resources import (
+    CpuDevice,
+    GpuDevice,
+    ResourceSpec,
+    TpuDevice,
+    cpu_device,
+    gpu_device,
+    parse_memory,
+    tpu_device,
+)
+from fluster.types import Entrypoint, Environment, JobStatus, create_environment
+
+__all__ = [
+    "ActorNotFound",
+    "Client",
+    "ClusterClient",
+    "ClusterUnavailable",
+    "CpuDevice",
+    "Entrypoint",
+    "Environment",
+    "FlusterError",
+    "FlusterTimeout",
+    "GpuDevice",
+    "JobAlreadyExists",
+    "JobFailed",
+    "JobNotFound",
+    "JobState",
+    "JobStatus",
+    "LocalCluster",
+    "LogLine",
+    "RemoteError",
+    "ResourceSpec",
+    "TpuDevice",
+    "Unschedulable",
+    "cpu_device",
+    "create_environment",
+    "gpu_device",
+    "parse_memory",
+    "tpu_device",
+]

@@ -1,0 +1,1 @@
+"""NATS plumbing shared by every component: connecting, JetStream assets, request/reply with typed errors, blobs."""

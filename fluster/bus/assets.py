@@ -1,0 +1,76 @@
+"""The JetStream assets of a namespace (KV buckets, the logs stream, the object store), created idempotently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from fluster.protocol.subjects import Subjects
+
+LOG_MAX_AGE_S = 7 * 24 * 3600
+RESULT_TTL_S = 7 * 24 * 3600
+ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
+
+
+@dataclass
+class Assets:
+    jobs: KeyValue
+    workers: KeyValue
+    endpoints: KeyValue
+    objects: ObjectStore
+    logs_stream: str
+
+
+async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
+    """Create (or bind) the namespace's buckets, stream and object store; safe to call from every process."""
+    jobs = await _kv(js, KeyValueConfig(bucket=subjects.jobs_bucket, history=5, storage=StorageType.FILE))
+    workers = await _kv(js, KeyValueConfig(bucket=subjects.workers_bucket, history=1, storage=StorageType.FILE))
+    endpoints = await _kv(
+        js,
+        KeyValueConfig(
+            bucket=subjects.endpoints_bucket,
+            history=1,
+            ttl=ENDPOINT_TTL_S,
+            limit_marker_ttl=ENDPOINT_TTL_S,
+            storage=StorageType.MEMORY,
+        ),
+    )
+    await _stream(
+        js,
+        StreamConfig(
+            name=subjects.logs_stream,
+            subjects=[subjects.logs_all],
+            max_age=LOG_MAX_AGE_S,
+            storage=StorageType.FILE,
+            allow_direct=True,
+        ),
+    )
+    objects = await _object_store(js, subjects.object_bucket)
+    return Assets(jobs=jobs, workers=workers, endpoints=endpoints, objects=objects,
+                  logs_stream=subjects.logs_stream)
+
+
+async def _kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError:  # exists with another config (an older version): bind to it as it is
+        return await js.key_value(config.bucket)
+
+
+async def _stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.stream_info(config.name or "")
+
+
+async def _object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
+    try:
+        return await js.create_object_store(bucket, storage=StorageType.FILE)
+    except BadRequestError:
+        return await js.object_store(bucket)

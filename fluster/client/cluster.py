@@ -1,0 +1,347 @@
+"""``ClusterClient``: the async API for submitting, watching and killing jobs in one namespace of a cluster.
+
+It reads job and worker state straight from KV (watches, no polling) and talks to the controller only to
+submit and kill. ``fluster.Client`` is the blocking facade over it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from types import TracebackType
+from typing import Any
+
+import anyio
+import cloudpickle
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from fluster.bus.assets import Assets, ensure_assets
+from fluster.bus.blobs import from_payload, to_payload
+from fluster.bus.connection import HOW_TO_START, connect
+from fluster.bus.kv import get_model, snapshot, watch_model
+from fluster.bus.rpc import request
+from fluster.context.env import JobEnv, default_namespace, default_url, job_env
+from fluster.errors import (
+    ClusterUnavailable,
+    FlusterTimeout,
+    JobFailed,
+    JobNotFound,
+    Unschedulable,
+    from_wire,
+)
+from fluster.protocol.codec import decode
+from fluster.protocol.ids import JobId, child_job_id, new_token, validate_job_id
+from fluster.protocol.messages import (
+    EnvironmentSpec,
+    JobRecord,
+    JobRequest,
+    JobState,
+    KillJob,
+    KillJobReply,
+    LogLine,
+    SubmitJob,
+    SubmitJobReply,
+    WorkerInfo,
+)
+from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.subjects import Subjects, entrypoint_object
+from fluster.types import Entrypoint, Environment, JobStatus
+
+log = logging.getLogger(__name__)
+
+SUBMIT_DEADLINE_S = 30.0
+REQUEST_TIMEOUT_S = 5.0
+KILL_TIMEOUT_S = 60.0
+
+
+class ClusterClient:
+    """A connection to one namespace of a fluster cluster. Create it with ``await ClusterClient.connect()``."""
+
+    def __init__(self, nc: NATS, url: str, namespace: str, assets: Assets, job: JobEnv | None) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.url = url
+        self.namespace = namespace
+        self.subjects = Subjects(namespace)
+        self.assets = assets
+        self.job = job  # set when this process runs inside a fluster job of this namespace
+
+    @staticmethod
+    def connect(url: str | None = None, namespace: str | None = None) -> _Connect:
+        """Connect to the cluster at ``url`` (default ``FLUSTER_URL``, then ``NATS_URL``).
+
+        Use ``client = await ClusterClient.connect()`` or ``async with ClusterClient.connect() as client``.
+
+        Raises:
+            ClusterUnavailable: no URL is configured, or nothing answers there.
+        """
+        return _Connect(url, namespace)
+
+    @classmethod
+    async def _open(cls, url: str | None, namespace: str | None) -> ClusterClient:
+        job = job_env()
+        url = url or (job.url if job else None) or default_url()
+        if not url:
+            raise ClusterUnavailable(f"no cluster URL: set FLUSTER_URL or NATS_URL, or {HOW_TO_START}")
+        namespace = namespace or (job.namespace if job else None) or default_namespace() or "default"
+        subjects = Subjects(namespace)
+        nc = await connect(url, name=f"fluster-client-{uuid.uuid4().hex[:6]}")
+        try:
+            assets = await ensure_assets(nc.jetstream(), subjects)
+        except BaseException:
+            await nc.close()
+            raise
+        if job is not None and job.namespace != namespace:
+            job = None
+        return cls(nc, url, namespace, assets, job)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception as exc:  # a connection that is already failing has nothing left to flush
+                log.debug("drain failed: %r", exc)
+                await self.nc.close()
+
+    async def __aenter__(self) -> ClusterClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- jobs -------------------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        name: str,
+        entrypoint: Entrypoint | Callable[..., Any],
+        resources: ResourceSpec | None = None,
+        environment: Environment | None = None,
+        scheduling_timeout: float | None = None,
+        max_retries_failure: int = 0,
+        max_retries_preemption: int = 100,
+    ) -> JobId:
+        """Submit a job and return its id (``name``, or ``parent/name`` when called from inside a job).
+
+        The submit is durable once this returns; retrying it after a lost reply never creates a second job.
+
+        Raises:
+            ValueError: a bad name, resources or environment.
+            JobAlreadyExists: another submission already used this job id.
+            ClusterUnavailable: no controller answered within the submit deadline.
+        """
+        if not isinstance(entrypoint, Entrypoint):
+            if not callable(entrypoint):
+                raise ValueError(f"entrypoint must be an Entrypoint or a callable, got {entrypoint!r}")
+            entrypoint = Entrypoint.from_callable(entrypoint)
+        job_id = child_job_id(JobId(self.job.job_id) if self.job else None, name)
+        env_spec = await self._environment_spec(environment)
+        payload = await to_payload(self.assets.objects, entrypoint_object(job_id), entrypoint.to_bytes())
+        timeout_ms = int(scheduling_timeout * 1000) if scheduling_timeout else None
+        message = SubmitJob(
+            job_id=job_id,
+            token=new_token(),
+            request=JobRequest(
+                name=name,
+                entrypoint=payload,
+                resources=resources or ResourceSpec(),
+                environment=env_spec,
+                scheduling_timeout_ms=timeout_ms,
+                max_retries_failure=max_retries_failure,
+                max_retries_preemption=max_retries_preemption,
+                parent_id=self.job.job_id if self.job else None,
+            ),
+        )
+        reply = await self._retrying(
+            lambda: request(self.nc, self.subjects.submit, message, SubmitJobReply,
+                            timeout=REQUEST_TIMEOUT_S, what="the controller"),
+            SUBMIT_DEADLINE_S,
+        )
+        return JobId(reply.job_id)
+
+    async def status(self, job_id: str) -> JobStatus:
+        """The job's current status.
+
+        Raises:
+            JobNotFound: no such job in this namespace.
+        """
+        return JobStatus.from_record(await self._record(job_id))
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
+        """Wait until the job is finished (by watching its KV key) and return its final status.
+
+        Raises:
+            JobNotFound: no such job.
+            FlusterTimeout: still not finished after ``timeout`` seconds.
+        """
+        return JobStatus.from_record(await self._wait_record(job_id, timeout))
+
+    async def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for the job and return its entrypoint's return value.
+
+        Raises:
+            Exception: the job's own exception, re-raised with the remote traceback as its ``__cause__``.
+            Unschedulable: no worker could take the job in time.
+            JobFailed: the job ended with no result (killed, worker lost, failed outside Python).
+        """
+        record = await self._wait_record(job_id, timeout)
+        if record.state == JobState.SUCCEEDED:
+            if record.result is None:
+                return None
+            return cloudpickle.loads(await from_payload(self.assets.objects, record.result))
+        if record.error_info is not None and record.state == JobState.FAILED:
+            raise from_wire(record.error_info)
+        cls = Unschedulable if record.state == JobState.UNSCHEDULABLE else JobFailed
+        detail = f": {record.error}" if record.error else ""
+        raise cls(f"job {job_id} ended {record.state.value}{detail}", job_id=job_id,
+                  state=record.state.value, error=record.error)
+
+    async def kill(self, job_id: str) -> KillJobReply:
+        """Kill a job and its children; returns once their processes are gone.
+
+        Killing a finished job changes nothing and says so (``already_finished``).
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        validate_job_id(job_id)
+        return await request(self.nc, self.subjects.kill, KillJob(job_id=job_id), KillJobReply,
+                             timeout=KILL_TIMEOUT_S, what="the controller")
+
+    async def list_jobs(self, state: JobState | str | None = None, prefix: str | None = None) -> list[JobStatus]:
+        """All jobs of the namespace in submission order, optionally only those in ``state`` or under ``prefix``."""
+        wanted = JobState(state) if state is not None else None
+        records = await snapshot(self.assets.jobs, JobRecord)
+        found = [
+            r for r in records.values()
+            if (wanted is None or r.state == wanted) and (prefix is None or r.job_id.startswith(prefix))
+        ]
+        found.sort(key=lambda r: r.seq)
+        return [JobStatus.from_record(r) for r in found]
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        workers = await snapshot(self.assets.workers, WorkerInfo)
+        return sorted(workers.values(), key=lambda w: w.worker_id)
+
+    async def logs(self, job_id: str, follow: bool = False) -> AsyncIterator[LogLine]:
+        """The job's output lines, from the start; with ``follow``, keep going until the job has finished."""
+        validate_job_id(job_id)
+        subject = self.subjects.logs(job_id)
+        last_seq = await self._last_log_seq(subject)
+        if not follow and last_seq == 0:
+            return
+        sub = await self.js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        seen = 0
+        try:
+            while True:
+                if not follow and seen >= last_seq:
+                    return
+                try:
+                    msg = await sub.next_msg(timeout=0.25)
+                except Exception as exc:
+                    if not _is_timeout(exc):
+                        raise
+                    if follow and (await self._record(job_id)).state.is_terminal:
+                        if seen >= await self._last_log_seq(subject):
+                            return
+                    continue
+                seen = msg.metadata.sequence.stream
+                try:
+                    line = decode(msg.data, LogLine)
+                except Exception:
+                    continue
+                if not line.final:
+                    yield line
+        finally:
+            await sub.unsubscribe()
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    async def _record(self, job_id: str) -> JobRecord:
+        validate_job_id(job_id)
+        found = await get_model(self.assets.jobs, job_id, JobRecord)
+        if found is None:
+            raise JobNotFound(f"no job {job_id!r} in namespace {self.namespace!r}")
+        return found[0]
+
+    async def _wait_record(self, job_id: str, timeout: float | None) -> JobRecord:
+        validate_job_id(job_id)
+        with anyio.move_on_after(timeout) as scope:
+            async for record in watch_model(self.assets.jobs, job_id, JobRecord):
+                if record is None:
+                    raise JobNotFound(f"no job {job_id!r} in namespace {self.namespace!r}")
+                if record.state.is_terminal:
+                    return record
+        assert scope.cancelled_caught
+        raise FlusterTimeout(f"job {job_id} did not finish within {timeout:g}s")
+
+    async def _environment_spec(self, environment: Environment | None) -> EnvironmentSpec:
+        if environment is None:
+            return EnvironmentSpec()
+        digest, size = None, 0
+        if environment.workspace is not None:
+            from fluster.client.bundle import upload_workspace
+
+            digest, size = await upload_workspace(self.assets.objects, environment.workspace)
+        return EnvironmentSpec(
+            env_vars=dict(environment.env_vars),
+            pip_packages=list(environment.pip_packages),
+            extras=list(environment.extras),
+            workspace=digest,
+            workspace_size=size,
+        )
+
+    async def _last_log_seq(self, subject: str) -> int:
+        try:
+            msg = await self.js.get_last_msg(self.assets.logs_stream, subject)
+        except NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[SubmitJobReply]], deadline: float) -> SubmitJobReply:
+        delay = 0.05
+        with anyio.move_on_after(deadline):
+            while True:
+                try:
+                    return await attempt()
+                except (ClusterUnavailable, FlusterTimeout) as exc:
+                    log.info("controller not answering, retrying: %s", exc)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        raise ClusterUnavailable(
+            f"no controller answered for namespace {self.namespace!r} at {self.url} within {deadline:g}s: "
+            "start one with `fluster controller` (or `fluster up` for a local cluster)"
+        )
+
+
+class _Connect:
+    """What ``ClusterClient.connect`` returns: awaitable, and an async context manager that closes the client."""
+
+    def __init__(self, url: str | None, namespace: str | None) -> None:
+        self._url, self._namespace = url, namespace
+        self._client: ClusterClient | None = None
+
+    def __await__(self) -> Generator[Any, None, ClusterClient]:
+        return ClusterClient._open(self._url, self._namespace).__await__()
+
+    async def __aenter__(self) -> ClusterClient:
+        self._client = await ClusterClient._open(self._url, self._namespace)
+        return self._client
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    import nats.errors
+
+    return isinstance(exc, nats.errors.TimeoutError | TimeoutError)

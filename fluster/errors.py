@@ -1,0 +1,169 @@
+"""fluster's exception tree, and the one place exceptions cross the wire (``to_wire`` / ``from_wire``).
+
+::
+
+    FlusterError
+      ProtocolError        undecodable or unexpected message
+      ClusterUnavailable   no responders / cannot connect
+      FlusterTimeout       also a TimeoutError
+      JobError
+        JobNotFound
+        JobAlreadyExists
+        JobFailed          a job ended without a result (state, error, remote traceback)
+          Unschedulable
+      ActorError
+        ActorNotFound
+        ActorNameTaken     an exclusive registration found the name held (or held it against others)
+        UnknownActorMethod also an AttributeError
+        ActorCallTimeout   also a FlusterTimeout
+        RemoteError        a remote exception whose type could not be rebuilt here
+
+A user exception raised remotely comes back as its own type, with the remote traceback text attached as its
+``__cause__`` (a ``RemoteTraceback``) and as ``remote_traceback``.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from typing import TYPE_CHECKING
+
+import cloudpickle
+
+if TYPE_CHECKING:
+    from fluster.protocol.messages import ErrorInfo
+
+
+class FlusterError(Exception):
+    """Base of every error fluster raises."""
+
+
+class ProtocolError(FlusterError):
+    """A message could not be decoded, or was not what the receiver expected."""
+
+
+class ClusterUnavailable(FlusterError):
+    """Nothing answers: no NATS server, no controller, or no worker at the subject."""
+
+
+class FlusterTimeout(FlusterError, TimeoutError):
+    """An operation did not finish within its timeout."""
+
+
+class JobError(FlusterError):
+    """Base of errors about jobs."""
+
+
+class JobNotFound(JobError, LookupError):
+    """No job with that id exists in the namespace."""
+
+
+class JobAlreadyExists(JobError):
+    """A different submission already created a job with that id."""
+
+
+class JobFailed(JobError):
+    """A job ended in a state that has no result (FAILED without exception, KILLED, WORKER_FAILED, ...)."""
+
+    def __init__(self, message: str, *, job_id: str = "", state: str = "", error: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
+        self.error = error
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_job_failed, (type(self), str(self), self.job_id, self.state, self.error))
+
+
+class Unschedulable(JobFailed):
+    """No worker could take the job within its scheduling timeout."""
+
+
+class ActorError(FlusterError):
+    """Base of errors about actors."""
+
+
+class ActorNotFound(ActorError, LookupError):
+    """No server is serving that actor name (or endpoint)."""
+
+
+class ActorNameTaken(ActorError):
+    """The actor name is held by an exclusive registration, or an exclusive one found it already served."""
+
+
+class UnknownActorMethod(ActorError, AttributeError):
+    """The actor has no public method of that name."""
+
+
+class ActorCallTimeout(ActorError, FlusterTimeout):
+    """An actor call got no reply within its timeout."""
+
+
+class RemoteError(ActorError):
+    """A remote exception whose type cannot be rebuilt here; carries the type name and traceback text."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_message = message
+        self.remote_traceback = traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.type_name, self.remote_message, self.remote_traceback))
+
+
+class RemoteTraceback(Exception):
+    """Carries the remote traceback text; set as ``__cause__`` so it prints above the local one."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def _rebuild_job_failed(
+    cls: type[JobFailed], message: str, job_id: str, state: str, error: str | None
+) -> JobFailed:
+    return cls(message, job_id=job_id, state=state, error=error)
+
+
+def to_wire(exc: BaseException, code: str = "error") -> ErrorInfo:
+    """Turn an exception into an ``ErrorInfo``: type name, message, traceback text, and the pickled exception."""
+    from fluster.protocol.messages import ErrorInfo
+
+    tb = getattr(exc, "remote_traceback", None) if exc.__traceback__ is None else None
+    text = tb or "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickled: bytes | None = cloudpickle.dumps(exc.with_traceback(None))
+    except Exception:  # an exception holding an unpicklable value still reaches the caller as RemoteError
+        pickled = None
+    finally:
+        exc.with_traceback(exc.__traceback__)
+    return ErrorInfo(
+        type_name=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        message=str(exc),
+        traceback=text,
+        pickled=pickled,
+        code=code,
+    )
+
+
+def from_wire(info: ErrorInfo) -> BaseException:
+    """Rebuild the exception that ``to_wire`` described: its own type when it unpickles, else ``RemoteError``."""
+    exc: BaseException
+    try:
+        loaded = cloudpickle.loads(info.pickled) if info.pickled is not None else None
+    except Exception:  # the type may not exist here (a class from the job's own modules)
+        loaded = None
+    if isinstance(loaded, BaseException):
+        exc = loaded
+    else:
+        exc = RemoteError(info.type_name, info.message, info.traceback)
+    if info.traceback:
+        exc.__cause__ = RemoteTraceback(info.traceback)
+        try:
+            exc.remote_traceback = info.traceback  # type: ignore[attr-defined]
+        except AttributeError:  # exceptions with __slots__ keep the traceback in __cause__ only
+            pass
+    return exc

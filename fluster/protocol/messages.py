@@ -1,0 +1,258 @@
+"""Every control message, as a frozen pydantic model. Commands are verbs, events past tense, replies ``...Reply``.
+
+User callables, arguments and results are cloudpickle ``bytes`` (or a ``Payload`` that may point into the
+object store); everything else is typed. Timestamps are int milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fluster.protocol.resources import CpuDevice, Device, ResourceSpec
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"
+    BUILDING = "BUILDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    WORKER_FAILED = "WORKER_FAILED"
+    PREEMPTED = "PREEMPTED"
+    UNSCHEDULABLE = "UNSCHEDULABLE"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED, JobState.WORKER_FAILED, JobState.UNSCHEDULABLE}
+)
+
+
+class ErrorInfo(Message):
+    """An exception on the wire: its type, message, traceback text and, when it pickles, the exception itself."""
+
+    type_name: str
+    message: str
+    traceback: str = ""
+    pickled: bytes | None = None
+    code: str = "error"
+
+
+class Payload(Message):
+    """Bytes that travel inline when small, or as a reference to an object in the namespace's object store."""
+
+    inline: bytes | None = None
+    ref: str | None = None
+    size: int = 0
+
+
+# -- environments and requests --------------------------------------------------------------------------
+
+
+class EnvironmentSpec(Message):
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    pip_packages: list[str] = Field(default_factory=list)
+    extras: list[str] = Field(default_factory=list)
+    workspace: str | None = None  # content digest of an uploaded workspace bundle
+    workspace_size: int = 0
+
+
+class JobRequest(Message):
+    name: str
+    entrypoint: Payload
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
+    scheduling_timeout_ms: int | None = None
+    max_retries_failure: int = Field(default=0, ge=0)
+    max_retries_preemption: int = Field(default=100, ge=0)
+    parent_id: str | None = None
+
+
+class SubmitJob(Message):
+    job_id: str
+    token: str  # the same token on a retried submit makes it idempotent
+    request: JobRequest
+
+
+class SubmitJobReply(Message):
+    job_id: str
+    created: bool
+
+
+class KillJob(Message):
+    job_id: str
+    reason: str = "killed by user"
+
+
+class KillJobReply(Message):
+    job_id: str
+    state: JobState
+    already_finished: bool
+    message: str
+    killed: list[str] = Field(default_factory=list)
+
+
+# -- job records (jobs KV) ------------------------------------------------------------------------------
+
+
+class AttemptRecord(Message):
+    attempt: int
+    worker_id: str
+    incarnation: str
+    state: JobState
+    assigned_at_ms: int
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+
+class JobRecord(Message):
+    job_id: str
+    token: str
+    request: JobRequest
+    state: JobState = JobState.PENDING
+    submitted_at_ms: int
+    seq: int = 0  # FIFO order among pending jobs: submission order, stable across controller restarts
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    failure_count: int = 0
+    preemption_count: int = 0
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    error_info: ErrorInfo | None = None
+    result: Payload | None = None  # the entrypoint's return value (cloudpickle) once SUCCEEDED
+    kill_requested: bool = False
+
+    @property
+    def current(self) -> AttemptRecord | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def worker_id(self) -> str | None:
+        attempt = self.current
+        if attempt is None or attempt.state.is_terminal or attempt.state == JobState.PREEMPTED:
+            return None
+        return attempt.worker_id
+
+
+# -- workers --------------------------------------------------------------------------------------------
+
+
+class WorkerResources(Message):
+    cpu: float
+    memory_bytes: int
+    device: Device = Field(default_factory=CpuDevice)
+    max_concurrent_jobs: int = 10
+
+
+class WorkerInfo(Message):
+    worker_id: str
+    incarnation: str
+    hostname: str
+    pid: int
+    runtime: str
+    resources: WorkerResources
+    registered_at_ms: int
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class AttemptRef(Message):
+    job_id: str
+    attempt: int
+
+
+class RegisterWorker(Message):
+    info: WorkerInfo
+
+
+class DeregisterWorker(Message):
+    worker_id: str
+    incarnation: str
+
+
+class Heartbeat(Message):
+    worker_id: str
+    incarnation: str
+    running: list[AttemptRef] = Field(default_factory=list)
+
+
+class HeartbeatReply(Message):
+    status: Literal["ok", "reregister"]
+    kill: list[AttemptRef] = Field(default_factory=list)
+
+
+class Ack(Message):
+    ok: bool = True
+    message: str = ""
+
+
+class RunJob(Message):
+    """Controller → worker: run attempt ``attempt`` of a job."""
+
+    job_id: str
+    attempt: int
+    incarnation: str  # the worker incarnation this dispatch was meant for
+    request: JobRequest
+
+
+class RunJobReply(Message):
+    accepted: bool
+    reason: str = ""
+
+
+class StopJob(Message):
+    """Controller → worker: stop an attempt (SIGTERM, then SIGKILL after ``grace_ms``)."""
+
+    job_id: str
+    attempt: int
+    grace_ms: int = 5000
+    state: JobState = JobState.KILLED
+
+
+class StopJobReply(Message):
+    stopped: bool
+    message: str = ""
+
+
+class JobUpdated(Message):
+    """Worker → controller: an attempt changed state (BUILDING, RUNNING or a final state)."""
+
+    worker_id: str
+    incarnation: str
+    job_id: str
+    attempt: int
+    state: JobState
+    at_ms: int
+    exit_code: int | None = None
+    error: str | None = None
+    error_info: ErrorInfo | None = None
+    result: Payload | None = None
+
+
+# -- logs -----------------------------------------------------------------------------------------------
+
+
+class LogLine(Message):
+    at_ms: int
+    stream: Literal["stdout", "stderr", "system"]
+    attempt: int
+    line: str
+    final: bool = False  # the last line of an attempt (no more output follows from it)

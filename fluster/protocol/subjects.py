@@ -1,0 +1,139 @@
+"""Every NATS subject, KV bucket, stream and object-store name that fluster uses, built in one place.
+
+No other module spells a subject. Names that come from users are validated here as subject tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fluster.protocol.ids import validate_job_id, validate_name
+
+ROOT = "fluster"
+
+# Queue groups: every controller replica and every server of an actor name shares one.
+CONTROLLER_QUEUE = "controller"
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Names for one namespace: ``fluster.<namespace>.*`` subjects and ``fluster_<namespace>_*`` buckets."""
+
+    namespace: str
+
+    def __post_init__(self) -> None:
+        validate_name(self.namespace, "namespace")
+
+    @property
+    def prefix(self) -> str:
+        return f"{ROOT}.{self.namespace}"
+
+    # -- controller ---------------------------------------------------------------------------------
+    @property
+    def submit(self) -> str:
+        return f"{self.prefix}.ctl.submit"
+
+    @property
+    def kill(self) -> str:
+        return f"{self.prefix}.ctl.kill"
+
+    @property
+    def register(self) -> str:
+        return f"{self.prefix}.ctl.register"
+
+    @property
+    def deregister(self) -> str:
+        return f"{self.prefix}.ctl.deregister"
+
+    @property
+    def heartbeat(self) -> str:
+        return f"{self.prefix}.ctl.heartbeat"
+
+    @property
+    def job_update(self) -> str:
+        return f"{self.prefix}.ctl.update"
+
+    @property
+    def controller_all(self) -> str:
+        return f"{self.prefix}.ctl.*"
+
+    # -- workers ------------------------------------------------------------------------------------
+    def worker_run(self, worker_id: str) -> str:
+        return f"{self.prefix}.worker.{validate_name(worker_id, 'worker id')}.run"
+
+    def worker_kill(self, worker_id: str) -> str:
+        return f"{self.prefix}.worker.{validate_name(worker_id, 'worker id')}.kill"
+
+    # -- logs ---------------------------------------------------------------------------------------
+    def logs(self, job_id: str) -> str:
+        return f"{self.prefix}.logs.{validate_job_id(job_id)}"
+
+    @property
+    def logs_all(self) -> str:
+        return f"{self.prefix}.logs.>"
+
+    # -- actors -------------------------------------------------------------------------------------
+    def actor(self, name: str) -> str:
+        """The pool subject of actor ``name``: servers answer it in queue group ``name``."""
+        return f"{self.prefix}.actor.{validate_name(name, 'actor name')}"
+
+    def actor_endpoint(self, name: str, endpoint_id: str) -> str:
+        """The subject of one endpoint of actor ``name``, for direct and broadcast calls."""
+        return f"{self.actor(name)}.{validate_name(endpoint_id, 'endpoint id')}"
+
+    # -- JetStream ----------------------------------------------------------------------------------
+    @property
+    def jobs_bucket(self) -> str:
+        return f"{ROOT}_{self.namespace}_jobs"
+
+    @property
+    def workers_bucket(self) -> str:
+        return f"{ROOT}_{self.namespace}_workers"
+
+    @property
+    def endpoints_bucket(self) -> str:
+        return f"{ROOT}_{self.namespace}_endpoints"
+
+    @property
+    def leader_bucket(self) -> str:
+        return f"{ROOT}_{self.namespace}_leader"
+
+    @property
+    def logs_stream(self) -> str:
+        return f"{ROOT}_{self.namespace}_logs"
+
+    @property
+    def object_bucket(self) -> str:
+        return f"{ROOT}_{self.namespace}_objects"
+
+
+# Object names inside the namespace's object store.
+def result_object(job_id: str) -> str:
+    return f"results/{validate_job_id(job_id)}"
+
+
+def entrypoint_object(job_id: str) -> str:
+    return f"entrypoints/{validate_job_id(job_id)}"
+
+
+def bundle_object(digest: str) -> str:
+    return f"bundles/{digest}"
+
+
+def blob_object(blob_id: str) -> str:
+    return f"blobs/{blob_id}"
+
+
+# -- actor call transfers (large arguments and results) ---------------------------------------------------
+def actor_transfer_stream(subjects: Subjects) -> str:
+    """The memory stream that carries actor arguments and results too large for one message."""
+    return f"{ROOT}_{subjects.namespace}_actor_transfers"
+
+
+def actor_transfer_subject(subjects: Subjects, transfer_id: str) -> str:
+    """The subject whose messages are the chunks of one transfer, in order."""
+    return f"{subjects.prefix}.xfer.{validate_name(transfer_id, 'transfer id')}"
+
+
+def actor_transfer_all(subjects: Subjects) -> str:
+    return f"{subjects.prefix}.xfer.*"

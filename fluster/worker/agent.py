@@ -1,0 +1,441 @@
+"""The worker: registers, heartbeats, accepts dispatches, runs attempts through a runtime, reports them.
+
+Logs go line by line to the logs stream, return values into the job record (or the object store when
+large), state reports to the controller through an outbox that retries until acknowledged. Fencing: a worker
+the controller declared dead is told to re-register by its next heartbeat; it then kills everything it
+still runs and comes back under a new incarnation, so an attempt never runs twice at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import shutil
+import socket
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client as NATS
+from pydantic import BaseModel
+
+from fluster.bus.assets import Assets, ensure_assets
+from fluster.bus.blobs import from_payload, to_payload
+from fluster.bus.rpc import request, serve_requests
+from fluster.context.env import job_env_vars
+from fluster.errors import FlusterError
+from fluster.protocol.codec import encode
+from fluster.protocol.ids import Incarnation, new_incarnation, new_worker_id
+from fluster.protocol.messages import (
+    Ack,
+    AttemptRef,
+    DeregisterWorker,
+    ErrorInfo,
+    Heartbeat,
+    HeartbeatReply,
+    JobState,
+    JobUpdated,
+    LogLine,
+    Payload,
+    RegisterWorker,
+    RunJob,
+    RunJobReply,
+    StopJob,
+    StopJobReply,
+    WorkerInfo,
+    WorkerResources,
+    now_ms,
+)
+from fluster.protocol.resources import CpuDevice, Device, GpuDevice, TpuDevice, parse_memory
+from fluster.protocol.subjects import Subjects, result_object
+from fluster.worker.probe import probe_cpu, probe_gpus, probe_memory
+from fluster.worker.runtime import (
+    ENTRYPOINT_FILE,
+    RESULT_FILE,
+    AttemptSpec,
+    ExitInfo,
+    ProcessRuntime,
+    Runtime,
+    RunningAttempt,
+)
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req", bound=BaseModel)
+
+RESULT_INLINE_LIMIT = 64 * 1024  # larger return values go to the object store, not into the job record
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    url: str
+    namespace: str = "default"
+    worker_id: str | None = None
+    cpu: float | None = None  # None: probe
+    memory: str | None = None  # None: probe
+    device: CpuDevice | GpuDevice | TpuDevice | None = None  # None: probe (nvidia-smi)
+    max_concurrent_jobs: int = 10
+    heartbeat_interval: float = 1.0
+    runtime: str = "process"
+    docker_image: str = "fluster-base:py311"
+    work_dir: Path | None = None
+    kill_grace: float = 5.0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Attempt:
+    job_id: str
+    attempt: int
+    message: RunJob
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    running: RunningAttempt | None = None
+    stop_state: JobState | None = None  # set when the worker was told to stop it (KILLED, PREEMPTED)
+    fenced: bool = False  # the controller no longer counts this attempt: report nothing
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.job_id, self.attempt)
+
+
+class Worker:
+    """``await tg.start(Worker(nc, settings).run)``; ``await worker.drain()`` before cancelling to leave cleanly."""
+
+    def __init__(self, nc: NATS, settings: WorkerSettings, runtime: Runtime | None = None) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.subjects = Subjects(settings.namespace)
+        self.worker_id = settings.worker_id or new_worker_id()
+        self.incarnation: Incarnation = new_incarnation()
+        self.runtime: Runtime = runtime or _make_runtime(settings, self.worker_id)
+        self.resources = _resources(settings)
+        self.work_root = settings.work_dir or Path(tempfile.gettempdir()) / f"fluster-{self.worker_id}"
+        self.attempts: dict[tuple[str, int], _Attempt] = {}
+        self._outbox: list[JobUpdated] = []
+        self._outbox_event = anyio.Event()
+        self._draining = False
+        self._assets: Assets | None = None
+        self._tg: TaskGroup | None = None
+        self._run_sub: Any = None
+        self._environments: Any = None
+
+    @property
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            worker_id=self.worker_id, incarnation=self.incarnation, hostname=socket.gethostname(), pid=os.getpid(),
+            runtime=self.runtime.name, resources=self.resources, registered_at_ms=now_ms(),
+            metadata=dict(self.settings.metadata),
+        )
+
+    @property
+    def assets(self) -> Assets:
+        assert self._assets is not None, "worker not started"
+        return self._assets
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._assets = await ensure_assets(self.nc.jetstream(), self.subjects)
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        await self.runtime.cleanup_stale()
+        self._run_sub = await self.nc.subscribe(self.subjects.worker_run(self.worker_id))
+        kill_sub = await self.nc.subscribe(self.subjects.worker_kill(self.worker_id))
+        await self.nc.flush()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._consume, self._run_sub, RunJob, self._on_run, "dispatch", False)
+                tg.start_soon(self._consume, kill_sub, StopJob, self._on_stop, "stop", True)
+                await self._register()
+                tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._outbox_loop)
+                log.info("worker ready worker_id=%s runtime=%s cpu=%g memory=%d", self.worker_id,
+                         self.runtime.name, self.resources.cpu, self.resources.memory_bytes)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for attempt in list(self.attempts.values()):
+                    attempt.fenced = True
+                    with anyio.move_on_after(self.settings.kill_grace + 2):
+                        await self._stop(attempt, JobState.PREEMPTED, 0.5)
+            shutil.rmtree(self.work_root, ignore_errors=True)
+
+    async def drain(self, grace: float = 0.0) -> None:
+        """Leave the cluster cleanly: take no new jobs, let running ones finish within ``grace`` seconds, stop
+        (and report as PREEMPTED, so they are retried elsewhere) the rest, flush reports, deregister."""
+        self._draining = True
+        if self._run_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._run_sub.unsubscribe()
+        with anyio.move_on_after(grace):
+            while self.attempts:
+                await next(iter(self.attempts.values())).done.wait()
+        async with anyio.create_task_group() as tg:
+            for attempt in list(self.attempts.values()):
+                tg.start_soon(self._stop, attempt, JobState.PREEMPTED, self.settings.kill_grace)
+        with anyio.move_on_after(5):
+            while self._outbox:
+                await anyio.sleep(0.02)
+        with contextlib.suppress(FlusterError):
+            await request(self.nc, self.subjects.deregister,
+                          DeregisterWorker(worker_id=self.worker_id, incarnation=self.incarnation), Ack,
+                          timeout=2, what="the controller")
+        log.info("worker drained worker_id=%s", self.worker_id)
+
+    # -- messages ---------------------------------------------------------------------------------------
+
+    async def _consume(
+        self, sub: Any, model: type[Req], handler: Callable[[Req], Awaitable[BaseModel]], what: str,
+        concurrent: bool,
+    ) -> None:
+        async for msg in sub.messages:
+            if concurrent and self._tg is not None:
+                self._tg.start_soon(serve_requests, msg, model, handler, what)
+            else:
+                await serve_requests(msg, model, handler, what=what)
+
+    async def _on_run(self, msg: RunJob) -> RunJobReply:
+        if self._draining:
+            return RunJobReply(accepted=False, reason="worker is draining")
+        if msg.incarnation != self.incarnation:
+            return RunJobReply(accepted=False, reason=f"stale incarnation {msg.incarnation}")
+        key = (msg.job_id, msg.attempt)
+        if key in self.attempts:
+            return RunJobReply(accepted=True, reason="already running")
+        if len(self.attempts) >= self.resources.max_concurrent_jobs:
+            return RunJobReply(accepted=False, reason="worker is full")
+        attempt = _Attempt(job_id=msg.job_id, attempt=msg.attempt, message=msg)
+        self.attempts[key] = attempt
+        assert self._tg is not None
+        self._tg.start_soon(self._run_attempt, attempt)
+        return RunJobReply(accepted=True)
+
+    async def _on_stop(self, msg: StopJob) -> StopJobReply:
+        attempt = self.attempts.get((msg.job_id, msg.attempt))
+        if attempt is None:
+            return StopJobReply(stopped=False, message="not running here")
+        await self._stop(attempt, msg.state, msg.grace_ms / 1000)
+        return StopJobReply(stopped=True)
+
+    async def _stop(self, attempt: _Attempt, state: JobState, grace: float) -> None:
+        if attempt.stop_state is None:
+            attempt.stop_state = state
+        if attempt.running is not None:
+            await attempt.running.stop(grace)
+        else:
+            attempt.scope.cancel()
+        await attempt.done.wait()
+
+    # -- attempts ---------------------------------------------------------------------------------------
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
+        job_id, request_ = attempt.job_id, attempt.message.request
+        workdir = self.work_root / job_id.replace("/", "__") / f"attempt-{attempt.attempt}"
+        update: JobUpdated | None = None
+        try:
+            with attempt.scope:
+                workdir.mkdir(parents=True, exist_ok=True)
+                (workdir / ENTRYPOINT_FILE).write_bytes(await from_payload(self.assets.objects, request_.entrypoint))
+                python_path, cwd = await self._prepare_environment(attempt)
+                env = {**request_.environment.env_vars,
+                       **job_env_vars(self._job_url(), self.settings.namespace, job_id, attempt.attempt,
+                                      self.worker_id)}
+                spec = AttemptSpec(job_id=job_id, attempt=attempt.attempt, workdir=workdir, env=env,
+                                   resources=request_.resources, environment=request_.environment,
+                                   python_path=python_path, cwd=cwd)
+                attempt.running = await self.runtime.start(spec)
+            if attempt.running is not None:
+                if attempt.stop_state is not None:
+                    await attempt.running.stop(0)
+                self._report(attempt, JobState.RUNNING)
+                exit_info = await self._follow(attempt, attempt.running)
+                update = await self._outcome(attempt, workdir, exit_info)
+            else:
+                update = self._update(attempt, attempt.stop_state or JobState.KILLED, error="stopped before start")
+        except Exception as exc:  # a failure of the worker's own steps (bundle, install, runtime) fails the attempt
+            log.warning("attempt failed to run job_id=%s: %r", job_id, exc)
+            await self._publish_log(attempt, "system", f"fluster: {exc}")
+            update = self._update(attempt, attempt.stop_state or JobState.FAILED, error=str(exc))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._publish_log(attempt, "system", "", final=True)
+                with contextlib.suppress(Exception):
+                    await self.nc.flush(timeout=5)
+                if update is not None and not attempt.fenced:
+                    self._enqueue(update)
+                self.attempts.pop(attempt.key, None)
+                attempt.done.set()
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _prepare_environment(self, attempt: _Attempt) -> tuple[list[Path], Path | None]:
+        env = attempt.message.request.environment
+        if not env.pip_packages and not env.workspace and not env.extras:
+            return [], None
+        if self._environments is None:
+            from fluster.worker.environments import EnvironmentCache
+
+            self._environments = EnvironmentCache(self.work_root.parent / "fluster-env-cache", self.assets.objects)
+        self._report(attempt, JobState.BUILDING)
+
+        async def emit(line: str) -> None:
+            await self._publish_log(attempt, "system", line)
+
+        prepared = await self._environments.prepare(env, emit)
+        return list(prepared.python_path), prepared.cwd
+
+    async def _follow(self, attempt: _Attempt, running: RunningAttempt) -> ExitInfo:
+        async for stream, line in running.lines():
+            await self._publish_log(attempt, stream, line)
+        return await running.wait()
+
+    async def _outcome(self, attempt: _Attempt, workdir: Path, exit_info: ExitInfo) -> JobUpdated:
+        if attempt.stop_state is not None:
+            return self._update(attempt, attempt.stop_state, exit_code=exit_info.exit_code,
+                                error=f"stopped ({attempt.stop_state.value.lower()})")
+        outcome = _read_result(workdir / RESULT_FILE)
+        if exit_info.oom_killed or exit_info.error:
+            return self._update(attempt, JobState.FAILED, exit_code=exit_info.exit_code, error=exit_info.error)
+        if outcome is not None and outcome[0] == "ok":
+            payload = await to_payload(self.assets.objects, result_object(attempt.job_id), outcome[1],
+                                       limit=RESULT_INLINE_LIMIT)
+            return self._update(attempt, JobState.SUCCEEDED, exit_code=exit_info.exit_code, result=payload)
+        if outcome is not None and outcome[0] == "err":
+            info = ErrorInfo.model_validate(outcome[1])
+            return self._update(attempt, JobState.FAILED, exit_code=exit_info.exit_code,
+                                error=f"{info.type_name.rsplit('.', 1)[-1]}: {info.message}", error_info=info)
+        if exit_info.exit_code == 0:
+            return self._update(attempt, JobState.SUCCEEDED, exit_code=0)
+        code = exit_info.exit_code
+        reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return self._update(attempt, JobState.FAILED, exit_code=code, error=f"job process ended: {reason}")
+
+    def _update(self, attempt: _Attempt, state: JobState, *, exit_code: int | None = None, error: str | None = None,
+                error_info: ErrorInfo | None = None, result: Payload | None = None) -> JobUpdated:
+        return JobUpdated(worker_id=self.worker_id, incarnation=attempt.message.incarnation, job_id=attempt.job_id,
+                          attempt=attempt.attempt, state=state, at_ms=now_ms(), exit_code=exit_code, error=error,
+                          error_info=error_info, result=result)
+
+    def _report(self, attempt: _Attempt, state: JobState) -> None:
+        if not attempt.fenced:
+            self._enqueue(self._update(attempt, state))
+
+    async def _publish_log(self, attempt: _Attempt, stream: str, line: str, final: bool = False) -> None:
+        message = LogLine(at_ms=now_ms(), stream=stream, attempt=attempt.attempt, line=line,  # type: ignore[arg-type]
+                          final=final)
+        try:
+            await self.nc.publish(self.subjects.logs(attempt.job_id), encode(message))
+        except Exception as exc:  # a log line is not worth failing a job for
+            log.debug("log publish failed: %r", exc)
+
+    def _job_url(self) -> str:
+        return self.settings.url
+
+    # -- controller link --------------------------------------------------------------------------------
+
+    def _enqueue(self, update: JobUpdated) -> None:
+        self._outbox.append(update)
+        self._outbox_event.set()
+
+    async def _outbox_loop(self) -> None:
+        delay = 0.05
+        while True:
+            if not self._outbox:
+                await self._outbox_event.wait()
+                self._outbox_event = anyio.Event()
+                continue
+            try:
+                await request(self.nc, self.subjects.job_update, self._outbox[0], Ack, timeout=5,
+                              what="the controller")
+            except FlusterError as exc:
+                log.debug("report not delivered, retrying: %s", exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            self._outbox.pop(0)
+
+    async def _register(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await request(self.nc, self.subjects.register, RegisterWorker(info=self.info), Ack, timeout=5,
+                              what="the controller")
+                return
+            except FlusterError as exc:
+                log.info("registration not acknowledged, retrying: %s", exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.heartbeat_interval)
+            known = {a.key for a in self.attempts.values() if not a.fenced}
+            known |= {(u.job_id, u.attempt) for u in self._outbox}
+            beat = Heartbeat(worker_id=self.worker_id, incarnation=self.incarnation,
+                             running=[AttemptRef(job_id=j, attempt=a) for j, a in sorted(known)])
+            try:
+                reply = await request(self.nc, self.subjects.heartbeat, beat, HeartbeatReply,
+                                      timeout=max(1.0, self.settings.heartbeat_interval * 2), what="the controller")
+            except FlusterError as exc:
+                log.debug("heartbeat not answered: %s", exc)
+                continue
+            if reply.status == "reregister":
+                await self._reincarnate()
+                continue
+            for ref in reply.kill:
+                stale = self.attempts.get((ref.job_id, ref.attempt))
+                if stale is not None and self._tg is not None:
+                    log.warning("stopping attempt the controller does not know job_id=%s attempt=%d",
+                                ref.job_id, ref.attempt)
+                    stale.fenced = True
+                    self._tg.start_soon(self._stop, stale, JobState.KILLED, self.settings.kill_grace)
+
+    async def _reincarnate(self) -> None:
+        """The controller declared this worker dead: kill what still runs, then register anew."""
+        log.warning("controller does not know this worker (declared dead?): killing %d attempt(s), re-registering",
+                    len(self.attempts))
+        for attempt in self.attempts.values():
+            attempt.fenced = True
+        self._outbox.clear()
+        async with anyio.create_task_group() as tg:
+            for attempt in list(self.attempts.values()):
+                tg.start_soon(self._stop, attempt, JobState.KILLED, 0.5)
+        self.incarnation = new_incarnation()
+        await self._register()
+
+
+def _read_result(path: Path) -> tuple[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            outcome = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return None
+    if isinstance(outcome, tuple) and len(outcome) == 2 and outcome[0] in ("ok", "err"):
+        return outcome
+    return None
+
+
+def _resources(settings: WorkerSettings) -> WorkerResources:
+    device: Device = settings.device if settings.device is not None else probe_gpus()
+    return WorkerResources(
+        cpu=settings.cpu if settings.cpu is not None else probe_cpu(),
+        memory_bytes=parse_memory(settings.memory) if settings.memory is not None else probe_memory(),
+        device=device,
+        max_concurrent_jobs=settings.max_concurrent_jobs,
+    )
+
+
+def _make_runtime(settings: WorkerSettings, worker_id: str) -> Runtime:
+    if settings.runtime == "process":
+        return ProcessRuntime()
+    if settings.runtime == "docker":
+        from fluster.worker.docker_runtime import DockerRuntime
+
+        runtime: Runtime = DockerRuntime(image=settings.docker_image, worker_id=worker_id)
+        return runtime
+    raise ValueError(f"unknown runtime {settings.runtime!r}: use 'process' or 'docker'")

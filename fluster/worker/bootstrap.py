@@ -1,0 +1,54 @@
+"""The first code a job process runs: load the entrypoint, run it, write its result. Run by path, not as a module.
+
+It imports only the standard library (and cloudpickle, through unpickling), so a job starts in tens of
+milliseconds; fluster itself is imported only when a job fails, to describe the exception.
+Usage: ``python bootstrap.py <workdir>``; ``<workdir>/entrypoint.pkl`` holds ``("call", fn, args, kwargs)`` or
+``("exec", argv)``; the outcome goes to ``<workdir>/result.pkl`` as ``("ok", value_bytes)`` or ``("err", info)``.
+"""
+
+import os
+import pickle
+import sys
+
+
+def _write(workdir: str, outcome: tuple[object, ...]) -> None:
+    tmp = os.path.join(workdir, "result.pkl.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, os.path.join(workdir, "result.pkl"))
+
+
+def _error(exc: BaseException) -> tuple[object, ...]:
+    from fluster.errors import to_wire
+
+    return ("err", to_wire(exc).model_dump(mode="python"))
+
+
+def main() -> int:
+    workdir = sys.argv[1]
+    with open(os.path.join(workdir, "entrypoint.pkl"), "rb") as f:
+        entry = pickle.load(f)
+    if entry[0] == "exec":
+        argv = list(entry[1])
+        sys.stdout.flush()
+        os.execvp(argv[0], argv)
+    _, fn, args, kwargs = entry
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: B036 - SystemExit and KeyboardInterrupt from user code are results too
+        _write(workdir, _error(exc))
+        sys.stdout.flush()
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        return 1
+    try:
+        import cloudpickle
+
+        _write(workdir, ("ok", cloudpickle.dumps(value)))
+    except Exception as exc:
+        _write(workdir, _error(TypeError(f"the job's return value of type {type(value).__name__} cannot be pickled: {exc}")))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
