@@ -17,6 +17,7 @@
         UnknownActorMethod also an AttributeError
         ActorCallTimeout   also a FlusterTimeout
         RemoteError        a remote exception whose type could not be rebuilt here
+      TaskLost             a task's executor died more often than its retries allow
 
 A user exception raised remotely comes back as its own type, with the remote traceback text attached as its
 ``__cause__`` (a ``RemoteTraceback``) and as ``remote_traceback``.
@@ -111,6 +112,10 @@ class RemoteError(ActorError):
         return (type(self), (self.type_name, self.remote_message, self.remote_traceback))
 
 
+class TaskLost(FlusterError):
+    """A task was lost with its executor (killed, worker lost) on every attempt its retries allowed."""
+
+
 class RemoteTraceback(Exception):
     """Carries the remote traceback text; set as ``__cause__`` so it prints above the local one."""
 
@@ -122,9 +127,7 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
-def _rebuild_job_failed(
-    cls: type[JobFailed], message: str, job_id: str, state: str, error: str | None
-) -> JobFailed:
+def _rebuild_job_failed(cls: type[JobFailed], message: str, job_id: str, state: str, error: str | None) -> JobFailed:
     return cls(message, job_id=job_id, state=state, error=error)
 
 

@@ -28,8 +28,10 @@ class Assets:
 
 async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
     """Create (or bind) the namespace's buckets, stream and object store; safe to call from every process."""
-    jobs = await _kv(js, KeyValueConfig(bucket=subjects.jobs_bucket, history=5, storage=StorageType.FILE))
-    workers = await _kv(js, KeyValueConfig(bucket=subjects.workers_bucket, history=1, storage=StorageType.FILE))
+    jobs = await _kv(js, KeyValueConfig(bucket=subjects.jobs_bucket, history=5, storage=StorageType.FILE, direct=True))
+    workers = await _kv(
+        js, KeyValueConfig(bucket=subjects.workers_bucket, history=1, storage=StorageType.FILE, direct=True)
+    )
     endpoints = await _kv(
         js,
         KeyValueConfig(
@@ -38,6 +40,7 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
             ttl=ENDPOINT_TTL_S,
             limit_marker_ttl=ENDPOINT_TTL_S,
             storage=StorageType.MEMORY,
+            direct=True,  # actor lookups read every endpoint of a name in one batched direct get
         ),
     )
     await _stream(
@@ -51,8 +54,7 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
         ),
     )
     objects = await _object_store(js, subjects.object_bucket)
-    return Assets(jobs=jobs, workers=workers, endpoints=endpoints, objects=objects,
-                  logs_stream=subjects.logs_stream)
+    return Assets(jobs=jobs, workers=workers, endpoints=endpoints, objects=objects, logs_stream=subjects.logs_stream)
 
 
 async def _kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:

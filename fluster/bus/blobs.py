@@ -85,13 +85,9 @@ async def put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
         digest=OBJ_DIGEST_TEMPLATE.format(digest=base64.urlsafe_b64encode(digest).decode()),
         options=api.ObjectMetaOptions(max_chunk_size=chunk),
     )
-    await js.publish(
-        meta_subject, json.dumps(info.as_dict()).encode(), headers={api.Header.ROLLUP: MSG_ROLLUP_SUBJECT}
-    )
+    await js.publish(meta_subject, json.dumps(info.as_dict()).encode(), headers={api.Header.ROLLUP: MSG_ROLLUP_SUBJECT})
     if previous is not None and previous.nuid and previous.nuid != nuid:
-        await js.purge_stream(
-            objects._stream, subject=OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=previous.nuid)
-        )
+        await js.purge_stream(objects._stream, subject=OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=previous.nuid))
 
 
 async def get_blob(objects: ObjectStore, name: str) -> bytes:

@@ -27,15 +27,17 @@ async def connect(url: str, name: str, **options: Any) -> NATS:
     servers = [part.strip() for part in url.split(",") if part.strip()]
 
     async def _error_cb(exc: Exception) -> None:
-        log.warning("nats error connection=%s: %s", name, exc)
+        log.info("nats error connection=%s: %s", name, exc)
 
     try:
-        return await nats.connect(
+        # the first connect gives up after a few tries per server (a wrong URL must fail, not hang); once
+        # connected, reconnect forever: workers and controllers ride out server restarts
+        nc = await nats.connect(
             servers=servers,
             name=name,
             connect_timeout=2,
-            reconnect_time_wait=0.5,
-            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
+            max_reconnect_attempts=3,
             allow_reconnect=True,
             ping_interval=10,
             max_outstanding_pings=3,
@@ -44,3 +46,6 @@ async def connect(url: str, name: str, **options: Any) -> NATS:
         )
     except Exception as exc:  # nats-py raises several unrelated types for "nothing there"
         raise ClusterUnavailable(f"cannot connect to NATS at {url!r} ({exc!r}); {HOW_TO_START}") from exc
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = 0.5
+    return nc

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import anyio
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, ConnectionDrainingError
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
@@ -15,6 +20,8 @@ from fluster.protocol.codec import decode
 M = TypeVar("M", bound=BaseModel)
 
 _DELETED = ("DEL", "PURGE")
+_DIRECT_BATCH = 10_000
+_DIRECT_TIMEOUT_S = 10.0
 
 
 async def get_model(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
@@ -29,7 +36,48 @@ async def get_model(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | N
 
 
 async def snapshot(kv: KeyValue, model: type[M], pattern: str = ">") -> dict[str, M]:
-    """Every live key matching ``pattern`` with its decoded value, read in one pass of a watcher."""
+    """Every live key matching ``pattern`` with its decoded value.
+
+    One batched direct get (``multi_last``) when the bucket allows direct gets, else one pass of a watcher.
+    """
+    found = await _direct_snapshot(kv, model, pattern)
+    return found if found is not None else await _watch_snapshot(kv, model, pattern)
+
+
+async def _direct_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[str, M] | None:
+    """None when the bucket has no direct gets or holds more than one batch (the caller then watches)."""
+    nc = kv._js._nc
+    inbox = nc.new_inbox()
+    replies: asyncio.Queue[Msg] = asyncio.Queue()
+    sub = await nc.subscribe(inbox, cb=replies.put)
+    prefix = kv._pre
+    found: dict[str, M] = {}
+    try:
+        request = json.dumps({"multi_last": [f"{prefix}{pattern}"], "batch": _DIRECT_BATCH}).encode()
+        await nc.publish(f"{kv._js._prefix}.DIRECT.GET.{kv._stream}", request, reply=inbox)
+        with anyio.fail_after(_DIRECT_TIMEOUT_S):
+            while True:
+                msg = await replies.get()
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status == "204":  # end of batch
+                    return found if headers.get("Nats-Num-Pending", "0") == "0" else None
+                if status == "404":  # no key matches
+                    return found
+                if status:  # 503 and friends: no direct get on this bucket
+                    return None
+                if headers.get("KV-Operation") in _DELETED or headers.get("Nats-Marker-Reason") or not msg.data:
+                    continue
+                key = headers.get("Nats-Subject", "")[len(prefix) :]
+                try:
+                    found[key] = decode(msg.data, model)
+                except ProtocolError:
+                    continue  # a foreign or corrupt entry is not ours to list
+    finally:
+        await sub.unsubscribe()
+
+
+async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[str, M]:
     watcher = await kv.watch(pattern)
     found: dict[str, M] = {}
     try:
@@ -42,9 +90,9 @@ async def snapshot(kv: KeyValue, model: type[M], pattern: str = ">") -> dict[str
             try:
                 found[entry.key] = decode(entry.value, model)
             except ProtocolError:
-                continue  # a foreign or corrupt entry is not ours to list
+                continue
     finally:
-        await watcher.stop()
+        await _stop(watcher)
     return found
 
 
@@ -65,4 +113,11 @@ async def watch_model(kv: KeyValue, key: str, model: type[M]) -> AsyncIterator[M
             else:
                 yield decode(entry.value, model)
     finally:
+        await _stop(watcher)
+
+
+async def _stop(watcher: Any) -> None:
+    try:
         await watcher.stop()
+    except (ConnectionClosedError, ConnectionDrainingError):  # the connection went first: nothing to stop
+        pass

@@ -67,7 +67,7 @@ async def respond_error(msg: Msg, exc: BaseException) -> None:
 
 
 async def serve_requests(
-    msg: Msg, model: type[Req], handler: Callable[[Req], Awaitable[BaseModel | None]], *, what: str
+    msg: Msg, model: type[Req], handler: Callable[[Req], Awaitable[BaseModel | None]], what: str
 ) -> None:
     """Decode one request and answer it with the handler's reply, or an error reply; never raises."""
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any
 
@@ -159,8 +159,14 @@ class ClusterClient:
             ),
         )
         reply = await self._retrying(
-            lambda: request(self.nc, self.subjects.submit, message, SubmitJobReply,
-                            timeout=REQUEST_TIMEOUT_S, what="the controller"),
+            lambda: request(
+                self.nc,
+                self.subjects.submit,
+                message,
+                SubmitJobReply,
+                timeout=REQUEST_TIMEOUT_S,
+                what="the controller",
+            ),
             SUBMIT_DEADLINE_S,
         )
         return JobId(reply.job_id)
@@ -199,8 +205,12 @@ class ClusterClient:
             raise from_wire(record.error_info)
         cls = Unschedulable if record.state == JobState.UNSCHEDULABLE else JobFailed
         detail = f": {record.error}" if record.error else ""
-        raise cls(f"job {job_id} ended {record.state.value}{detail}", job_id=job_id,
-                  state=record.state.value, error=record.error)
+        raise cls(
+            f"job {job_id} ended {record.state.value}{detail}",
+            job_id=job_id,
+            state=record.state.value,
+            error=record.error,
+        )
 
     async def kill(self, job_id: str) -> KillJobReply:
         """Kill a job and its children; returns once their processes are gone.
@@ -211,15 +221,22 @@ class ClusterClient:
             JobNotFound: no such job.
         """
         validate_job_id(job_id)
-        return await request(self.nc, self.subjects.kill, KillJob(job_id=job_id), KillJobReply,
-                             timeout=KILL_TIMEOUT_S, what="the controller")
+        return await request(
+            self.nc,
+            self.subjects.kill,
+            KillJob(job_id=job_id),
+            KillJobReply,
+            timeout=KILL_TIMEOUT_S,
+            what="the controller",
+        )
 
     async def list_jobs(self, state: JobState | str | None = None, prefix: str | None = None) -> list[JobStatus]:
         """All jobs of the namespace in submission order, optionally only those in ``state`` or under ``prefix``."""
         wanted = JobState(state) if state is not None else None
         records = await snapshot(self.assets.jobs, JobRecord)
         found = [
-            r for r in records.values()
+            r
+            for r in records.values()
             if (wanted is None or r.state == wanted) and (prefix is None or r.job_id.startswith(prefix))
         ]
         found.sort(key=lambda r: r.seq)
@@ -229,7 +246,7 @@ class ClusterClient:
         workers = await snapshot(self.assets.workers, WorkerInfo)
         return sorted(workers.values(), key=lambda w: w.worker_id)
 
-    async def logs(self, job_id: str, follow: bool = False) -> AsyncIterator[LogLine]:
+    async def logs(self, job_id: str, follow: bool = False) -> AsyncGenerator[LogLine, None]:
         """The job's output lines, from the start; with ``follow``, keep going until the job has finished."""
         validate_job_id(job_id)
         subject = self.subjects.logs(job_id)

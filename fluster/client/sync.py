@@ -68,9 +68,17 @@ class Client:
         max_retries_failure: int = 0,
         max_retries_preemption: int = 100,
     ) -> JobId:
-        return self._portal.call(lambda: self._client.submit(
-            name, entrypoint, resources, environment, scheduling_timeout, max_retries_failure,
-            max_retries_preemption))
+        return self._portal.call(
+            lambda: self._client.submit(
+                name,
+                entrypoint,
+                resources,
+                environment,
+                scheduling_timeout,
+                max_retries_failure,
+                max_retries_preemption,
+            )
+        )
 
     def status(self, job_id: str) -> JobStatus:
         return self._portal.call(self._client.status, job_id)

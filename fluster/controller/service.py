@@ -28,6 +28,7 @@ from fluster.protocol.codec import encode
 from fluster.protocol.ids import validate_job_id
 from fluster.protocol.messages import (
     Ack,
+    AttemptRecord,
     AttemptRef,
     DeregisterWorker,
     Heartbeat,
@@ -99,8 +100,12 @@ class Controller:
             await self.nc.flush()
             tg.start_soon(self._schedule_loop)
             tg.start_soon(self._liveness_loop)
-            log.info("controller ready namespace=%s jobs=%d workers=%d", self.subjects.namespace,
-                     len(self.jobs), len(self.workers))
+            log.info(
+                "controller ready namespace=%s jobs=%d workers=%d",
+                self.subjects.namespace,
+                len(self.jobs),
+                len(self.workers),
+            )
             task_status.started()
 
     # -- plumbing ---------------------------------------------------------------------------------------
@@ -120,7 +125,10 @@ class Controller:
         self.workers = {wid: st.WorkerEntry(info=info, last_seen=now) for wid, info in workers.items()}
 
     def _serve(
-        self, model: type[Req], handler: Callable[[Req], Awaitable[BaseModel | None]], what: str,
+        self,
+        model: type[Req],
+        handler: Callable[[Req], Awaitable[BaseModel | None]],
+        what: str,
         concurrent: bool = False,
     ) -> Callable[[Any], Awaitable[None]]:
         async def handle(msg: Any) -> None:
@@ -185,12 +193,21 @@ class Controller:
         if record is None:
             raise JobNotFound(f"no job {job_id!r} in namespace {self.subjects.namespace!r}")
         if record.state.is_terminal:
-            return KillJobReply(job_id=job_id, state=record.state, already_finished=True,
-                                message=f"job {job_id} had already finished ({record.state.value}); nothing to kill")
+            return KillJobReply(
+                job_id=job_id,
+                state=record.state,
+                already_finished=True,
+                message=f"job {job_id} had already finished ({record.state.value}); nothing to kill",
+            )
         killed = await self._kill_many([job_id, *self._descendants(job_id)], msg.reason)
         final = self.jobs[job_id]
-        return KillJobReply(job_id=job_id, state=final.state, already_finished=False,
-                            message=f"killed {len(killed)} job(s)", killed=killed)
+        return KillJobReply(
+            job_id=job_id,
+            state=final.state,
+            already_finished=False,
+            message=f"killed {len(killed)} job(s)",
+            killed=killed,
+        )
 
     def _descendants(self, job_id: str) -> list[str]:
         found: list[str] = []
@@ -203,7 +220,7 @@ class Controller:
 
     async def _kill_many(self, job_ids: list[str], reason: str) -> list[str]:
         """Kill jobs: pending ones at once, running ones through their workers (SIGTERM, grace, SIGKILL)."""
-        stops: list[tuple[str, st.AttemptRecord]] = []
+        stops: list[tuple[str, AttemptRecord]] = []
         killed: list[str] = []
         async with self._lock:
             for job_id in job_ids:
@@ -227,12 +244,18 @@ class Controller:
                     await self._commit(st.finish(record, JobState.KILLED, now_ms(), record.error or reason))
         return killed
 
-    async def _stop_attempt(self, job_id: str, attempt: st.AttemptRecord) -> None:
+    async def _stop_attempt(self, job_id: str, attempt: AttemptRecord) -> None:
         grace = self.settings.kill_grace
         stop = StopJob(job_id=job_id, attempt=attempt.attempt, grace_ms=int(grace * 1000))
         try:
-            await request(self.nc, self.subjects.worker_kill(attempt.worker_id), stop, StopJobReply,
-                          timeout=grace + 10, what=f"worker {attempt.worker_id}")
+            await request(
+                self.nc,
+                self.subjects.worker_kill(attempt.worker_id),
+                stop,
+                StopJobReply,
+                timeout=grace + 10,
+                what=f"worker {attempt.worker_id}",
+            )
         except FlusterError as exc:  # a worker that is gone has nothing left running
             log.warning("stop job_id=%s on worker=%s failed: %s", job_id, attempt.worker_id, exc)
 
@@ -246,8 +269,13 @@ class Controller:
                 await self._lose_jobs_of(info.worker_id, f"worker {info.worker_id} restarted", old.info.incarnation)
             self.workers[info.worker_id] = st.WorkerEntry(info=info, last_seen=time.monotonic())
             await self.assets.workers.put(info.worker_id, encode(info))
-            log.info("worker registered worker_id=%s incarnation=%s cpu=%g memory=%d", info.worker_id,
-                     info.incarnation, info.resources.cpu, info.resources.memory_bytes)
+            log.info(
+                "worker registered worker_id=%s incarnation=%s cpu=%g memory=%d",
+                info.worker_id,
+                info.incarnation,
+                info.resources.cpu,
+                info.resources.memory_bytes,
+            )
             self.wake()
         return Ack()
 
@@ -273,9 +301,12 @@ class Controller:
         # attempts assigned here that the worker has never heard of (a lost dispatch) are lost
         cutoff = now_ms() - int(self.settings.missing_attempt_grace * 1000)
         missing = [
-            r for r in self.jobs.values()
-            if (cur := st.active_attempt(r)) is not None and cur.worker_id == msg.worker_id
-            and cur.incarnation == msg.incarnation and (r.job_id, cur.attempt) not in known
+            r
+            for r in self.jobs.values()
+            if (cur := st.active_attempt(r)) is not None
+            and cur.worker_id == msg.worker_id
+            and cur.incarnation == msg.incarnation
+            and (r.job_id, cur.attempt) not in known
             and cur.assigned_at_ms < cutoff
         ]
         if missing:
@@ -323,8 +354,11 @@ class Controller:
                 for worker_id in dead:
                     entry = self.workers.get(worker_id)
                     if entry is not None and now - entry.last_seen > self.settings.worker_timeout:
-                        log.warning("worker dead worker_id=%s (no heartbeat for %.1fs)", worker_id,
-                                    now - entry.last_seen)
+                        log.warning(
+                            "worker dead worker_id=%s (no heartbeat for %.1fs)",
+                            worker_id,
+                            now - entry.last_seen,
+                        )
                         await self._remove_worker(worker_id, f"worker {worker_id} stopped heartbeating")
 
     # -- scheduling -------------------------------------------------------------------------------------
@@ -346,8 +380,9 @@ class Controller:
             if not pending:
                 return
             now = time.monotonic()
-            result = find_assignments([st.demand(r) for r in pending], st.supplies(self.workers, self.jobs, now),
-                                      now_ms())
+            result = find_assignments(
+                [st.demand(r) for r in pending], st.supplies(self.workers, self.jobs, now), now_ms()
+            )
             for job_id in result.timed_out:
                 record = self.jobs[job_id]
                 await self._commit(st.finish(record, JobState.UNSCHEDULABLE, now_ms(), st.unschedulable_error(record)))
@@ -362,12 +397,19 @@ class Controller:
 
     async def _dispatch(self, record: JobRecord, entry: st.WorkerEntry) -> None:
         attempt = record.attempts[-1].attempt
-        message = RunJob(job_id=record.job_id, attempt=attempt, incarnation=entry.info.incarnation,
-                         request=record.request)
+        message = RunJob(
+            job_id=record.job_id, attempt=attempt, incarnation=entry.info.incarnation, request=record.request
+        )
         worker_id = entry.info.worker_id
         try:
-            reply = await request(self.nc, self.subjects.worker_run(worker_id), message, RunJobReply,
-                                  timeout=self.settings.dispatch_timeout, what=f"worker {worker_id}")
+            reply = await request(
+                self.nc,
+                self.subjects.worker_run(worker_id),
+                message,
+                RunJobReply,
+                timeout=self.settings.dispatch_timeout,
+                what=f"worker {worker_id}",
+            )
             if reply.accepted:
                 return
             reason = reply.reason

@@ -23,8 +23,7 @@ ACTIVE_ATTEMPT = frozenset({JobState.PENDING, JobState.BUILDING, JobState.RUNNIN
 
 
 def new_record(submit: SubmitJob, now_ms: int, seq: int) -> JobRecord:
-    return JobRecord(job_id=submit.job_id, token=submit.token, request=submit.request, submitted_at_ms=now_ms,
-                     seq=seq)
+    return JobRecord(job_id=submit.job_id, token=submit.token, request=submit.request, submitted_at_ms=now_ms, seq=seq)
 
 
 def active_attempt(record: JobRecord) -> AttemptRecord | None:
@@ -49,7 +48,10 @@ def queued_at_ms(record: JobRecord) -> int:
 
 def assign(record: JobRecord, worker_id: str, incarnation: str, now_ms: int) -> JobRecord:
     attempt = AttemptRecord(
-        attempt=len(record.attempts), worker_id=worker_id, incarnation=incarnation, state=JobState.PENDING,
+        attempt=len(record.attempts),
+        worker_id=worker_id,
+        incarnation=incarnation,
+        state=JobState.PENDING,
         assigned_at_ms=now_ms,
     )
     return record.model_copy(update={"attempts": [*record.attempts, attempt]})
@@ -77,33 +79,60 @@ def apply_update(record: JobRecord, update: JobUpdated) -> JobRecord | None:
         return None
     state = update.state
     if state in (JobState.BUILDING, JobState.RUNNING):
-        attempt = current.model_copy(update={
+        attempt = current.model_copy(
+            update={
+                "state": state,
+                "started_at_ms": current.started_at_ms if state == JobState.BUILDING else update.at_ms,
+            }
+        )
+        return _replace_current(
+            record,
+            attempt,
+            {
+                "state": state,
+                "started_at_ms": record.started_at_ms or (update.at_ms if state == JobState.RUNNING else None),
+            },
+        )
+    ended = current.model_copy(
+        update={
             "state": state,
-            "started_at_ms": current.started_at_ms if state == JobState.BUILDING else update.at_ms,
-        })
-        return _replace_current(record, attempt, {
-            "state": state,
-            "started_at_ms": record.started_at_ms or (update.at_ms if state == JobState.RUNNING else None),
-        })
-    ended = current.model_copy(update={
-        "state": state, "finished_at_ms": update.at_ms, "exit_code": update.exit_code, "error": update.error,
-    })
+            "finished_at_ms": update.at_ms,
+            "exit_code": update.exit_code,
+            "error": update.error,
+        }
+    )
     if state == JobState.SUCCEEDED:
-        return _replace_current(record, ended, {
-            "state": JobState.SUCCEEDED, "finished_at_ms": update.at_ms, "exit_code": update.exit_code,
-            "error": None, "error_info": None, "result": update.result,
-        })
+        return _replace_current(
+            record,
+            ended,
+            {
+                "state": JobState.SUCCEEDED,
+                "finished_at_ms": update.at_ms,
+                "exit_code": update.exit_code,
+                "error": None,
+                "error_info": None,
+                "result": update.result,
+            },
+        )
     if state == JobState.KILLED and record.kill_requested:
-        return _replace_current(record, ended, {
-            "state": JobState.KILLED, "finished_at_ms": update.at_ms, "exit_code": update.exit_code,
-            "error": record.error or "killed by user",
-        })
+        return _replace_current(
+            record,
+            ended,
+            {
+                "state": JobState.KILLED,
+                "finished_at_ms": update.at_ms,
+                "exit_code": update.exit_code,
+                "error": record.error or "killed by user",
+            },
+        )
     if state == JobState.PREEMPTED:
         return _lost(record, ended, update.at_ms, update.error or "preempted")
     # FAILED, or a KILLED nobody asked for: the job failed
     failures = record.failure_count + 1
     fields: dict[str, object] = {
-        "failure_count": failures, "exit_code": update.exit_code, "error": update.error,
+        "failure_count": failures,
+        "exit_code": update.exit_code,
+        "error": update.error,
         "error_info": update.error_info,
     }
     if failures <= record.request.max_retries_failure:
@@ -128,9 +157,14 @@ def finish(record: JobRecord, state: JobState, now_ms: int, error: str | None) -
     current = active_attempt(record)
     if current is not None:
         attempts[-1] = current.model_copy(update={"state": state, "finished_at_ms": now_ms, "error": error})
-    return record.model_copy(update={
-        "state": state, "finished_at_ms": now_ms, "error": error, "attempts": attempts,
-    })
+    return record.model_copy(
+        update={
+            "state": state,
+            "finished_at_ms": now_ms,
+            "error": error,
+            "attempts": attempts,
+        }
+    )
 
 
 def unschedulable_error(record: JobRecord) -> str:

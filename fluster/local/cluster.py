@@ -7,7 +7,9 @@ The nats-server is a subprocess; the controller and workers run in this process,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class LocalCluster:
-    """``async with LocalCluster() as client`` (a ``ClusterClient``) or ``with LocalCluster() as client`` (a ``Client``)."""
+    """A cluster on this machine: ``async with LocalCluster() as client`` gives a ``ClusterClient``,
+    ``with LocalCluster() as client`` a blocking ``Client``."""
 
     def __init__(
         self,
@@ -42,13 +45,28 @@ class LocalCluster:
         heartbeat_interval: float = 0.5,
         worker_timeout: float = 5.0,
         store_dir: str | Path | None = None,
+        controller: bool = True,
     ) -> None:
         self.n_workers = workers
         self.namespace = namespace
         self._external_url = url
         self._store_dir = store_dir
-        self._worker_settings = dict(cpu=cpu, memory=memory, runtime=runtime, max_concurrent_jobs=max_concurrent_jobs,
-                                     heartbeat_interval=heartbeat_interval)
+        self._with_controller = controller
+        # worker ids are unique per cluster, so two local clusters on one machine never share work dirs or containers
+        cluster_id = uuid.uuid4().hex[:6]
+        self._worker_settings = [
+            WorkerSettings(
+                url="",
+                namespace=namespace,
+                worker_id=f"local-{cluster_id}-{index}",
+                cpu=cpu,
+                memory=memory,
+                runtime=runtime,
+                max_concurrent_jobs=max_concurrent_jobs,
+                heartbeat_interval=heartbeat_interval,
+            )
+            for index in range(workers)
+        ]
         self._controller_settings = ControllerSettings(namespace=namespace, worker_timeout=worker_timeout)
         self.server: NatsServer | None = None
         self.controller: Controller | None = None
@@ -88,8 +106,9 @@ class LocalCluster:
             nc = await connect(self.url, name="fluster-local")
             try:
                 async with anyio.create_task_group() as tg:
-                    self.controller = Controller(nc, self._controller_settings)
-                    await tg.start(self.controller.run)
+                    if self._with_controller:
+                        self.controller = Controller(nc, self._controller_settings)
+                        await tg.start(self.controller.run)
                     await self._start_workers(tg)
                     client = await ClusterClient.connect(self.url, self.namespace)
                     try:
@@ -107,11 +126,9 @@ class LocalCluster:
                     await nc.close()
 
     async def _start_workers(self, tg: TaskGroup) -> None:
-        for index in range(self.n_workers):
-            wnc = await connect(self.url, name=f"fluster-local-worker-{index}")
-            settings = WorkerSettings(url=self.url, namespace=self.namespace, worker_id=f"local-{index}",
-                                      **self._worker_settings)  # type: ignore[arg-type]
-            worker = Worker(wnc, settings)
+        for settings in self._worker_settings:
+            wnc = await connect(self.url, name=f"fluster-{settings.worker_id}")
+            worker = Worker(wnc, dataclasses.replace(settings, url=self.url))
             self.workers.append(worker)
             tg.start_soon(_close_on_exit, wnc)
             await tg.start(worker.run)

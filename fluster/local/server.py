@@ -84,7 +84,7 @@ class NatsServer:
             config.write_text(
                 f'listen: "127.0.0.1:{port}"\n'
                 f"max_payload: {self.max_payload}\n"
-                "ping_interval: \"10s\"\n"
+                'ping_interval: "10s"\n'
                 f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"\n}}\n'
             )
             with open(self.log_file, "ab") as out:

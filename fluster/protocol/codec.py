@@ -29,8 +29,14 @@ def decode(data: bytes, model: type[M]) -> M:
     try:
         raw: Any = msgpack.unpackb(data, raw=False)
         return model.model_validate(raw)
-    except (ValueError, TypeError, ValidationError, msgpack.ExtraData, msgpack.FormatError,
-            msgpack.StackError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        ValidationError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
         raise ProtocolError(f"cannot decode {model.__name__}: {exc}") from exc
 
 

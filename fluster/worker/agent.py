@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -61,8 +61,8 @@ from fluster.worker.runtime import (
     AttemptSpec,
     ExitInfo,
     ProcessRuntime,
-    Runtime,
     RunningAttempt,
+    Runtime,
 )
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,9 @@ class Worker:
         self.incarnation: Incarnation = new_incarnation()
         self.runtime: Runtime = runtime or _make_runtime(settings, self.worker_id)
         self.resources = _resources(settings)
-        self.work_root = settings.work_dir or Path(tempfile.gettempdir()) / f"fluster-{self.worker_id}"
+        # unique per worker run: two workers with the same id (in two namespaces) never share a directory
+        base = settings.work_dir or Path(tempfile.gettempdir())
+        self.work_root = base / f"fluster-{settings.namespace}-{self.worker_id}-{self.incarnation}"
         self.attempts: dict[tuple[str, int], _Attempt] = {}
         self._outbox: list[JobUpdated] = []
         self._outbox_event = anyio.Event()
@@ -129,8 +131,13 @@ class Worker:
     @property
     def info(self) -> WorkerInfo:
         return WorkerInfo(
-            worker_id=self.worker_id, incarnation=self.incarnation, hostname=socket.gethostname(), pid=os.getpid(),
-            runtime=self.runtime.name, resources=self.resources, registered_at_ms=now_ms(),
+            worker_id=self.worker_id,
+            incarnation=self.incarnation,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            runtime=self.runtime.name,
+            resources=self.resources,
+            registered_at_ms=now_ms(),
             metadata=dict(self.settings.metadata),
         )
 
@@ -154,8 +161,13 @@ class Worker:
                 await self._register()
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._outbox_loop)
-                log.info("worker ready worker_id=%s runtime=%s cpu=%g memory=%d", self.worker_id,
-                         self.runtime.name, self.resources.cpu, self.resources.memory_bytes)
+                log.info(
+                    "worker ready worker_id=%s runtime=%s cpu=%g memory=%d",
+                    self.worker_id,
+                    self.runtime.name,
+                    self.resources.cpu,
+                    self.resources.memory_bytes,
+                )
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
@@ -179,18 +191,27 @@ class Worker:
             for attempt in list(self.attempts.values()):
                 tg.start_soon(self._stop, attempt, JobState.PREEMPTED, self.settings.kill_grace)
         with anyio.move_on_after(5):
-            while self._outbox:
+            while self._outbox:  # noqa: ASYNC110 - the outbox loop empties it; a bounded wait at shutdown only
                 await anyio.sleep(0.02)
         with contextlib.suppress(FlusterError):
-            await request(self.nc, self.subjects.deregister,
-                          DeregisterWorker(worker_id=self.worker_id, incarnation=self.incarnation), Ack,
-                          timeout=2, what="the controller")
+            await request(
+                self.nc,
+                self.subjects.deregister,
+                DeregisterWorker(worker_id=self.worker_id, incarnation=self.incarnation),
+                Ack,
+                timeout=2,
+                what="the controller",
+            )
         log.info("worker drained worker_id=%s", self.worker_id)
 
     # -- messages ---------------------------------------------------------------------------------------
 
     async def _consume(
-        self, sub: Any, model: type[Req], handler: Callable[[Req], Awaitable[BaseModel]], what: str,
+        self,
+        sub: Any,
+        model: type[Req],
+        handler: Callable[[Req], Awaitable[BaseModel]],
+        what: str,
         concurrent: bool,
     ) -> None:
         async for msg in sub.messages:
@@ -242,12 +263,20 @@ class Worker:
                 workdir.mkdir(parents=True, exist_ok=True)
                 (workdir / ENTRYPOINT_FILE).write_bytes(await from_payload(self.assets.objects, request_.entrypoint))
                 python_path, cwd = await self._prepare_environment(attempt)
-                env = {**request_.environment.env_vars,
-                       **job_env_vars(self._job_url(), self.settings.namespace, job_id, attempt.attempt,
-                                      self.worker_id)}
-                spec = AttemptSpec(job_id=job_id, attempt=attempt.attempt, workdir=workdir, env=env,
-                                   resources=request_.resources, environment=request_.environment,
-                                   python_path=python_path, cwd=cwd)
+                env = {
+                    **request_.environment.env_vars,
+                    **job_env_vars(self._job_url(), self.settings.namespace, job_id, attempt.attempt, self.worker_id),
+                }
+                spec = AttemptSpec(
+                    job_id=job_id,
+                    attempt=attempt.attempt,
+                    workdir=workdir,
+                    env=env,
+                    resources=request_.resources,
+                    environment=request_.environment,
+                    python_path=python_path,
+                    cwd=cwd,
+                )
                 attempt.running = await self.runtime.start(spec)
             if attempt.running is not None:
                 if attempt.stop_state is not None:
@@ -295,38 +324,72 @@ class Worker:
 
     async def _outcome(self, attempt: _Attempt, workdir: Path, exit_info: ExitInfo) -> JobUpdated:
         if attempt.stop_state is not None:
-            return self._update(attempt, attempt.stop_state, exit_code=exit_info.exit_code,
-                                error=f"stopped ({attempt.stop_state.value.lower()})")
+            return self._update(
+                attempt,
+                attempt.stop_state,
+                exit_code=exit_info.exit_code,
+                error=f"stopped ({attempt.stop_state.value.lower()})",
+            )
         outcome = _read_result(workdir / RESULT_FILE)
         if exit_info.oom_killed or exit_info.error:
             return self._update(attempt, JobState.FAILED, exit_code=exit_info.exit_code, error=exit_info.error)
         if outcome is not None and outcome[0] == "ok":
-            payload = await to_payload(self.assets.objects, result_object(attempt.job_id), outcome[1],
-                                       limit=RESULT_INLINE_LIMIT)
+            payload = await to_payload(
+                self.assets.objects, result_object(attempt.job_id), outcome[1], limit=RESULT_INLINE_LIMIT
+            )
             return self._update(attempt, JobState.SUCCEEDED, exit_code=exit_info.exit_code, result=payload)
         if outcome is not None and outcome[0] == "err":
             info = ErrorInfo.model_validate(outcome[1])
-            return self._update(attempt, JobState.FAILED, exit_code=exit_info.exit_code,
-                                error=f"{info.type_name.rsplit('.', 1)[-1]}: {info.message}", error_info=info)
+            return self._update(
+                attempt,
+                JobState.FAILED,
+                exit_code=exit_info.exit_code,
+                error=f"{info.type_name.rsplit('.', 1)[-1]}: {info.message}",
+                error_info=info,
+            )
         if exit_info.exit_code == 0:
             return self._update(attempt, JobState.SUCCEEDED, exit_code=0)
         code = exit_info.exit_code
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         return self._update(attempt, JobState.FAILED, exit_code=code, error=f"job process ended: {reason}")
 
-    def _update(self, attempt: _Attempt, state: JobState, *, exit_code: int | None = None, error: str | None = None,
-                error_info: ErrorInfo | None = None, result: Payload | None = None) -> JobUpdated:
-        return JobUpdated(worker_id=self.worker_id, incarnation=attempt.message.incarnation, job_id=attempt.job_id,
-                          attempt=attempt.attempt, state=state, at_ms=now_ms(), exit_code=exit_code, error=error,
-                          error_info=error_info, result=result)
+    def _update(
+        self,
+        attempt: _Attempt,
+        state: JobState,
+        *,
+        exit_code: int | None = None,
+        error: str | None = None,
+        error_info: ErrorInfo | None = None,
+        result: Payload | None = None,
+    ) -> JobUpdated:
+        return JobUpdated(
+            worker_id=self.worker_id,
+            incarnation=attempt.message.incarnation,
+            job_id=attempt.job_id,
+            attempt=attempt.attempt,
+            state=state,
+            at_ms=now_ms(),
+            exit_code=exit_code,
+            error=error,
+            error_info=error_info,
+            result=result,
+        )
 
     def _report(self, attempt: _Attempt, state: JobState) -> None:
         if not attempt.fenced:
             self._enqueue(self._update(attempt, state))
 
-    async def _publish_log(self, attempt: _Attempt, stream: str, line: str, final: bool = False) -> None:
-        message = LogLine(at_ms=now_ms(), stream=stream, attempt=attempt.attempt, line=line,  # type: ignore[arg-type]
-                          final=final)
+    async def _publish_log(
+        self, attempt: _Attempt, stream: Literal["stdout", "stderr", "system"], line: str, final: bool = False
+    ) -> None:
+        message = LogLine(
+            at_ms=now_ms(),
+            stream=stream,
+            attempt=attempt.attempt,
+            line=line,
+            final=final,
+        )
         try:
             await self.nc.publish(self.subjects.logs(attempt.job_id), encode(message))
         except Exception as exc:  # a log line is not worth failing a job for
@@ -349,8 +412,7 @@ class Worker:
                 self._outbox_event = anyio.Event()
                 continue
             try:
-                await request(self.nc, self.subjects.job_update, self._outbox[0], Ack, timeout=5,
-                              what="the controller")
+                await request(self.nc, self.subjects.job_update, self._outbox[0], Ack, timeout=5, what="the controller")
             except FlusterError as exc:
                 log.debug("report not delivered, retrying: %s", exc)
                 await anyio.sleep(delay)
@@ -363,8 +425,14 @@ class Worker:
         delay = 0.05
         while True:
             try:
-                await request(self.nc, self.subjects.register, RegisterWorker(info=self.info), Ack, timeout=5,
-                              what="the controller")
+                await request(
+                    self.nc,
+                    self.subjects.register,
+                    RegisterWorker(info=self.info),
+                    Ack,
+                    timeout=5,
+                    what="the controller",
+                )
                 return
             except FlusterError as exc:
                 log.info("registration not acknowledged, retrying: %s", exc)
@@ -376,11 +444,20 @@ class Worker:
             await anyio.sleep(self.settings.heartbeat_interval)
             known = {a.key for a in self.attempts.values() if not a.fenced}
             known |= {(u.job_id, u.attempt) for u in self._outbox}
-            beat = Heartbeat(worker_id=self.worker_id, incarnation=self.incarnation,
-                             running=[AttemptRef(job_id=j, attempt=a) for j, a in sorted(known)])
+            beat = Heartbeat(
+                worker_id=self.worker_id,
+                incarnation=self.incarnation,
+                running=[AttemptRef(job_id=j, attempt=a) for j, a in sorted(known)],
+            )
             try:
-                reply = await request(self.nc, self.subjects.heartbeat, beat, HeartbeatReply,
-                                      timeout=max(1.0, self.settings.heartbeat_interval * 2), what="the controller")
+                reply = await request(
+                    self.nc,
+                    self.subjects.heartbeat,
+                    beat,
+                    HeartbeatReply,
+                    timeout=max(1.0, self.settings.heartbeat_interval * 2),
+                    what="the controller",
+                )
             except FlusterError as exc:
                 log.debug("heartbeat not answered: %s", exc)
                 continue
@@ -390,15 +467,20 @@ class Worker:
             for ref in reply.kill:
                 stale = self.attempts.get((ref.job_id, ref.attempt))
                 if stale is not None and self._tg is not None:
-                    log.warning("stopping attempt the controller does not know job_id=%s attempt=%d",
-                                ref.job_id, ref.attempt)
+                    log.warning(
+                        "stopping attempt the controller does not know job_id=%s attempt=%d",
+                        ref.job_id,
+                        ref.attempt,
+                    )
                     stale.fenced = True
                     self._tg.start_soon(self._stop, stale, JobState.KILLED, self.settings.kill_grace)
 
     async def _reincarnate(self) -> None:
         """The controller declared this worker dead: kill what still runs, then register anew."""
-        log.warning("controller does not know this worker (declared dead?): killing %d attempt(s), re-registering",
-                    len(self.attempts))
+        log.warning(
+            "controller does not know this worker (declared dead?): killing %d attempt(s), re-registering",
+            len(self.attempts),
+        )
         for attempt in self.attempts.values():
             attempt.fenced = True
         self._outbox.clear()

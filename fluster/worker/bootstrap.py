@@ -26,8 +26,13 @@ def _error(exc: BaseException) -> tuple[object, ...]:
 
 def main() -> int:
     workdir = sys.argv[1]
-    with open(os.path.join(workdir, "entrypoint.pkl"), "rb") as f:
-        entry = pickle.load(f)
+    try:
+        with open(os.path.join(workdir, "entrypoint.pkl"), "rb") as f:
+            entry = pickle.load(f)
+    except Exception as exc:  # e.g. the callable's module is not importable where the job runs
+        _write(workdir, _error(RuntimeError(f"cannot load the job's entrypoint: {type(exc).__name__}: {exc}")))
+        sys.stderr.write(f"fluster: cannot load the job's entrypoint: {type(exc).__name__}: {exc}\n")
+        return 1
     if entry[0] == "exec":
         argv = list(entry[1])
         sys.stdout.flush()
@@ -45,7 +50,10 @@ def main() -> int:
 
         _write(workdir, ("ok", cloudpickle.dumps(value)))
     except Exception as exc:
-        _write(workdir, _error(TypeError(f"the job's return value of type {type(value).__name__} cannot be pickled: {exc}")))
+        _write(
+            workdir,
+            _error(TypeError(f"the job's return value of type {type(value).__name__} cannot be pickled: {exc}")),
+        )
         return 1
     return 0
 

@@ -47,8 +47,13 @@ def probe_gpus() -> GpuDevice | CpuDevice:
     if smi is None:
         return CpuDevice()
     try:
-        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout
+        out = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("nvidia-smi failed, assuming no GPUs: %s", exc)
         return CpuDevice()

@@ -97,7 +97,7 @@ class ProcessRuntime:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            preexec_fn=_job_session,
             limit=1 << 20,
         )
         return _ProcessAttempt(proc)
@@ -155,6 +155,17 @@ class _ProcessAttempt:
         _signal_group(pgid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             await self._proc.wait()
+
+
+def _job_session() -> None:
+    """In the child: its own session (so a stop reaches the whole group), and death with the worker, so a
+    SIGKILLed worker leaves no job running that the controller will start again elsewhere."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

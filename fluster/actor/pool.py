@@ -1,0 +1,228 @@
+"""Calling actors: ``ClusterResolver`` finds them, ``ActorPool`` calls one member or broadcasts to all.
+
+A call is one publish on the actor's subject (its queue group picks the member) and one reply routed by
+``ReplyMux``; it reads no KV. Looking up, waiting for members and broadcasting read the endpoints bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
+
+import anyio
+from nats.aio.msg import Msg
+
+from fluster.actor import registry, wire
+from fluster.actor.broadcast import BroadcastResult
+from fluster.actor.mux import NoResponders, ReplyMux, ReplyTimeout
+from fluster.actor.transfer import Transfers
+from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout, from_wire
+from fluster.protocol.actor_messages import EndpointRecord
+from fluster.protocol.codec import decode
+from fluster.protocol.ids import validate_name
+from fluster.protocol.messages import ErrorInfo
+
+if TYPE_CHECKING:
+    from fluster.client.cluster import ClusterClient
+
+DEFAULT_CALL_TIMEOUT_S = 60.0
+
+
+class ClusterResolver:
+    """Finds actors of one namespace and carries their calls; one per connection is enough."""
+
+    def __init__(self, client: ClusterClient, call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S) -> None:
+        self.client = client
+        self.call_timeout = call_timeout
+        self._mux = ReplyMux(client.nc)
+        self.transfers = Transfers(client.nc, client.subjects)
+
+    async def lookup(self, name: str) -> ActorPool:
+        """The pool of actor ``name`` with its endpoints as of now (maybe none yet: see ``wait_for_size``)."""
+        pool = ActorPool(self, name)
+        await pool.refresh()
+        return pool
+
+    async def close(self) -> None:
+        await self._mux.close()
+
+    # -- the call path ------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        subject: str,
+        actor: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout_s: float | None,
+    ) -> Any:
+        """Call ``method`` on whoever serves ``subject`` and return its result.
+
+        Raises:
+            ActorNotFound: nothing serves the subject.
+            ActorCallTimeout: no reply in time.
+            Exception: the method's own exception, with the remote traceback as its ``__cause__``.
+        """
+        payload = wire.dumps_args(args, kwargs)
+        if len(payload) > self.client.nc.max_payload - wire.ENVELOPE_ROOM:
+            pending = await self._send_large(subject, method, payload, timeout_s)
+            return await self.result(pending, actor, method, timeout_s)
+        # The hot path: one publish, one reply, nothing else awaited.
+        try:
+            msg = await self._mux.request(subject, wire.encode_request(method, payload), timeout_s)
+        except (NoResponders, ReplyTimeout) as exc:
+            raise self._error(exc, actor, method, timeout_s) from None
+        return await self._decode(msg)
+
+    async def send(
+        self,
+        subject: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout_s: float | None,
+    ) -> Pending:
+        """Publish one call and return its pending reply, for ``result`` to decode (broadcasts use it)."""
+        payload = wire.dumps_args(args, kwargs)
+        if len(payload) > self.client.nc.max_payload - wire.ENVELOPE_ROOM:
+            return await self._send_large(subject, method, payload, timeout_s)
+        return Pending(await self._mux.send(subject, wire.encode_request(method, payload), timeout_s), None)
+
+    async def result(self, pending: Pending, actor: str, method: str, timeout_s: float | None) -> Any:
+        """Wait for a reply from ``send`` and return the method's result (raising as ``call`` does)."""
+        try:
+            msg = await pending.future
+        except (NoResponders, ReplyTimeout) as exc:
+            if pending.ref is not None and isinstance(exc, NoResponders):  # nobody will read it
+                await self.transfers.drop(pending.ref)
+            raise self._error(exc, actor, method, timeout_s) from None
+        return await self._decode(msg)
+
+    async def _send_large(self, subject: str, method: str, payload: bytes, timeout_s: float | None) -> Pending:
+        # The request goes first, so the server reads the chunks while they are still being written.
+        ref = await self.transfers.reserve(len(payload))
+        future = await self._mux.send(subject, wire.encode_request(method, b"", ref), timeout_s)
+        await self.transfers.send(ref, payload)
+        return Pending(future, ref)
+
+    async def _decode(self, msg: Msg) -> Any:
+        status, data, ref = wire.decode_reply(msg.data)
+        if ref is not None:
+            data = await self.transfers.get(ref)
+        if status == wire.OK:
+            return wire.loads(data)
+        raise from_wire(decode(data, ErrorInfo))
+
+    def _error(self, exc: Exception, actor: str, method: str, timeout_s: float | None) -> Exception:
+        if isinstance(exc, NoResponders):
+            return ActorNotFound(
+                f"no server for actor {actor!r} in namespace {self.client.namespace!r} (calling {method!r})"
+            )
+        return ActorCallTimeout(f"actor call {actor}.{method} got no reply within {timeout_s:g}s")
+
+
+class ActorPool:
+    """One actor name's endpoints; ``size`` and ``endpoints`` are as of the last lookup, refresh or wait."""
+
+    def __init__(self, resolver: ClusterResolver, name: str) -> None:
+        self.resolver = resolver
+        self.name = validate_name(name, "actor name")
+        self.endpoints: list[EndpointRecord] = []
+        self._subject = resolver.client.subjects.actor(name)
+        self._call = self._methods(resolver.call_timeout)
+
+    @property
+    def size(self) -> int:
+        return len(self.endpoints)
+
+    async def refresh(self) -> list[EndpointRecord]:
+        """Re-read the live endpoints from KV."""
+        self.endpoints = await registry.endpoints(self.resolver.client.assets.endpoints, self.name)
+        return self.endpoints
+
+    async def wait_for_size(
+        self,
+        n: int,
+        timeout: float | None = None,
+    ) -> list[EndpointRecord]:
+        """Wait (watching KV, not polling) until at least ``n`` endpoints are live, and return them.
+
+        Raises:
+            FlusterTimeout: fewer than ``n`` after ``timeout`` seconds.
+        """
+        changes = registry.watch(self.resolver.client.assets.endpoints, self.name)
+        with anyio.move_on_after(timeout):
+            async with aclosing(changes):  # stops the KV watcher now, not when the generator is collected
+                async for current in changes:
+                    self.endpoints = sorted(current.values(), key=lambda r: (r.registered_ms, r.endpoint_id))
+                    if len(current) >= n:
+                        return self.endpoints
+        raise FlusterTimeout(f"actor {self.name!r} has {self.size} endpoint(s), not {n}, after {timeout:g}s")
+
+    def call(self, timeout: float | None | _Default = "default") -> _Methods[Any]:
+        """``await pool.call().method(*args)``: one member runs it, picked by the queue group."""
+        if timeout == "default":
+            return self._call
+        return self._methods(timeout)
+
+    def broadcast(self, timeout: float | None | _Default = "default") -> _Methods[BroadcastResult]:
+        """``await pool.broadcast().method(*args)``: every live member runs it (``BroadcastResult``)."""
+        wait = self.resolver.call_timeout if timeout == "default" else timeout
+        return _Methods(lambda m, a, k: self._broadcast(m, a, k, wait))
+
+    def _methods(self, timeout_s: float | None) -> _Methods[Any]:
+        resolver, subject, name = self.resolver, self._subject, self.name
+        return _Methods(lambda m, a, k: resolver.call(subject, name, m, a, k, timeout_s))
+
+    async def _broadcast(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: float | None
+    ) -> BroadcastResult:
+        await self.refresh()
+        sent = [(e, await self.resolver.send(e.subject, method, args, kwargs, timeout_s)) for e in self.endpoints]
+        return BroadcastResult(self.resolver, self.name, method, sent, timeout_s)
+
+
+class ActorClient:
+    """One actor name, called directly: ``await ActorClient(resolver, "counter").incr(1)``."""
+
+    def __init__(self, resolver: ClusterResolver, name: str, timeout: float | None | _Default = "default") -> None:
+        self._pool = ActorPool(resolver, name)
+        self._methods = self._pool.call(timeout)
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return getattr(self._methods, method)  # type: ignore[no-any-return]
+
+
+class Pending(NamedTuple):
+    """A sent call: the future of its reply, and the blob holding its arguments when they were large."""
+
+    future: asyncio.Future[Msg]
+    ref: str | None
+
+
+_Default = Literal["default"]  # use the resolver's call_timeout
+
+R = TypeVar("R")
+
+
+class _Methods(Generic[R]):
+    """``proxy.method(*args, **kwargs)`` returns an awaitable of ``R``."""
+
+    def __init__(self, invoke: Callable[[str, tuple[Any, ...], dict[str, Any]], Awaitable[R]]) -> None:
+        self._invoke = invoke
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[R]]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        invoke = self._invoke
+
+        def bound(*args: Any, **kwargs: Any) -> Awaitable[R]:
+            return invoke(method, args, kwargs)
+
+        bound.__name__ = method
+        return bound

@@ -1,0 +1,178 @@
+"""Actor arguments and results too large for one message: chunks in a per-namespace JetStream memory stream.
+
+A transfer is the chunks of one value on its own subject (``Subjects...xfer.<id>``), published pipelined (the
+stream's acks gathered on one inbox) and read back by one ordered push consumer. The reader purges the
+subject as soon as it has the bytes (a fire-and-forget purge request, off the call's critical path), and the
+stream's ``max_age`` reaps transfers whose reader never came. This is the general object store's job done
+without its metadata, digest and per-chunk round trips, which cost more than the copy itself at these sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+
+import anyio
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from fluster.errors import FlusterError, FlusterTimeout, ProtocolError
+from fluster.protocol.subjects import (
+    Subjects,
+    actor_transfer_all,
+    actor_transfer_stream,
+    actor_transfer_subject,
+)
+
+log = logging.getLogger(__name__)
+
+TRANSFER_MAX_AGE_S = 15 * 60.0  # a transfer nobody read within this is garbage
+TRANSFER_TIMEOUT_S = 60.0  # no progress for this long fails a transfer
+MAX_CHUNK = 4 * 1024 * 1024
+
+
+class Transfers:
+    """Puts and gets large values for one connection and namespace; create the stream lazily, once."""
+
+    def __init__(self, nc: NATS, subjects: Subjects) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._subjects = subjects
+        self._stream = actor_transfer_stream(subjects)
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def reserve(self, size: int) -> str:
+        """A reference for a ``size``-byte value, to send (``<id>:<chunks>:<size>``) before the value itself.
+
+        The reader may start reading as soon as it has the reference: ``send`` then streams the chunks to
+        it through the stream, so writing and reading overlap instead of adding up.
+        """
+        await self._ensure_stream()
+        chunk = self._chunk()
+        return f"{uuid.uuid4().hex}:{(size + chunk - 1) // chunk}:{size}"
+
+    async def send(self, ref: str, data: bytes) -> None:
+        """Publish the chunks of ``data`` for ``ref`` and wait until the stream has stored them all.
+
+        Raises:
+            FlusterError: the stream rejected a chunk.
+            FlusterTimeout: the stream did not acknowledge every chunk in time.
+        """
+        transfer_id, count, size = _parse(ref)
+        if size != len(data) or count != (size + self._chunk() - 1) // self._chunk():
+            raise ValueError(f"transfer {ref!r} was reserved for another size than {len(data)}")
+        await self._publish_chunks(actor_transfer_subject(self._subjects, transfer_id), data, self._chunk())
+
+    async def put(self, data: bytes) -> str:
+        """Store ``data`` and return its reference."""
+        ref = await self.reserve(len(data))
+        await self.send(ref, data)
+        return ref
+
+    async def get(self, ref: str) -> bytes:
+        """Read the value behind ``ref`` and drop it from the stream.
+
+        Raises:
+            ProtocolError: ``ref`` is not a transfer reference.
+            FlusterTimeout: its chunks stopped arriving (or it was reaped).
+        """
+        transfer_id, count, size = _parse(ref)
+        subject = actor_transfer_subject(self._subjects, transfer_id)
+        parts: list[bytes] = []
+        if count:
+            sub = await self._js.subscribe(subject, ordered_consumer=True)
+            try:
+                while len(parts) < count:
+                    try:
+                        msg = await sub.next_msg(timeout=TRANSFER_TIMEOUT_S)
+                    except TimeoutError as exc:  # nats-py's TimeoutError subclasses the builtin
+                        raise FlusterTimeout(
+                            f"transfer {transfer_id}: chunk {len(parts) + 1} of {count} did not arrive"
+                        ) from exc
+                    parts.append(msg.data)
+            finally:
+                with anyio.move_on_after(5, shield=True):
+                    await sub.unsubscribe()
+        await self.drop(ref)
+        data = b"".join(parts)
+        if len(data) != size:
+            raise FlusterError(f"transfer {transfer_id} is {len(data)} bytes, expected {size}")
+        return data
+
+    async def drop(self, ref: str) -> None:
+        """Purge a transfer without waiting for the answer (max_age reaps it if this is lost)."""
+        transfer_id, _, _ = _parse(ref)
+        request = json.dumps({"filter": actor_transfer_subject(self._subjects, transfer_id)}).encode()
+        # The reply goes to an inbox nobody reads: the JetStream API ignores requests without a reply subject.
+        await self._nc.publish(f"{self._js._prefix}.STREAM.PURGE.{self._stream}", request, reply=self._nc.new_inbox())
+
+    def _chunk(self) -> int:
+        return max(1, min(MAX_CHUNK, self._nc.max_payload - 1024))
+
+    async def _ensure_stream(self) -> None:
+        if self._ready:
+            return
+        async with self._lock:
+            if self._ready:
+                return
+            config = StreamConfig(
+                name=self._stream,
+                subjects=[actor_transfer_all(self._subjects)],
+                storage=StorageType.MEMORY,
+                retention=RetentionPolicy.LIMITS,
+                max_age=TRANSFER_MAX_AGE_S,
+                max_msg_size=-1,
+            )
+            try:
+                await self._js.add_stream(config)
+            except BadRequestError:  # exists with another config: use it as it is
+                await self._js.stream_info(self._stream)
+            self._ready = True
+
+    async def _publish_chunks(self, subject: str, data: bytes, chunk: int) -> int:
+        count = (len(data) + chunk - 1) // chunk
+        if count == 0:
+            return 0
+        acked = 0
+        failure: list[str] = []
+        done = asyncio.Event()
+
+        async def on_ack(msg: Msg) -> None:
+            nonlocal acked
+            status = (msg.headers or {}).get("Status")
+            if status or b'"error"' in msg.data:
+                failure.append(f"status {status}" if status else msg.data.decode(errors="replace"))
+                done.set()
+            acked += 1
+            if acked >= count:
+                done.set()
+
+        # A callback subscription: nats-py's task for it counts acks while this task publishes.
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, cb=on_ack)
+        try:
+            view = memoryview(data)
+            for i in range(count):
+                await self._nc.publish(subject, bytes(view[i * chunk : (i + 1) * chunk]), reply=inbox)
+            with anyio.move_on_after(TRANSFER_TIMEOUT_S):
+                await done.wait()
+        finally:
+            await sub.unsubscribe()
+        if failure:
+            raise FlusterError(f"the transfer stream rejected a chunk: {failure[0]}")
+        if acked < count:
+            raise FlusterTimeout(f"the transfer stream acknowledged {acked} of {count} chunks")
+        return count
+
+
+def _parse(ref: str) -> tuple[str, int, int]:
+    try:
+        transfer_id, count, size = ref.split(":")
+        return transfer_id, int(count), int(size)
+    except ValueError as exc:
+        raise ProtocolError(f"not a transfer reference: {ref!r}") from exc

@@ -1,0 +1,5 @@
+import sys
+
+from fluster.cli.main import main
+
+sys.exit(main())

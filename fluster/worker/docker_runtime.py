@@ -1,0 +1,503 @@
+"""The ``docker`` runtime: each attempt in its own container, host network, non-root user, with limits.
+
+It owns containers only: the worker prepares the work dir and environment (``environments.py``) exactly as for
+the ``process`` runtime, and this module mounts them. Inside a container the job runs the same bootstrap with
+the same fluster code and dependency versions as the worker, copied once into a read-only cache directory.
+Blocking docker SDK calls go through threads; the streaming ones (logs, wait) run in daemon threads that end
+with their container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import docker
+import docker.errors
+import docker.types
+
+from fluster.errors import FlusterError
+from fluster.protocol.resources import parse_memory
+from fluster.worker.environments import fluster_site_dir
+from fluster.worker.image import DEFAULT_IMAGE, JOB_UID, PYTHON_LABEL, PYTHON_VERSION
+from fluster.worker.runtime import BOOTSTRAP, AttemptSpec, ExitInfo, RunningAttempt, Stream
+
+log = logging.getLogger(__name__)
+
+LABEL_JOB = "fluster.job"
+LABEL_ATTEMPT = "fluster.attempt"
+LABEL_WORKER = "fluster.worker"
+
+# Fixed paths inside the container.
+JOB_DIR = "/job"  # the attempt's work dir (entrypoint.pkl in, result.pkl out), read-write
+BOOTSTRAP_PATH = "/fluster/bootstrap.py"
+SUPPORT_DIR = "/fluster/site"  # fluster and its dependencies, read-only, last on PYTHONPATH
+PATH_DIR = "/fluster/path"  # PATH_DIR/<n>: the attempt's python_path entries, read-only
+CWD_DIR = "/fluster/cwd"  # the attempt's cwd when it is not on its python_path, read-only
+
+_MAX_LINE = 1 << 20
+# The daemon keeps a copy of the output too; bound it (we stream it as it comes, so rotation loses nothing).
+_LOG_CONFIG = {"type": "json-file", "config": {"max-size": "64m", "max-file": "2"}}
+_LOG_DRAIN_TIMEOUT = 10.0  # after exit, how long wait() lets the log readers catch up before removing
+
+
+class RuntimeStartError(FlusterError, RuntimeError):
+    """An attempt could not start: no daemon, no image, an image whose Python does not match, no free GPU."""
+
+
+@dataclass
+class _PythonCheck:
+    image_id: str
+    version: str
+
+
+class DockerRuntime:
+    """Runs each attempt as ``python bootstrap.py /job`` in a container of ``image``.
+
+    ``worker_id`` labels the containers so a restarted worker can remove what it left behind.
+    ``gpu_ids`` are the worker's GPUs (``nvidia-smi`` indices or UUIDs); a GPU job gets ``count`` of those
+    that no other running attempt holds. Fluster's own code and dependencies are copied for containers under
+    ``cache_dir`` (default: ``<tmp>/fluster-env-cache``, shared with the worker's EnvironmentCache) once per
+    version.
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        worker_id: str,
+        cache_dir: Path | None = None,
+        image: str = DEFAULT_IMAGE,
+        *,
+        pids_limit: int = 4096,
+        gpu_ids: list[str] | None = None,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.image = image
+        self._cache_dir = cache_dir or Path(tempfile.gettempdir()) / "fluster-env-cache"
+        self._pids_limit = pids_limit
+        self._gpu_ids = list(gpu_ids or [])
+        self._gpus_in_use: set[str] = set()
+        self._client = client
+        self._support: Path | None = None
+        self._python: _PythonCheck | None = None
+        self._setup_lock = anyio.Lock()
+
+    async def start(self, spec: AttemptSpec) -> RunningAttempt:
+        """Create and start the attempt's container.
+
+        Raises:
+            RuntimeStartError: the daemon or image is unavailable, the image's Python is not the worker's
+                ``major.minor``, or not enough GPUs are free. The job should fail with this message.
+        """
+        await self._ensure_ready()
+        assert self._support is not None
+        gpus = self._take_gpus(spec)
+        try:
+            # shielded so a cancelled start cannot lose track of a container it created
+            with anyio.CancelScope(shield=True):
+                container = await anyio.to_thread.run_sync(self._create, spec, self._support, gpus)
+        except BaseException:
+            self._release_gpus(gpus)
+            raise
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lambda: container.remove(force=True))
+            self._release_gpus(gpus)
+            raise
+        log.info(
+            "container started job_id=%s attempt=%s container=%s image=%s",
+            spec.job_id,
+            spec.attempt,
+            container.short_id,
+            self.image,
+        )
+        return _DockerAttempt(container, spec, on_removed=lambda: self._release_gpus(gpus))
+
+    async def cleanup_stale(self) -> None:
+        """Remove every container labelled with this worker id (left by an earlier run of this worker)."""
+        client = await self._docker()
+
+        def remove_all() -> int:
+            stale = client.containers.list(all=True, filters={"label": f"{LABEL_WORKER}={self.worker_id}"})
+            for container in stale:
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+            return len(stale)
+
+        removed = await anyio.to_thread.run_sync(remove_all)
+        if removed:
+            log.warning("removed stale containers worker=%s count=%d", self.worker_id, removed)
+
+    # -- setup ------------------------------------------------------------------------------------------
+
+    async def _docker(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = await anyio.to_thread.run_sync(connect_docker)
+            except docker.errors.DockerException as exc:
+                raise RuntimeStartError(f"cannot reach the Docker daemon: {exc}") from exc
+        return self._client
+
+    async def _ensure_ready(self) -> None:
+        """Check the image's Python once per image id, and copy fluster's runtime files once."""
+        async with self._setup_lock:
+            client = await self._docker()
+            if self._support is None:
+                self._support = await anyio.to_thread.run_sync(fluster_site_dir, self._cache_dir)
+            image = await anyio.to_thread.run_sync(self._get_or_pull, client)
+            if self._python is None or self._python.image_id != image.id:
+                version = await self._image_python(client, image)
+                self._python = _PythonCheck(str(image.id), version)
+        if not self._python.version:
+            raise RuntimeStartError(
+                f"docker image {self.image!r} cannot run `python3` (see the worker's log); use an image with "
+                f"Python {PYTHON_VERSION} on its PATH, such as one built by `fluster build-image`"
+            )
+        if self._python.version != PYTHON_VERSION:
+            raise RuntimeStartError(
+                f"docker image {self.image!r} has Python {self._python.version} but this worker "
+                f"runs Python {PYTHON_VERSION}: jobs are pickled with cloudpickle, which needs the same "
+                f"major.minor version; build a matching image with `fluster build-image`"
+            )
+
+    def _get_or_pull(self, client: docker.DockerClient) -> Any:
+        """The image, pulled from its registry when it is not on this machine (once, by the first job)."""
+        try:
+            return client.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.DockerException as exc:
+            raise RuntimeStartError(f"cannot inspect docker image {self.image!r}: {exc}") from exc
+        log.info("pulling image=%s", self.image)
+        try:
+            return client.images.pull(self.image)
+        except docker.errors.DockerException as exc:
+            raise RuntimeStartError(
+                f"docker image {self.image!r} is not on this machine and cannot be pulled ({exc}); build it "
+                f"with `fluster build-image --image {self.image}` (or `python -m fluster.worker.image`)"
+            ) from exc
+
+    async def _image_python(self, client: docker.DockerClient, image: Any) -> str:
+        labelled = (image.labels or {}).get(PYTHON_LABEL)
+        if labelled:
+            return str(labelled)
+
+        def probe() -> str:
+            code = "import sys; print('%d.%d' % sys.version_info[:2])"
+            try:
+                out = client.containers.run(
+                    self.image, ["python3", "-c", code], remove=True, network_mode="none", user=f"{JOB_UID}"
+                )
+            except docker.errors.DockerException as exc:
+                log.warning("cannot run python3 in image=%s: %s", self.image, exc)
+                return ""
+            return bytes(out).decode().strip()
+
+        version = await anyio.to_thread.run_sync(probe)
+        log.info("image python image=%s version=%s", self.image, version)
+        return version
+
+    # -- GPUs -------------------------------------------------------------------------------------------
+
+    def _take_gpus(self, spec: AttemptSpec) -> list[str]:
+        device = spec.resources.device
+        if device.type != "gpu" or device.count == 0 or not self._gpu_ids:
+            return []
+        free = [gpu for gpu in self._gpu_ids if gpu not in self._gpus_in_use]
+        if len(free) < device.count:
+            raise RuntimeStartError(
+                f"job wants {device.count} GPU(s) but only {len(free)} of this worker's {len(self._gpu_ids)} are free"
+            )
+        taken = free[: device.count]
+        self._gpus_in_use.update(taken)
+        return taken
+
+    def _release_gpus(self, gpus: list[str]) -> None:
+        self._gpus_in_use.difference_update(gpus)
+
+    # -- container --------------------------------------------------------------------------------------
+
+    def _create(self, spec: AttemptSpec, support: Path, gpus: list[str]) -> Any:
+        assert self._client is not None
+        _share_with_job_user(spec.workdir)
+        mounts = [
+            _bind(spec.workdir, JOB_DIR, read_only=False),
+            _bind(BOOTSTRAP, BOOTSTRAP_PATH),
+            _bind(support, SUPPORT_DIR),
+        ]
+        container_paths: list[str] = []
+        for index, path in enumerate(spec.python_path):
+            container_paths.append(f"{PATH_DIR}/{index}")
+            mounts.append(_bind(path, container_paths[-1]))
+        cwd = JOB_DIR
+        if spec.cwd is not None:
+            host_paths = [path.resolve() for path in spec.python_path]
+            if spec.cwd.resolve() in host_paths:  # the workspace: already mounted, keep one path for it
+                cwd = container_paths[host_paths.index(spec.cwd.resolve())]
+            else:
+                cwd = CWD_DIR
+                mounts.append(_bind(spec.cwd, CWD_DIR))
+
+        env = dict(spec.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        paths = [*container_paths, SUPPORT_DIR]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = ":".join(paths)
+
+        options: dict[str, Any] = {
+            "network_mode": "host",
+            "user": f"{JOB_UID}:{JOB_UID}",
+            "working_dir": cwd,
+            "init": True,  # docker-init forwards SIGTERM and reaps; python as PID 1 would ignore SIGTERM
+            "labels": {
+                LABEL_JOB: spec.job_id,
+                LABEL_ATTEMPT: str(spec.attempt),
+                LABEL_WORKER: self.worker_id,
+            },
+            "environment": env,
+            "mounts": mounts,
+            "pids_limit": self._pids_limit,
+            "log_config": _LOG_CONFIG,
+            "stdin_open": False,
+            "detach": True,
+        }
+        if spec.resources.cpu > 0:
+            options["nano_cpus"] = int(spec.resources.cpu * 1e9)
+        memory = parse_memory(spec.resources.memory)
+        if memory > 0:
+            options["mem_limit"] = memory
+            options["memswap_limit"] = memory  # no swap beyond the limit
+        device = spec.resources.device
+        if device.type == "gpu" and device.count > 0:
+            request = (
+                docker.types.DeviceRequest(device_ids=gpus, capabilities=[["gpu"]])
+                if gpus
+                else docker.types.DeviceRequest(count=device.count, capabilities=[["gpu"]])
+            )
+            options["device_requests"] = [request]
+        try:
+            container = self._client.containers.create(self.image, ["python3", BOOTSTRAP_PATH, JOB_DIR], **options)
+        except docker.errors.DockerException as exc:
+            raise RuntimeStartError(f"cannot create the job's container: {exc}") from exc
+        try:
+            container.start()
+        except docker.errors.DockerException as exc:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+            raise RuntimeStartError(f"cannot start the job's container: {exc}") from exc
+        return container
+
+
+class _DockerAttempt:
+    """One running container: its output lines, its exit, and its stop. Removed once its exit is known."""
+
+    def __init__(self, container: Any, spec: AttemptSpec, on_removed: Callable[[], None]) -> None:
+        self._container = container
+        self._spec = spec
+        self._on_removed = on_removed
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[Stream, str] | None] = asyncio.Queue()
+        self._exited = asyncio.Event()
+        self._status: dict[str, Any] = {}
+        self._readers_done = threading.Event()
+        self._exited_sync = threading.Event()
+        self._open_readers = 2
+        self._readers_lock = threading.Lock()
+        self._finish_lock = anyio.Lock()
+        self._result: ExitInfo | None = None
+        # Readers start now, so output is kept whether or not, and whenever, lines() is called.
+        for stream in ("stdout", "stderr"):
+            threading.Thread(
+                target=self._read_logs,
+                args=(stream,),
+                name=f"logs-{container.short_id}-{stream}",
+                daemon=True,
+            ).start()
+        threading.Thread(target=self._wait_exit, name=f"wait-{container.short_id}", daemon=True).start()
+
+    async def lines(self) -> AsyncIterator[tuple[Stream, str]]:
+        done = 0
+        while done < 2:
+            item = await self._queue.get()
+            if item is None:
+                done += 1
+            else:
+                yield item
+
+    async def wait(self) -> ExitInfo:
+        return await self._finish()
+
+    async def stop(self, grace: float) -> None:
+        if not self._exited.is_set():
+            await self._signal("SIGTERM")
+            with anyio.move_on_after(grace):
+                await self._exited.wait()
+            if not self._exited.is_set():
+                await self._signal("SIGKILL")
+        await self._finish()
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    async def _signal(self, sig: str) -> None:
+        try:
+            await anyio.to_thread.run_sync(lambda: self._container.kill(signal=sig))
+        except docker.errors.APIError as exc:  # 409: not running any more, which is what we want
+            log.debug("signal %s to container=%s: %s", sig, self._container.short_id, exc)
+
+    async def _finish(self) -> ExitInfo:
+        """Wait for exit, collect exit code and OOMKilled, let the logs drain, then remove the container."""
+        async with self._finish_lock:
+            if self._result is not None:
+                return self._result
+            await self._exited.wait()
+            with anyio.move_on_after(_LOG_DRAIN_TIMEOUT, shield=True):
+                await anyio.to_thread.run_sync(self._readers_done.wait, abandon_on_cancel=True)
+            with anyio.CancelScope(shield=True):
+                result = await anyio.to_thread.run_sync(self._collect_and_remove)
+            self._result = result
+            self._on_removed()
+            return result
+
+    def _collect_and_remove(self) -> ExitInfo:
+        container = self._container
+        state: dict[str, Any] = {}
+        try:
+            container.reload()
+            state = container.attrs.get("State", {})
+        except docker.errors.DockerException as exc:
+            log.warning("cannot inspect container=%s: %s", container.short_id, exc)
+        code = int(self._status.get("StatusCode", state.get("ExitCode", -1)))
+        oom = bool(state.get("OOMKilled", False))
+        error: str | None = None
+        if oom:
+            limit = self._spec.resources.memory
+            error = f"out of memory: the job exceeded its memory limit of {limit}"
+        elif self._status.get("Error"):
+            error = f"docker: {self._status['Error']}"
+        elif "error" in self._status:
+            error = str(self._status["error"])
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as exc:
+            log.warning("cannot remove container=%s: %s", container.short_id, exc)
+        log.info(
+            "container finished job_id=%s attempt=%s exit_code=%s oom=%s",
+            self._spec.job_id,
+            self._spec.attempt,
+            code,
+            oom,
+        )
+        return ExitInfo(exit_code=_signal_exit_code(code), oom_killed=oom, error=error)
+
+    def _wait_exit(self) -> None:
+        try:
+            status = dict(self._container.wait())
+        except Exception as exc:  # any failure must still release wait(): the state is read afterwards
+            status = {"error": f"waiting for the container failed: {exc}"}
+        self._status = status
+        self._exited_sync.set()
+        self._post(self._exited.set)
+
+    def _read_logs(self, stream: Stream) -> None:
+        pending = b""
+        last = b"\n"
+        only = {"stdout": stream == "stdout", "stderr": stream == "stderr"}
+        try:
+            for chunk in self._container.logs(stream=True, follow=True, **only):
+                last = chunk[-1:] or last
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                if len(pending) > _MAX_LINE:  # as the process runtime does: a huge line goes out in pieces
+                    complete.append(pending)
+                    pending = b""
+                for raw in complete:
+                    self._post(self._queue.put_nowait, (stream, _decode(raw)))
+            if last == b"\n" and self._exited_sync.wait(_LOG_DRAIN_TIMEOUT):
+                # dockerd's follow stream can end before it sends a final line that has no newline;
+                # the stored log has it, so read the last entry back once the container has exited
+                tail = bytes(self._container.logs(tail=1, **only))
+                if tail and not tail.endswith(b"\n"):
+                    pending = tail
+        except Exception as exc:  # a removed container ends its log stream with an error; the lines are kept
+            log.debug("log stream %s of container=%s ended: %s", stream, self._container.short_id, exc)
+        finally:
+            if pending:
+                self._post(self._queue.put_nowait, (stream, _decode(pending)))
+            self._post(self._queue.put_nowait, None)
+            with self._readers_lock:
+                self._open_readers -= 1
+                if self._open_readers == 0:
+                    self._readers_done.set()
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is listening any more
+            self._loop.call_soon_threadsafe(fn, *args)
+
+
+def _bind(source: Path, target: str, *, read_only: bool = True) -> docker.types.Mount:
+    return docker.types.Mount(target, str(source.resolve()), type="bind", read_only=read_only)
+
+
+def connect_docker() -> docker.DockerClient:
+    """A client for the daemon the environment points at (``DOCKER_HOST`` or the default socket). Blocking.
+
+    Raises:
+        docker.errors.DockerException: no daemon answers.
+    """
+    try:
+        # Each running container holds two log streams and a wait: more than the SDK's default pool of 10.
+        return docker.from_env(max_pool_size=256)
+    except docker.errors.DockerException as exc:
+        message = str(exc)
+    # The SDK leaks the socket of its failed version probe. Drop the traceback that holds it and collect it
+    # now, so its ResourceWarning does not surface later in unrelated code.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    raise docker.errors.DockerException(message)
+
+
+def _signal_exit_code(code: int) -> int:
+    """128+N (killed by signal N, as docker-init reports it) becomes -N, as in the process runtime."""
+    return -(code - 128) if 128 < code <= 128 + 64 else code
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode(errors="replace").rstrip("\r")
+
+
+def _share_with_job_user(workdir: Path) -> None:
+    """Give the work dir to the container's user (the worker usually runs as root)."""
+    for path in [workdir, *workdir.rglob("*")]:
+        try:
+            os.chown(path, JOB_UID, JOB_UID)
+        except PermissionError:  # not root: open it up instead
+            path.chmod(0o777 if path.is_dir() else 0o666)
+
+
+def docker_available() -> bool:
+    """Whether a Docker daemon answers (blocking)."""
+    try:
+        connect_docker().close()
+    except docker.errors.DockerException:
+        return False
+    return True

