@@ -78,9 +78,7 @@ def _wheel(directory: Path) -> Path:
     path = directory / "benchpkg-1.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as wheel:
         wheel.writestr("benchpkg.py", "VALUE = 1\n")
-        wheel.writestr(
-            "benchpkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: benchpkg\nVersion: 1.0\n"
-        )
+        wheel.writestr("benchpkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: benchpkg\nVersion: 1.0\n")
         wheel.writestr(
             "benchpkg-1.0.dist-info/WHEEL",
             "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
@@ -142,9 +140,7 @@ async def main(jobs: int, image: str) -> None:
             results[runtime.name] = {"noop": _ms(plain), "cached_env": _ms(with_env)}
         await nc.close()
 
-    cluster = {
-        name: await cluster_latencies(name, jobs, _wheel(Path(tempfile.mkdtemp()))) for name in results
-    }
+    cluster = {name: await cluster_latencies(name, jobs, _wheel(Path(tempfile.mkdtemp()))) for name in results}
     _report(f"through a LocalCluster, submit -> result, median of {jobs}", cluster, None)
     _report(f"runtimes alone, start -> result, median of {jobs}", results, install)
 

@@ -1,6 +1,6 @@
 """Resource-aware scheduling on a local cluster: jobs queue for CPUs, and a job no worker can take times out.
 
-    python examples/cluster_example.py
+python examples/cluster_example.py
 """
 
 import time

@@ -31,7 +31,9 @@ def main() -> None:
     with cluster as client:
         print(f"cluster ready in {time.perf_counter() - started:.2f}s")
         jobs = [
-            client.submit(f"train-{i}", Entrypoint.from_callable(train, lr, 5), resources=ResourceSpec(cpu=1, memory="512m"))
+            client.submit(
+                f"train-{i}", Entrypoint.from_callable(train, lr, 5), resources=ResourceSpec(cpu=1, memory="512m")
+            )
             for i, lr in enumerate([0.1, 0.2, 0.3])
         ]
         for job_id in jobs:

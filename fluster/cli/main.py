@@ -7,7 +7,9 @@ import importlib
 import json
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,7 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-grace", type=float, default=5.0)
 
     p = connected("worker", "run a worker in the foreground", _worker)
-    p.add_argument("--worker-id", default=None)
+    p.add_argument(
+        "--worker-id",
+        default=_default_worker_id(),
+        help="stable id of this worker (default: the host name); one per worker on a host",
+    )
     p.add_argument("--cpu", type=float, default=None, help="CPUs offered (default: probe)")
     p.add_argument("--memory", default=None, help="memory offered, e.g. 16g (default: probe)")
     p.add_argument("--gpus", type=int, default=None, help="GPUs offered (default: probe with nvidia-smi)")
@@ -127,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     connected("workers", "list workers", _workers, json_output=True)
 
     p = sub.add_parser("build-image", help="build the docker runtime's base image without a registry")
-    p.add_argument("--tag", default="fluster-base:py311")
+    p.add_argument("--image", default="fluster-base:py311", help="tag to build (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the tag exists")
     p.set_defaults(func=_build_image)
     return parser
 
@@ -300,11 +307,15 @@ async def _workers(args: argparse.Namespace) -> int:
 
 
 async def _build_image(args: argparse.Namespace) -> int:
-    from fluster.worker.image import build_base_image
+    from fluster.worker import image
 
-    await anyio.to_thread.run_sync(build_base_image, args.tag)
-    print(f"built {args.tag}")
-    return 0
+    argv = ["--image", args.image] + (["--force"] if args.force else [])
+    return await anyio.to_thread.run_sync(image.main, argv)
+
+
+def _default_worker_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "worker"
+    return host
 
 
 def _need_url(args: argparse.Namespace) -> str:

@@ -265,6 +265,16 @@ class Controller:
         info = msg.info
         async with self._lock:
             old = self.workers.get(info.worker_id)
+            if (
+                old is not None
+                and old.info.incarnation != info.incarnation
+                and (old.info.pid, old.info.hostname) != (info.pid, info.hostname)
+                and time.monotonic() - old.last_seen < self.settings.worker_timeout
+            ):
+                raise FlusterError(
+                    f"worker id {info.worker_id!r} is in use by a live worker (pid {old.info.pid} on "
+                    f"{old.info.hostname}); give each worker its own --worker-id"
+                )
             if old is not None and old.info.incarnation != info.incarnation:
                 await self._lose_jobs_of(info.worker_id, f"worker {info.worker_id} restarted", old.info.incarnation)
             self.workers[info.worker_id] = st.WorkerEntry(info=info, last_seen=time.monotonic())

@@ -85,6 +85,7 @@ class WorkerSettings:
     runtime: str = "process"
     docker_image: str = "fluster-base:py311"
     work_dir: Path | None = None
+    cache_dir: Path | None = None  # environments and the docker runtime's fluster copy; shared by workers of a host
     kill_grace: float = 5.0
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -114,8 +115,9 @@ class Worker:
         self.subjects = Subjects(settings.namespace)
         self.worker_id = settings.worker_id or new_worker_id()
         self.incarnation: Incarnation = new_incarnation()
-        self.runtime: Runtime = runtime or _make_runtime(settings, self.worker_id)
+        self.cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / "fluster-env-cache"
         self.resources = _resources(settings)
+        self.runtime: Runtime = runtime or _make_runtime(settings, self.worker_id, self.cache_dir, self.resources)
         # unique per worker run: two workers with the same id (in two namespaces) never share a directory
         base = settings.work_dir or Path(tempfile.gettempdir())
         self.work_root = base / f"fluster-{settings.namespace}-{self.worker_id}-{self.incarnation}"
@@ -308,8 +310,9 @@ class Worker:
         if self._environments is None:
             from fluster.worker.environments import EnvironmentCache
 
-            self._environments = EnvironmentCache(self.work_root.parent / "fluster-env-cache", self.assets.objects)
-        self._report(attempt, JobState.BUILDING)
+            self._environments = EnvironmentCache(self.cache_dir, self.assets.objects)
+        if self._environments.needs_build(env):
+            self._report(attempt, JobState.BUILDING)
 
         async def emit(line: str) -> None:
             await self._publish_log(attempt, "system", line)
@@ -512,12 +515,14 @@ def _resources(settings: WorkerSettings) -> WorkerResources:
     )
 
 
-def _make_runtime(settings: WorkerSettings, worker_id: str) -> Runtime:
+def _make_runtime(settings: WorkerSettings, worker_id: str, cache_dir: Path, resources: WorkerResources) -> Runtime:
     if settings.runtime == "process":
         return ProcessRuntime()
     if settings.runtime == "docker":
         from fluster.worker.docker_runtime import DockerRuntime
 
-        runtime: Runtime = DockerRuntime(image=settings.docker_image, worker_id=worker_id)
+        device = resources.device
+        gpu_ids = [str(i) for i in range(device.count)] if device.type == "gpu" else None
+        runtime: Runtime = DockerRuntime(worker_id, cache_dir=cache_dir, image=settings.docker_image, gpu_ids=gpu_ids)
         return runtime
     raise ValueError(f"unknown runtime {settings.runtime!r}: use 'process' or 'docker'")
