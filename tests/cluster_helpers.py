@@ -101,9 +101,7 @@ class Processes:
                 proc.wait()
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
-) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
     """Wait until ``check()`` is true, re-checking briefly; fail the test after ``timeout`` seconds."""
     with anyio.move_on_after(timeout):
         while not await check():

@@ -25,17 +25,11 @@ def cli(url: str, namespace: str, *args: str, cwd: Path | None = None) -> subpro
     )
 
 
-def test_cli_runs_a_job_end_to_end(
-    processes: Processes, nats_url: str, namespace: str, tmp_path: Path
-) -> None:
-    (tmp_path / "jobs_mod.py").write_text(
-        "def hello(name):\n    print('hi', name)\n    return name.upper()\n"
-    )
+def test_cli_runs_a_job_end_to_end(processes: Processes, nats_url: str, namespace: str, tmp_path: Path) -> None:
+    (tmp_path / "jobs_mod.py").write_text("def hello(name):\n    print('hi', name)\n    return name.upper()\n")
     processes.controller()
     processes.worker("cli-worker")
-    out = cli(
-        nats_url, namespace, "submit", "jobs_mod:hello", "ada", "--name", "greet", "--wait", cwd=tmp_path
-    )
+    out = cli(nats_url, namespace, "submit", "jobs_mod:hello", "ada", "--name", "greet", "--wait", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [namespace and "greet", "'ADA'"]
 
@@ -51,9 +45,7 @@ def test_cli_runs_a_job_end_to_end(
     assert "already finished" in cli(nats_url, namespace, "kill", "greet").stdout
 
 
-def test_worker_drains_on_sigterm_and_leaves_the_registry(
-    processes: Processes, nats_url: str, namespace: str
-) -> None:
+def test_worker_drains_on_sigterm_and_leaves_the_registry(processes: Processes, nats_url: str, namespace: str) -> None:
     processes.controller()
     worker = processes.worker("leaving", "--drain-grace", "0")
     for _ in range(200):

@@ -14,6 +14,7 @@ from fluster.protocol.subjects import Subjects
 
 LOG_MAX_AGE_S = 7 * 24 * 3600
 RESULT_TTL_S = 7 * 24 * 3600
+LEADER_LEASE_S = 5.0  # a controller that stops refreshing its lease for this long is replaced
 ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
 
 
@@ -23,6 +24,7 @@ class Assets:
     workers: KeyValue
     endpoints: KeyValue
     objects: ObjectStore
+    leader: KeyValue
     logs_stream: str
 
 
@@ -54,7 +56,17 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
         ),
     )
     objects = await _object_store(js, subjects.object_bucket)
-    return Assets(jobs=jobs, workers=workers, endpoints=endpoints, objects=objects, logs_stream=subjects.logs_stream)
+    leader = await _kv(
+        js, KeyValueConfig(bucket=subjects.leader_bucket, history=1, ttl=LEADER_LEASE_S, storage=StorageType.FILE)
+    )
+    return Assets(
+        jobs=jobs,
+        workers=workers,
+        endpoints=endpoints,
+        objects=objects,
+        logs_stream=subjects.logs_stream,
+        leader=leader,
+    )
 
 
 async def _kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:

@@ -20,7 +20,7 @@ import cloudpickle
 
 from fluster.bus.connection import connect
 from fluster.client.cluster import ClusterClient
-from fluster.context.env import default_namespace, default_url
+from fluster.environ import default_namespace, default_url
 from fluster.controller.service import Controller, ControllerSettings
 from fluster.errors import FlusterError
 from fluster.local.cluster import LocalCluster

@@ -24,7 +24,7 @@ from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.connection import HOW_TO_START, connect
 from fluster.bus.kv import get_model, snapshot, watch_model
 from fluster.bus.rpc import request
-from fluster.context.env import JobEnv, default_namespace, default_url, job_env
+from fluster.environ import JobEnv, default_namespace, default_url, job_env
 from fluster.errors import (
     ClusterUnavailable,
     FlusterTimeout,

@@ -8,7 +8,10 @@ On start it rebuilds its view from KV, so a restart loses nothing.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +25,7 @@ from fluster.bus.assets import Assets, ensure_assets
 from fluster.bus.kv import snapshot
 from fluster.bus.rpc import request, serve_requests
 from fluster.controller import state as st
+from fluster.controller.leader import LeaderLease
 from fluster.controller.scheduler import find_assignments
 from fluster.errors import FlusterError, JobAlreadyExists, JobNotFound, ProtocolError
 from fluster.protocol.codec import encode
@@ -82,7 +86,21 @@ class Controller:
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Wait for the controller lease (standby while another controller is active), then serve.
+
+        Raises:
+            LeadershipLost: another controller took over; this one stops acting at once.
+        """
         self._assets = await ensure_assets(self.nc.jetstream(), self.subjects)
+        lease = LeaderLease(self.assets.leader, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        await lease.acquire()
+        try:
+            await self._serve_as_leader(lease, task_status)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await lease.release()
+
+    async def _serve_as_leader(self, lease: LeaderLease, task_status: TaskStatus[None]) -> None:
         await self._load()
         handlers: list[tuple[str, Callable[[Any], Awaitable[None]]]] = [
             (self.subjects.submit, self._serve(SubmitJob, self._on_submit, "submit")),
@@ -100,6 +118,7 @@ class Controller:
             await self.nc.flush()
             tg.start_soon(self._schedule_loop)
             tg.start_soon(self._liveness_loop)
+            tg.start_soon(lease.keep)
             log.info(
                 "controller ready namespace=%s jobs=%d workers=%d",
                 self.subjects.namespace,

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from fluster.bus.assets import Assets, ensure_assets
 from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import request, serve_requests
-from fluster.context.env import job_env_vars
+from fluster.environ import job_env_vars
 from fluster.errors import FlusterError
 from fluster.protocol.codec import encode
 from fluster.protocol.ids import Incarnation, new_incarnation, new_worker_id

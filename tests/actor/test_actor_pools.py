@@ -24,7 +24,7 @@ from fluster.actor import (
 )
 from fluster.bus.kv import watch_model
 from fluster.client.cluster import ClusterClient
-from fluster.context.env import job_env_vars
+from fluster.environ import job_env_vars
 from fluster.errors import FlusterTimeout
 
 HERE = Path(__file__).parent

@@ -69,9 +69,7 @@ def test_scheduler_timeout_zero_or_none_never_expires() -> None:
 
 
 def test_scheduler_fifo_ordering_preserved() -> None:
-    result = find_assignments(
-        [job(f"j{i}") for i in range(4)], [worker("w", cpu=2), worker("v", cpu=2)], now_ms=0
-    )
+    result = find_assignments([job(f"j{i}") for i in range(4)], [worker("w", cpu=2), worker("v", cpu=2)], now_ms=0)
     assert [a[0] for a in result.assignments] == ["j0", "j1", "j2", "j3"]
 
 

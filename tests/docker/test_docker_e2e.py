@@ -27,9 +27,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture
-def docker_cluster(
-    nats_url: str, namespace: str, base_image: str, docker_client: docker.DockerClient
-) -> LocalCluster:
+def docker_cluster(nats_url: str, namespace: str, base_image: str, docker_client: docker.DockerClient) -> LocalCluster:
     """Used as ``async with docker_cluster as client`` inside the test, so one task enters and exits it."""
     return LocalCluster(
         url=nats_url,
@@ -89,9 +87,7 @@ def _sleep_forever() -> None:
     time.sleep(600)
 
 
-async def test_killed_job_leaves_no_container(
-    docker_cluster: LocalCluster, docker_client: docker.DockerClient
-) -> None:
+async def test_killed_job_leaves_no_container(docker_cluster: LocalCluster, docker_client: docker.DockerClient) -> None:
     async with docker_cluster as client:
         job = await client.submit("sleeper", Entrypoint.from_callable(_sleep_forever))
         with anyio.fail_after(60):
@@ -115,17 +111,13 @@ def _use_environment() -> tuple[str, int]:
     return helper.greet(), int(package.ANSWER)
 
 
-async def test_workspace_and_packages_are_built_once_and_reused(
-    docker_cluster: LocalCluster, tmp_path: Path
-) -> None:
+async def test_workspace_and_packages_are_built_once_and_reused(docker_cluster: LocalCluster, tmp_path: Path) -> None:
     module = f"wheel{uuid.uuid4().hex[:8]}"  # the worker's cache outlives this test: a new hash every run
     wheel = make_wheel(tmp_path, module, "1.0", "ANSWER = 41\n")
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "helper.py").write_text("def greet():\n    return 'hi from the workspace'\n")
-    env = create_environment(
-        workspace=workspace, pip_packages=[str(wheel)], env_vars={"WHEEL_MODULE": module}
-    )
+    env = create_environment(workspace=workspace, pip_packages=[str(wheel)], env_vars={"WHEEL_MODULE": module})
     outputs = []
     async with docker_cluster as client:
         for name in ("first", "second"):

@@ -80,9 +80,7 @@ def _allocate_forever() -> None:
         chunks.append(bytearray(16 << 20))
 
 
-async def test_job_past_its_memory_limit_is_reported_out_of_memory(
-    runtime: DockerRuntime, tmp_path: Path
-) -> None:
+async def test_job_past_its_memory_limit_is_reported_out_of_memory(runtime: DockerRuntime, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, _allocate_forever, resources=ResourceSpec(cpu=1, memory="96m"))
     info, _ = await run_attempt(await runtime.start(spec))
     assert info.oom_killed
@@ -176,9 +174,7 @@ def _fail() -> None:
     raise KeyError("missing")
 
 
-async def test_a_failing_job_writes_its_error_from_inside_the_container(
-    runtime: DockerRuntime, tmp_path: Path
-) -> None:
+async def test_a_failing_job_writes_its_error_from_inside_the_container(runtime: DockerRuntime, tmp_path: Path) -> None:
     import pickle
 
     spec = make_spec(tmp_path, _fail)
@@ -230,9 +226,7 @@ async def test_image_with_another_python_fails_start_clearly(
         docker_client.images.remove(tag, force=True)
 
 
-async def test_gpu_job_without_an_nvidia_runtime_fails_start_clearly(
-    runtime: DockerRuntime, tmp_path: Path
-) -> None:
+async def test_gpu_job_without_an_nvidia_runtime_fails_start_clearly(runtime: DockerRuntime, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, _whoami, resources=ResourceSpec(cpu=1, memory="256m", device=gpu_device()))
     with pytest.raises(RuntimeStartError, match="device driver"):
         await runtime.start(spec)
@@ -288,9 +282,7 @@ async def test_command_job_runs_in_the_container(runtime: DockerRuntime, tmp_pat
     import cloudpickle
 
     spec = make_spec(tmp_path, _whoami)
-    (spec.workdir / "entrypoint.pkl").write_bytes(
-        cloudpickle.dumps(("exec", ["sh", "-c", "echo hi from $(id -u)"]))
-    )
+    (spec.workdir / "entrypoint.pkl").write_bytes(cloudpickle.dumps(("exec", ["sh", "-c", "echo hi from $(id -u)"])))
     info, lines = await run_attempt(await runtime.start(spec))
     assert info.exit_code == 0
     assert lines == [("stdout", "hi from 1000")]

@@ -110,9 +110,7 @@ def test_bundle_over_the_limit_is_a_clear_error(tmp_path: Path) -> None:
         build_bundle(root, max_bytes=100_000)
 
 
-async def test_workspace_is_fetched_once_and_becomes_cwd_and_import_path(
-    objects: ObjectStore, tmp_path: Path
-) -> None:
+async def test_workspace_is_fetched_once_and_becomes_cwd_and_import_path(objects: ObjectStore, tmp_path: Path) -> None:
     digest, _ = await upload_workspace(objects, _workspace(tmp_path / "ws"))
     cache = EnvironmentCache(tmp_path / "cache", objects)
     env = EnvironmentSpec(workspace=digest)
@@ -167,9 +165,7 @@ async def test_local_wheel_is_installed_once_and_reused(objects: ObjectStore, tm
     assert not cache.needs_build(env)
 
 
-async def test_workspace_pyproject_dependencies_and_extras_are_installed(
-    objects: ObjectStore, tmp_path: Path
-) -> None:
+async def test_workspace_pyproject_dependencies_and_extras_are_installed(objects: ObjectStore, tmp_path: Path) -> None:
     base = make_wheel(tmp_path, "flusterbase", "1.0", "BASE = 1\n")
     extra = make_wheel(tmp_path, "flusterextra", "1.0", "EXTRA = 2\n")
     root = _workspace(tmp_path / "ws")

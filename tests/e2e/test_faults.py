@@ -16,7 +16,7 @@ import nats
 import pytest
 from cluster_helpers import Processes, in_own_task, local_cluster
 
-from fluster import ClusterClient, Entrypoint, JobState
+from fluster import ClusterClient, Entrypoint, JobState, ResourceSpec
 from fluster.errors import ProtocolError
 from fluster.protocol.codec import ERROR_HEADER, decode
 from fluster.protocol.messages import ErrorInfo
@@ -85,10 +85,7 @@ async def test_controller_restart_mid_run_loses_no_job(
 ) -> None:
     controller = processes.controller()
     async with in_own_task(local_cluster(nats_url, namespace, controller=False)) as client:
-        ids = [
-            await client.submit(f"job-{i}", Entrypoint.from_callable(sleep_then_return, 0.5, i))
-            for i in range(6)
-        ]
+        ids = [await client.submit(f"job-{i}", Entrypoint.from_callable(sleep_then_return, 0.5, i)) for i in range(6)]
         os.killpg(controller.pid, signal.SIGKILL)
         controller.wait()
 
@@ -100,9 +97,7 @@ async def test_controller_restart_mid_run_loses_no_job(
                 late.append(await client.submit("late", Entrypoint.from_callable(sleep_then_return, 0, 99)))
 
             tg.start_soon(submit_late)
-            await anyio.sleep(
-                0.5
-            )  # let the submit hit a cluster with no controller (it must retry, not fail)
+            await anyio.sleep(0.5)  # let the submit hit a cluster with no controller (it must retry, not fail)
             processes.controller()
         assert [await client.result(j, timeout=60) for j in ids] == list(range(6))
         assert await client.result(late[0], timeout=60) == 99
@@ -122,9 +117,7 @@ async def test_worker_declared_dead_kills_its_job_when_it_comes_back(
         marker = next(tmp_path.iterdir())
         job_pid = int(marker.name.rsplit("-", 1)[1])
 
-        os.kill(
-            frozen.pid, signal.SIGSTOP
-        )  # a partition: the worker's socket stays open, it just goes silent
+        os.kill(frozen.pid, signal.SIGSTOP)  # a partition: the worker's socket stays open, it just goes silent
 
         async def attempt_lost() -> bool:
             return (await client.status(job_id)).preemption_count >= 1
@@ -174,3 +167,59 @@ async def test_garbage_on_every_controller_and_worker_subject_gets_errors_not_cr
     assert await cluster.result(job_id, timeout=30) == 7
     with pytest.raises(ProtocolError):
         decode(b"\x00", ErrorInfo)
+
+
+async def test_standby_controller_takes_over_when_the_active_one_dies(
+    processes: Processes, nats_url: str, namespace: str
+) -> None:
+    first, second = processes.controller(), processes.controller()
+    async with in_own_task(local_cluster(nats_url, namespace, controller=False)) as client:
+        before = await client.submit("before", Entrypoint.from_callable(sleep_then_return, 0, 1))
+        assert await client.result(before, timeout=60) == 1
+        entry = await client.assets.leader.get("controller")
+        holder_pid = int(entry.value.decode().rsplit("-", 2)[1])
+        active, standby = (first, second) if holder_pid == first.pid else (second, first)
+        assert holder_pid == active.pid
+        os.killpg(active.pid, signal.SIGKILL)
+        active.wait()
+        after = await client.submit("after", Entrypoint.from_callable(sleep_then_return, 0, 2))
+        assert await client.result(after, timeout=60) == 2
+        entry = await client.assets.leader.get("controller")
+        assert int(entry.value.decode().rsplit("-", 2)[1]) == standby.pid
+
+
+async def test_dispatch_to_a_worker_that_does_not_answer_requeues_the_job(
+    processes: Processes, nats_url: str, namespace: str, eventually_fn: Eventually
+) -> None:
+    from fluster.bus.rpc import request
+    from fluster.protocol.messages import Ack, RegisterWorker, WorkerInfo, WorkerResources
+
+    async with in_own_task(local_cluster(nats_url, namespace, workers=0)) as client:
+        # a worker that registers but never listens for dispatches (nor heartbeats)
+        ghost = WorkerInfo(
+            worker_id="ghost",
+            incarnation="x",
+            hostname="nowhere",
+            pid=1,
+            runtime="process",
+            resources=WorkerResources(cpu=64, memory_bytes=64 << 30),
+            registered_at_ms=0,
+        )
+        await request(client.nc, client.subjects.register, RegisterWorker(info=ghost), Ack, timeout=5)
+        job_id = await client.submit(
+            "requeued", Entrypoint.from_callable(sleep_then_return, 0, 5), resources=fluster_resources(cpu=3)
+        )
+
+        async def ghost_gone() -> bool:
+            return not await client.list_workers()
+
+        await eventually_fn(ghost_gone, 30, "the silent worker to be declared dead")
+        status = await client.status(job_id)
+        assert status.state == JobState.PENDING and status.attempts == ()  # the failed dispatch was undone
+        processes.worker("real", "--cpu", "4")
+        assert await client.result(job_id, timeout=60) == 5
+        assert [a.worker_id for a in (await client.status(job_id)).attempts] == ["real"]
+
+
+def fluster_resources(cpu: float) -> ResourceSpec:
+    return ResourceSpec(cpu=cpu, memory="1g")

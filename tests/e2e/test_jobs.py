@@ -106,9 +106,7 @@ async def test_failure_reraises_the_job_exception_with_remote_traceback(cluster:
 
 
 async def test_failed_job_is_retried_while_max_retries_failure_lasts(cluster: ClusterClient) -> None:
-    job_id = await cluster.submit(
-        "flaky", Entrypoint.from_callable(fail_first_attempts, 2), max_retries_failure=2
-    )
+    job_id = await cluster.submit("flaky", Entrypoint.from_callable(fail_first_attempts, 2), max_retries_failure=2)
     assert await cluster.result(job_id, timeout=30) == 2
     status = await cluster.status(job_id)
     assert status.failure_count == 2 and len(status.attempts) == 3
@@ -118,9 +116,7 @@ async def test_kill_running_job_kills_its_process(
     cluster: ClusterClient, tmp_path: Path, eventually_fn: object
 ) -> None:
     pid_file = tmp_path / "pid"
-    job_id = await cluster.submit(
-        "sleeper", Entrypoint.from_callable(sleep_and_record_pid, str(pid_file), 60)
-    )
+    job_id = await cluster.submit("sleeper", Entrypoint.from_callable(sleep_and_record_pid, str(pid_file), 60))
 
     async def started() -> bool:
         return pid_file.exists() and pid_file.read_text() != ""
@@ -144,9 +140,7 @@ async def test_kill_finished_job_is_a_noop_with_a_clear_answer(cluster: ClusterC
         await cluster.kill("no-such-job")
 
 
-async def test_killing_a_job_kills_its_children(
-    cluster: ClusterClient, tmp_path: Path, eventually_fn: object
-) -> None:
+async def test_killing_a_job_kills_its_children(cluster: ClusterClient, tmp_path: Path, eventually_fn: object) -> None:
     pid_file = tmp_path / "child-pid"
     parent = await cluster.submit("parent", Entrypoint.from_callable(submit_child_and_sleep, str(pid_file)))
 
@@ -163,9 +157,7 @@ async def test_killing_a_job_kills_its_children(
 
 
 async def test_scheduling_timeout_makes_the_job_unschedulable(cluster: ClusterClient) -> None:
-    job_id = await cluster.submit(
-        "huge", lambda: None, resources=ResourceSpec(cpu=100), scheduling_timeout=0.5
-    )
+    job_id = await cluster.submit("huge", lambda: None, resources=ResourceSpec(cpu=100), scheduling_timeout=0.5)
     with pytest.raises(Unschedulable, match="cpu=100"):
         await cluster.result(job_id, timeout=30)
     assert (await cluster.status(job_id)).state == JobState.UNSCHEDULABLE
@@ -181,9 +173,7 @@ async def test_big_job_does_not_block_small_ones(cluster: ClusterClient) -> None
 async def test_resources_serialize_jobs_on_a_worker(cluster: ClusterClient) -> None:
     # two workers of 2 CPUs: four 2-CPU jobs of 1 s run two at a time
     ids = [
-        await cluster.submit(
-            f"pair-{i}", Entrypoint.from_callable(time.sleep, 1), resources=ResourceSpec(cpu=2)
-        )
+        await cluster.submit(f"pair-{i}", Entrypoint.from_callable(time.sleep, 1), resources=ResourceSpec(cpu=2))
         for i in range(4)
     ]
     statuses = [await cluster.wait(j, timeout=60) for j in ids]
