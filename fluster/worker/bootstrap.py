@@ -8,6 +8,7 @@ Usage: ``python bootstrap.py <workdir>``; ``<workdir>/entrypoint.pkl`` holds ``(
 
 import os
 import pickle
+import signal
 import sys
 
 
@@ -24,6 +25,10 @@ def _error(exc: BaseException) -> tuple[object, ...]:
     return ("err", to_wire(exc).model_dump(mode="python"))
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     workdir = sys.argv[1]
     try:
@@ -38,6 +43,9 @@ def main() -> int:
         sys.stdout.flush()
         os.execvp(argv[0], argv)
     _, fn, args, kwargs = entry
+    # a stop (SIGTERM) becomes SystemExit in the job, so its finally blocks and context managers run (an actor
+    # server withdraws its endpoints) before the grace period ends in SIGKILL
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: B036 - SystemExit and KeyboardInterrupt from user code are results too
