@@ -16,10 +16,10 @@ import uuid
 
 import anyio
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from fluster.bus.blobs import publish_chunks
 from fluster.errors import FlusterError, FlusterTimeout, ProtocolError
 from fluster.protocol.subjects import (
     Subjects,
@@ -66,7 +66,10 @@ class Transfers:
         transfer_id, count, size = _parse(ref)
         if size != len(data) or count != (size + self._chunk() - 1) // self._chunk():
             raise ValueError(f"transfer {ref!r} was reserved for another size than {len(data)}")
-        await self._publish_chunks(actor_transfer_subject(self._subjects, transfer_id), data, self._chunk())
+        subject = actor_transfer_subject(self._subjects, transfer_id)
+        await publish_chunks(
+            self._nc, subject, data, self._chunk(), timeout=TRANSFER_TIMEOUT_S, what="the transfer stream"
+        )
 
     async def put(self, data: bytes) -> str:
         """Store ``data`` and return its reference."""
@@ -133,41 +136,6 @@ class Transfers:
             except BadRequestError:  # exists with another config: use it as it is
                 await self._js.stream_info(self._stream)
             self._ready = True
-
-    async def _publish_chunks(self, subject: str, data: bytes, chunk: int) -> int:
-        count = (len(data) + chunk - 1) // chunk
-        if count == 0:
-            return 0
-        acked = 0
-        failure: list[str] = []
-        done = asyncio.Event()
-
-        async def on_ack(msg: Msg) -> None:
-            nonlocal acked
-            status = (msg.headers or {}).get("Status")
-            if status or b'"error"' in msg.data:
-                failure.append(f"status {status}" if status else msg.data.decode(errors="replace"))
-                done.set()
-            acked += 1
-            if acked >= count:
-                done.set()
-
-        # A callback subscription: nats-py's task for it counts acks while this task publishes.
-        inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox, cb=on_ack)
-        try:
-            view = memoryview(data)
-            for i in range(count):
-                await self._nc.publish(subject, bytes(view[i * chunk : (i + 1) * chunk]), reply=inbox)
-            with anyio.move_on_after(TRANSFER_TIMEOUT_S):
-                await done.wait()
-        finally:
-            await sub.unsubscribe()
-        if failure:
-            raise FlusterError(f"the transfer stream rejected a chunk: {failure[0]}")
-        if acked < count:
-            raise FlusterTimeout(f"the transfer stream acknowledged {acked} of {count} chunks")
-        return count
 
 
 def _parse(ref: str) -> tuple[str, int, int]:

@@ -17,6 +17,7 @@ import logging
 from datetime import UTC, datetime
 
 import anyio
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.errors import NotFoundError, ObjectNotFoundError
@@ -69,7 +70,9 @@ async def put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
                 digest = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).digest())
 
             tg.start_soon(hash_in_thread)
-            count = await _publish_chunks(objects, chunk_subject, data, chunk)
+            count = await publish_chunks(
+                objects._js._nc, chunk_subject, data, chunk, timeout=BLOB_TIMEOUT_S, what="the object store"
+            )
     except BaseException:
         with anyio.move_on_after(5, shield=True):
             await js.purge_stream(objects._stream, subject=chunk_subject)
@@ -148,9 +151,15 @@ async def from_payload(objects: ObjectStore, payload: Payload) -> bytes:
     return await get_blob(objects, payload.ref)
 
 
-async def _publish_chunks(objects: ObjectStore, subject: str, data: bytes, chunk: int) -> int:
-    """Publish every chunk with a reply inbox and wait for all the stream's acks; the chunk count."""
-    nc = objects._js._nc
+async def publish_chunks(nc: NATS, subject: str, data: bytes, chunk: int, *, timeout: float, what: str) -> int:
+    """Publish ``data`` to a stream subject in chunks, pipelined (one reply inbox), and wait for every ack.
+
+    Returns the chunk count.
+
+    Raises:
+        FlusterError: the stream rejected a chunk.
+        FlusterTimeout: not every chunk was acknowledged within ``timeout``.
+    """
     count = (len(data) + chunk - 1) // chunk
     if count == 0:
         return 0
@@ -175,14 +184,14 @@ async def _publish_chunks(objects: ObjectStore, subject: str, data: bytes, chunk
         view = memoryview(data)
         for i in range(count):
             await nc.publish(subject, bytes(view[i * chunk : (i + 1) * chunk]), reply=inbox)
-        with anyio.move_on_after(BLOB_TIMEOUT_S):
+        with anyio.move_on_after(timeout):
             await done.wait()
     finally:
         await sub.unsubscribe()
     if failure:
-        raise FlusterError(f"object store rejected a chunk: {failure[0]}")
+        raise FlusterError(f"{what} rejected a chunk: {failure[0]}")
     if acked < count:
-        raise FlusterTimeout(f"object store acknowledged {acked} of {count} chunks in {BLOB_TIMEOUT_S:g}s")
+        raise FlusterTimeout(f"{what} acknowledged {acked} of {count} chunks in {timeout:g}s")
     return count
 
 
