@@ -20,8 +20,8 @@ import cloudpickle
 
 from fluster.bus.connection import connect
 from fluster.client.cluster import ClusterClient
-from fluster.environ import default_namespace, default_url
 from fluster.controller.service import Controller, ControllerSettings
+from fluster.environ import default_namespace, default_url
 from fluster.errors import FlusterError
 from fluster.local.cluster import LocalCluster
 from fluster.protocol.messages import JobState
@@ -298,7 +298,7 @@ async def _workers(args: argparse.Namespace) -> int:
                 w.runtime,
                 f"{w.resources.cpu:g}",
                 f"{w.resources.memory_bytes >> 20}MiB",
-                f"{w.resources.device.type}:{w.resources.device.variant}x{w.resources.device.count}",
+                _device(w.resources.device),
             ]
             for w in workers
         ],
@@ -316,6 +316,10 @@ async def _build_image(args: argparse.Namespace) -> int:
 def _default_worker_id() -> str:
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "worker"
     return host
+
+
+def _device(device: CpuDevice | GpuDevice | TpuDevice) -> str:
+    return "cpu" if device.type == "cpu" else f"{device.type}:{device.variant}x{device.count}"
 
 
 def _need_url(args: argparse.Namespace) -> str:
