@@ -8,9 +8,8 @@ a background thread); nothing here re-implements behaviour.
     with fluster.actor.sync.connect(url) as actors:
         pool = actors.lookup("inference")
         pool.wait_for_size(3, timeout=30)
-        print(pool.call().predict([1, 2, 3]))
-        for r in pool.broadcast().predict([1]).wait_all():
-            print(r.endpoint.endpoint_id, r.value)
+        prediction = pool.call().predict([1, 2, 3])
+        results = {r.endpoint.endpoint_id: r.value for r in pool.broadcast().predict([1]).wait_all()}
 """
 
 from __future__ import annotations

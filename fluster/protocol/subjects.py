@@ -11,6 +11,12 @@ from fluster.protocol.ids import validate_job_id, validate_name
 
 ROOT = "fluster"
 
+# Docker labels on the containers and images fluster makes.
+LABEL_JOB = f"{ROOT}.job"
+LABEL_ATTEMPT = f"{ROOT}.attempt"
+LABEL_WORKER = f"{ROOT}.worker"
+LABEL_PYTHON = f"{ROOT}.python"  # on the base image: its Python major.minor
+
 # Queue groups: every controller replica and every server of an actor name shares one.
 CONTROLLER_QUEUE = "controller"
 

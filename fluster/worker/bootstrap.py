@@ -25,8 +25,12 @@ def _error(exc: BaseException) -> tuple[object, ...]:
     return ("err", to_wire(exc).model_dump(mode="python"))
 
 
+class _Terminated(SystemExit):
+    """SIGTERM, raised in the job so that its cleanup runs."""
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise _Terminated(128 + signum)
 
 
 def main() -> int:
@@ -48,6 +52,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         value = fn(*args, **kwargs)
+    except _Terminated:
+        # cleanup has run; end as the signal would have ended us, so the exit status says SIGTERM
+        sys.stdout.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 143
     except BaseException as exc:  # noqa: B036 - SystemExit and KeyboardInterrupt from user code are results too
         _write(workdir, _error(exc))
         sys.stdout.flush()

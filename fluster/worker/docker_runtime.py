@@ -30,15 +30,13 @@ import docker.types
 
 from fluster.errors import FlusterError
 from fluster.protocol.resources import parse_memory
+from fluster.protocol.subjects import LABEL_ATTEMPT, LABEL_JOB, LABEL_PYTHON, LABEL_WORKER
 from fluster.worker.environments import fluster_site_dir
-from fluster.worker.image import DEFAULT_IMAGE, JOB_UID, PYTHON_LABEL, PYTHON_VERSION
+from fluster.worker.image import DEFAULT_IMAGE, JOB_UID, PYTHON_VERSION
 from fluster.worker.runtime import BOOTSTRAP, AttemptSpec, ExitInfo, RunningAttempt, Stream
 
 log = logging.getLogger(__name__)
 
-LABEL_JOB = "fluster.job"
-LABEL_ATTEMPT = "fluster.attempt"
-LABEL_WORKER = "fluster.worker"
 
 # Fixed paths inside the container.
 JOB_DIR = "/job"  # the attempt's work dir (entrypoint.pkl in, result.pkl out), read-write
@@ -194,7 +192,7 @@ class DockerRuntime:
             ) from exc
 
     async def _image_python(self, client: docker.DockerClient, image: Any) -> str:
-        labelled = (image.labels or {}).get(PYTHON_LABEL)
+        labelled = (image.labels or {}).get(LABEL_PYTHON)
         if labelled:
             return str(labelled)
 

@@ -26,11 +26,12 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from fluster.protocol.subjects import LABEL_PYTHON
+
 log = logging.getLogger(__name__)
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 DEFAULT_IMAGE = f"fluster-base:py{sys.version_info.major}{sys.version_info.minor}"
-PYTHON_LABEL = "fluster.python"  # image label holding the image's python major.minor
 
 JOB_UID = 1000
 # Wheels built for manylinux expect these from the system; python itself does not link all of them.
@@ -227,7 +228,7 @@ def _install_pip(prefix: Path, root: Path) -> None:
 def _import_rootfs(client: docker.DockerClient, root: Path, tag: str) -> str:
     repository, _, label = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, ":", "latest")
     changes = [f"ENV {key}={value}" for key, value in _IMAGE_ENV.items()]
-    changes += ["WORKDIR /job", 'CMD ["python3"]', f"LABEL {PYTHON_LABEL}={PYTHON_VERSION}"]
+    changes += ["WORKDIR /job", 'CMD ["python3"]', f"LABEL {LABEL_PYTHON}={PYTHON_VERSION}"]
     tar = subprocess.Popen(
         ["tar", "-C", str(root), "--numeric-owner", "--owner=0", "--group=0", "-cf", "-", "."],
         stdout=subprocess.PIPE,

@@ -19,8 +19,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.object_store import ObjectStore
 
-from fluster.protocol.subjects import Subjects
-from fluster.worker.docker_runtime import LABEL_WORKER, DockerRuntime, connect_docker
+from fluster.protocol.subjects import LABEL_WORKER, Subjects
+from fluster.worker.docker_runtime import DockerRuntime, connect_docker
 from fluster.worker.image import DEFAULT_IMAGE, build_base_image
 
 

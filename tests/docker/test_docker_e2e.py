@@ -16,8 +16,8 @@ from fluster.client.cluster import ClusterClient
 from fluster.local.cluster import LocalCluster
 from fluster.protocol.messages import JobState
 from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.subjects import LABEL_JOB
 from fluster.types import Entrypoint, create_environment
-from fluster.worker.docker_runtime import LABEL_JOB
 
 pytestmark = pytest.mark.docker
 

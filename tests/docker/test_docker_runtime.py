@@ -13,7 +13,8 @@ import pytest
 from fluster_docker_helpers import make_spec, read_result, run_attempt
 
 from fluster.protocol.resources import ResourceSpec, gpu_device
-from fluster.worker.docker_runtime import LABEL_JOB, LABEL_WORKER, DockerRuntime, RuntimeStartError
+from fluster.protocol.subjects import LABEL_JOB, LABEL_WORKER
+from fluster.worker.docker_runtime import DockerRuntime, RuntimeStartError
 from fluster.worker.image import PYTHON_VERSION
 
 pytestmark = pytest.mark.docker
