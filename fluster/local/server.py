@@ -55,12 +55,14 @@ class NatsServer:
         port: int | None = None,
         log_file: str | Path | None = None,
         max_payload: int = MAX_PAYLOAD,
+        extra_config: str = "",
     ) -> None:
         self._own_dir = store_dir is None
         self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="fluster-nats-"))
         self.port = port or 0
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         self.max_payload = max_payload
+        self.extra_config = extra_config  # appended to the generated config (authorization, tls, ...)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,7 +87,7 @@ class NatsServer:
                 f'listen: "127.0.0.1:{port}"\n'
                 f"max_payload: {self.max_payload}\n"
                 'ping_interval: "10s"\n'
-                f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"\n}}\n'
+                f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"\n}}\n' + self.extra_config
             )
             with open(self.log_file, "ab") as out:
                 self._proc = subprocess.Popen(
