@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -28,11 +29,24 @@ class Assets:
     logs_stream: str
 
 
-async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
-    """Create (or bind) the namespace's buckets, stream and object store; safe to call from every process."""
-    jobs = await _kv(js, KeyValueConfig(bucket=subjects.jobs_bucket, history=5, storage=StorageType.FILE, direct=True))
+async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int | None = None) -> Assets:
+    """Create (or bind) the namespace's buckets, stream and object store; safe to call from every process.
+
+    ``replicas``: the JetStream replica count to create (or raise) the assets with, on a NATS cluster. None
+    (clients, workers) creates missing assets with one replica and leaves existing ones as they are; the
+    controller passes its setting, so ``fluster controller --replicas 3`` makes every asset survive the loss of
+    a server.
+    """
+    r = replicas or 1
+    jobs = await _kv(
+        js,
+        KeyValueConfig(bucket=subjects.jobs_bucket, history=5, storage=StorageType.FILE, direct=True, replicas=r),
+        replicas,
+    )
     workers = await _kv(
-        js, KeyValueConfig(bucket=subjects.workers_bucket, history=1, storage=StorageType.FILE, direct=True)
+        js,
+        KeyValueConfig(bucket=subjects.workers_bucket, history=1, storage=StorageType.FILE, direct=True, replicas=r),
+        replicas,
     )
     endpoints = await _kv(
         js,
@@ -43,7 +57,9 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
             limit_marker_ttl=ENDPOINT_TTL_S,
             storage=StorageType.MEMORY,
             direct=True,  # actor lookups read every endpoint of a name in one batched direct get
+            replicas=r,
         ),
+        replicas,
     )
     await _stream(
         js,
@@ -53,11 +69,17 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
             max_age=LOG_MAX_AGE_S,
             storage=StorageType.FILE,
             allow_direct=True,
+            num_replicas=r,
         ),
+        replicas,
     )
-    objects = await _object_store(js, subjects.object_bucket)
+    objects = await _object_store(js, subjects.object_bucket, replicas)
     leader = await _kv(
-        js, KeyValueConfig(bucket=subjects.leader_bucket, history=1, ttl=LEADER_LEASE_S, storage=StorageType.FILE)
+        js,
+        KeyValueConfig(
+            bucket=subjects.leader_bucket, history=1, ttl=LEADER_LEASE_S, storage=StorageType.FILE, replicas=r
+        ),
+        replicas,
     )
     return Assets(
         jobs=jobs,
@@ -69,22 +91,32 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects) -> Assets:
     )
 
 
-async def _kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+async def _kv(js: JetStreamContext, config: KeyValueConfig, replicas: int | None) -> KeyValue:
     try:
         return await js.create_key_value(config)
-    except BadRequestError:  # exists with another config (an older version): bind to it as it is
+    except BadRequestError:  # exists with another config (an older version, other replicas): bind to it
+        await _set_replicas(js, f"KV_{config.bucket}", replicas)
         return await js.key_value(config.bucket)
 
 
-async def _stream(js: JetStreamContext, config: StreamConfig) -> None:
+async def _stream(js: JetStreamContext, config: StreamConfig, replicas: int | None) -> None:
     try:
         await js.add_stream(config)
     except BadRequestError:
-        await js.stream_info(config.name or "")
+        await _set_replicas(js, config.name or "", replicas)
 
 
-async def _object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
+async def _object_store(js: JetStreamContext, bucket: str, replicas: int | None) -> ObjectStore:
     try:
-        return await js.create_object_store(bucket, storage=StorageType.FILE)
+        return await js.create_object_store(bucket, storage=StorageType.FILE, replicas=replicas or 1)
     except BadRequestError:
+        await _set_replicas(js, f"OBJ_{bucket}", replicas)
         return await js.object_store(bucket)
+
+
+async def _set_replicas(js: JetStreamContext, stream: str, replicas: int | None) -> None:
+    """Raise (or lower) an existing stream's replica count to ``replicas``; None leaves it alone."""
+    info = await js.stream_info(stream)
+    if replicas is None or info.config.num_replicas == replicas:
+        return
+    await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))

@@ -14,6 +14,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from fluster.bus.retry import with_retries
 from fluster.errors import ProtocolError
 from fluster.protocol.codec import decode
 
@@ -27,7 +28,7 @@ _DIRECT_TIMEOUT_S = 10.0
 async def get_model(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
     """The decoded value of ``key`` and its revision, or None when absent (deleted, purged or expired)."""
     try:
-        entry = await kv.get(key)
+        entry = await with_retries(lambda: kv.get(key), f"read {key}")
     except (KeyNotFoundError, NotFoundError):
         return None
     if entry.operation in _DELETED or not entry.value:  # an expired key's marker comes back with no value
@@ -78,7 +79,7 @@ async def _direct_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[s
 
 
 async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[str, M]:
-    watcher = await kv.watch(pattern)
+    watcher = await with_retries(lambda: kv.watch(pattern), f"watch {pattern}")
     found: dict[str, M] = {}
     try:
         async for entry in watcher:
@@ -98,7 +99,7 @@ async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[st
 
 async def watch_model(kv: KeyValue, key: str, model: type[M]) -> AsyncIterator[M | None]:
     """The current value of ``key`` (None when absent), then every change, until the caller stops iterating."""
-    watcher = await kv.watch(key)
+    watcher = await with_retries(lambda: kv.watch(key), f"watch {key}")
     try:
         initial = True
         async for entry in watcher:

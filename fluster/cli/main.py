@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         "--worker-timeout", type=float, default=10.0, help="seconds without heartbeat before a worker is dead"
     )
     p.add_argument("--kill-grace", type=float, default=5.0)
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="JetStream replicas for fluster's buckets and streams (3 on a 3-node NATS cluster)",
+    )
 
     p = connected("worker", "run a worker in the foreground", _worker)
     p.add_argument(
@@ -168,7 +174,10 @@ async def _up(args: argparse.Namespace) -> int:
 async def _controller(args: argparse.Namespace) -> int:
     nc = await connect(_need_url(args), name="fluster-controller")
     settings = ControllerSettings(
-        namespace=args.namespace, worker_timeout=args.worker_timeout, kill_grace=args.kill_grace
+        namespace=args.namespace,
+        worker_timeout=args.worker_timeout,
+        kill_grace=args.kill_grace,
+        replicas=args.replicas,
     )
     try:
         async with anyio.create_task_group() as tg:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 
 import anyio
-from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from fluster.bus.assets import LEADER_LEASE_S as LEASE_TTL_S
@@ -40,6 +41,8 @@ class LeaderLease:
                 self._revision = await self._kv.create(LEASE_KEY, self._holder)
                 log.info("controller lease acquired holder=%s", self._holder.decode())
                 return
+            except (NoStreamResponseError, ServiceUnavailableError, NatsTimeout, TimeoutError) as exc:
+                log.info("controller lease: JetStream not answering (%r), retrying", exc)
             except KeyWrongLastSequenceError:
                 if not announced:
                     log.info("another controller is active; standing by holder=%s", self._holder.decode())
@@ -58,7 +61,8 @@ class LeaderLease:
                 self._revision = await self._kv.update(LEASE_KEY, self._holder, last=self._revision)
             except KeyWrongLastSequenceError as exc:
                 raise LeadershipLost("another controller took over the lease") from exc
-            except (NoStreamResponseError, TimeoutError) as exc:  # JetStream busy (leader election): retry soon
+            except (NoStreamResponseError, ServiceUnavailableError, NatsTimeout, TimeoutError) as exc:
+                # JetStream busy (a stream leader election): retry at the next refresh, within the lease
                 log.warning("controller lease refresh failed, retrying: %r", exc)
 
     async def release(self) -> None:

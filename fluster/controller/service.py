@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client as NATS
+from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import BaseModel
 
 from fluster.bus.assets import Assets, ensure_assets
-from fluster.bus.kv import snapshot
+from fluster.bus.kv import get_model, snapshot
+from fluster.bus.retry import with_retries
 from fluster.bus.rpc import request, serve_requests
 from fluster.controller import state as st
 from fluster.controller.leader import LeaderLease
@@ -68,6 +70,7 @@ class ControllerSettings:
     kill_grace: float = 5.0  # SIGTERM → SIGKILL
     unhealthy_backoff: float = 5.0  # no dispatch to a worker this long after one failed
     missing_attempt_grace: float = 10.0  # an assigned attempt its worker does not know of is lost after this
+    replicas: int | None = None  # JetStream replicas for the namespace's assets (3 on a 3-node NATS cluster)
 
 
 class Controller:
@@ -91,7 +94,7 @@ class Controller:
         Raises:
             LeadershipLost: another controller took over; this one stops acting at once.
         """
-        self._assets = await ensure_assets(self.nc.jetstream(), self.subjects)
+        self._assets = await ensure_assets(self.nc.jetstream(), self.subjects, self.settings.replicas)
         lease = LeaderLease(self.assets.leader, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         await lease.acquire()
         try:
@@ -168,8 +171,9 @@ class Controller:
     async def _commit(self, record: JobRecord) -> None:
         """Persist a changed record (under the lock); a job that just ended takes its children with it."""
         before = self.jobs.get(record.job_id)
+        data = encode(record)
+        await with_retries(lambda: self.assets.jobs.put(record.job_id, data), f"write job {record.job_id}")
         self.jobs[record.job_id] = record
-        await self.assets.jobs.put(record.job_id, encode(record))
         if record.state.is_terminal and (before is None or not before.state.is_terminal):
             log.info("job finished job_id=%s state=%s", record.job_id, record.state.value)
             children = [c for c in self._children.get(record.job_id, ()) if not self.jobs[c].state.is_terminal]
@@ -196,9 +200,12 @@ class Controller:
                 raise FlusterError(f"parent job {parent.job_id} has already ended ({parent.state.value})")
             record = st.new_record(msg, now_ms(), time.time_ns())
             try:
-                await self.assets.jobs.create(job_id, encode(record))
-            except Exception as exc:  # another controller (or a lost earlier reply) created it first
-                raise JobAlreadyExists(f"job {job_id!r} already exists: {exc}") from exc
+                await with_retries(lambda: self.assets.jobs.create(job_id, encode(record)), f"create job {job_id}")
+            except KeyWrongLastSequenceError as exc:  # created already: by this submit's own timed-out try?
+                found = await get_model(self.assets.jobs, job_id, JobRecord)
+                if found is None or found[0].token != msg.token:
+                    raise JobAlreadyExists(f"job {job_id!r} already exists") from exc
+                record = found[0]
             self.jobs[job_id] = record
             if record.request.parent_id:
                 self._children.setdefault(record.request.parent_id, set()).add(job_id)
@@ -297,7 +304,8 @@ class Controller:
             if old is not None and old.info.incarnation != info.incarnation:
                 await self._lose_jobs_of(info.worker_id, f"worker {info.worker_id} restarted", old.info.incarnation)
             self.workers[info.worker_id] = st.WorkerEntry(info=info, last_seen=time.monotonic())
-            await self.assets.workers.put(info.worker_id, encode(info))
+            data = encode(info)
+            await with_retries(lambda: self.assets.workers.put(info.worker_id, data), "register worker")
             log.info(
                 "worker registered worker_id=%s incarnation=%s cpu=%g memory=%d",
                 info.worker_id,
@@ -357,7 +365,7 @@ class Controller:
 
     async def _remove_worker(self, worker_id: str, reason: str) -> None:
         entry = self.workers.pop(worker_id, None)
-        await self.assets.workers.delete(worker_id)
+        await with_retries(lambda: self.assets.workers.delete(worker_id), "remove worker")
         if entry is not None:
             await self._lose_jobs_of(worker_id, reason, entry.info.incarnation)
         self.wake()
