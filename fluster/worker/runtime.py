@@ -12,11 +12,14 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
+
+import anyio
 
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.resources import ResourceSpec
@@ -88,73 +91,105 @@ class ProcessRuntime:
         paths = [str(p) for p in spec.python_path]
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        proc = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        transport, pipes = await loop.subprocess_exec(
+            _Pipes,
             self._python,
             str(BOOTSTRAP),
             str(spec.workdir),
             cwd=str(spec.cwd or spec.workdir),
             env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             preexec_fn=_job_session,
-            limit=1 << 20,
         )
-        return _ProcessAttempt(proc)
+        pipes.transport = transport
+        return _ProcessAttempt(transport, pipes)
 
     async def cleanup_stale(self) -> None:
         return None
 
 
+MAX_LINE = 1 << 20  # a longer "line" is cut into pieces of this size
+HIGH_WATER, LOW_WATER = 4096, 512  # queued lines at which reading the job's pipes pauses / resumes
+
+
+class _Pipes(asyncio.SubprocessProtocol):
+    """Splits the job's stdout and stderr into lines as they arrive, in one queue, with no reader tasks."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[Stream, str] | None] = asyncio.Queue()
+        self.exited = asyncio.Event()
+        self.transport: asyncio.SubprocessTransport | None = None
+        self._partial: dict[int, bytes] = {1: b"", 2: b""}
+        self._open = 2
+        self._paused = False
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        raw = data if isinstance(data, bytes) else data.encode()
+        *lines, rest = (self._partial[fd] + raw).split(b"\n")
+        while len(rest) > MAX_LINE:
+            lines.append(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        self._partial[fd] = rest
+        for line in lines:
+            self.queue.put_nowait((_STREAMS[fd], line.decode(errors="replace")))
+        if self.queue.qsize() > HIGH_WATER and not self._paused:
+            self._pause(True)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd not in self._partial:
+            return
+        if self._partial[fd]:
+            self.queue.put_nowait((_STREAMS[fd], self._partial[fd].decode(errors="replace")))
+        self._partial[fd] = b""
+        self._open -= 1
+        if self._open == 0:
+            self.queue.put_nowait(None)
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+    def drained(self) -> None:
+        if self._paused and self.queue.qsize() < LOW_WATER:
+            self._pause(False)
+
+    def _pause(self, pause: bool) -> None:
+        self._paused = pause
+        for fd in (1, 2):
+            pipe = self.transport.get_pipe_transport(fd) if self.transport else None
+            if isinstance(pipe, asyncio.ReadTransport):
+                pipe.pause_reading() if pause else pipe.resume_reading()
+
+
+_STREAMS: dict[int, Stream] = {1: "stdout", 2: "stderr"}
+
+
 class _ProcessAttempt:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self._proc = proc
+    def __init__(self, transport: asyncio.SubprocessTransport, pipes: _Pipes) -> None:
+        self._transport = transport
+        self._pipes = pipes
 
     async def lines(self) -> AsyncIterator[tuple[Stream, str]]:
-        queue: asyncio.Queue[tuple[Stream, str] | None] = asyncio.Queue()
-
-        async def pump(stream: Stream, reader: asyncio.StreamReader | None) -> None:
-            if reader is not None:
-                while True:
-                    try:
-                        raw = await reader.readline()
-                    except ValueError:  # a line longer than the limit: take what is there
-                        raw = await reader.read(1 << 20)
-                    if not raw:
-                        break
-                    await queue.put((stream, raw.decode(errors="replace").rstrip("\n")))
-            await queue.put(None)
-
-        tasks = [
-            asyncio.ensure_future(pump("stdout", self._proc.stdout)),
-            asyncio.ensure_future(pump("stderr", self._proc.stderr)),
-        ]
-        try:
-            done = 0
-            while done < 2:
-                item = await queue.get()
-                if item is None:
-                    done += 1
-                else:
-                    yield item
-        finally:
-            for task in tasks:
-                task.cancel()
+        while (item := await self._pipes.queue.get()) is not None:
+            self._pipes.drained()
+            yield item
 
     async def wait(self) -> ExitInfo:
-        return ExitInfo(exit_code=await self._proc.wait())
+        await self._pipes.exited.wait()
+        code = self._transport.get_returncode()
+        self._transport.close()
+        return ExitInfo(exit_code=code if code is not None else -1)
 
     async def stop(self, grace: float) -> None:
-        pgid = self._proc.pid
+        pgid = self._transport.get_pid()
         _signal_group(pgid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self._proc.wait(), grace)
-        except TimeoutError:
-            pass
+        with anyio.move_on_after(grace):
+            await self._pipes.exited.wait()
         # the group may still hold children of the job even after the job's own process exited
         _signal_group(pgid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            await self._proc.wait()
+        await self._pipes.exited.wait()
 
 
 def _job_session() -> None:

@@ -247,3 +247,17 @@ async def test_large_entrypoint_and_result_travel_through_the_object_store(clust
     blob = os.urandom(3 * 1024 * 1024)
     job_id = await cluster.submit("big-data", Entrypoint.from_callable(lambda b: b[::-1], blob))
     assert await cluster.result(job_id, timeout=60) == blob[::-1]
+
+
+def flood() -> None:
+    for i in range(20_000):
+        print(f"line {i}")
+    sys.stdout.write("x" * 100_000)  # a last line with no newline
+
+
+async def test_every_output_line_reaches_the_logs_in_order(cluster: ClusterClient) -> None:
+    job_id = await cluster.submit("flood", flood)
+    await cluster.wait(job_id, timeout=60)
+    lines = [line.line async for line in cluster.logs(job_id)]
+    assert lines[:-1] == [f"line {i}" for i in range(20_000)]
+    assert lines[-1] == "x" * 100_000
