@@ -295,8 +295,6 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._publish_log(attempt, "system", "", final=True)
-                with contextlib.suppress(Exception):
-                    await self.nc.flush(timeout=5)
                 if update is not None and not attempt.fenced:
                     self._enqueue(update)
                 self.attempts.pop(attempt.key, None)
@@ -393,10 +391,16 @@ class Worker:
             line=line,
             final=final,
         )
+        subject = self.subjects.logs(attempt.job_id)
         try:
-            await self.nc.publish(self.subjects.logs(attempt.job_id), encode(message))
+            if final:
+                # acknowledged: once the stream stored the last line, it stored every line before it (one
+                # connection, one stream, in order), so the attempt's logs are complete before it is reported
+                await self.nc.jetstream().publish(subject, encode(message), timeout=10)
+            else:
+                await self.nc.publish(subject, encode(message))
         except Exception as exc:  # a log line is not worth failing a job for
-            log.debug("log publish failed: %r", exc)
+            log.warning("log publish failed job_id=%s: %r", attempt.job_id, exc)
 
     def _job_url(self) -> str:
         return self.settings.url
