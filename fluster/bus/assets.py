@@ -15,7 +15,7 @@ from fluster.protocol.subjects import Subjects
 
 LOG_MAX_AGE_S = 7 * 24 * 3600
 RESULT_TTL_S = 7 * 24 * 3600
-LEADER_LEASE_S = 5.0  # a controller that stops refreshing its lease for this long is replaced
+LEADER_LEASE_S = 10.0  # a controller that stops refreshing its lease for this long is replaced
 ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
 
 

@@ -60,10 +60,19 @@ class LeaderLease:
             try:
                 self._revision = await self._kv.update(LEASE_KEY, self._holder, last=self._revision)
             except KeyWrongLastSequenceError as exc:
-                raise LeadershipLost("another controller took over the lease") from exc
+                await self._reclaim(exc)
             except (NoStreamResponseError, ServiceUnavailableError, NatsTimeout, TimeoutError) as exc:
                 # JetStream busy (a stream leader election): retry at the next refresh, within the lease
                 log.warning("controller lease refresh failed, retrying: %r", exc)
+
+    async def _reclaim(self, exc: KeyWrongLastSequenceError) -> None:
+        """The lease key changed under us: if it merely expired (JetStream was unavailable longer than the lease)
+        and nobody else took it, take it back; if another controller holds it, stop."""
+        try:
+            self._revision = await self._kv.create(LEASE_KEY, self._holder)
+            log.warning("controller lease had expired unclaimed; reclaimed holder=%s", self._holder.decode())
+        except KeyWrongLastSequenceError:
+            raise LeadershipLost("another controller took over the lease") from exc
 
     async def release(self) -> None:
         try:
