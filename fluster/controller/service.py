@@ -81,6 +81,7 @@ class Controller:
         self.settings = settings or ControllerSettings()
         self.subjects = Subjects(self.settings.namespace)
         self.jobs: dict[str, JobRecord] = {}
+        self._active: dict[str, JobRecord] = {}  # the jobs not yet finished: what passes and heartbeats scan
         self.workers: dict[str, st.WorkerEntry] = {}
         self._children: dict[str, set[str]] = {}
         self._lock = anyio.Lock()
@@ -139,6 +140,7 @@ class Controller:
 
     async def _load(self) -> None:
         self.jobs = await snapshot(self.assets.jobs, JobRecord)
+        self._active = {job_id: r for job_id, r in self.jobs.items() if not r.state.is_terminal}
         for record in self.jobs.values():
             if record.request.parent_id:
                 self._children.setdefault(record.request.parent_id, set()).add(record.job_id)
@@ -174,6 +176,10 @@ class Controller:
         data = encode(record)
         await with_retries(lambda: self.assets.jobs.put(record.job_id, data), f"write job {record.job_id}")
         self.jobs[record.job_id] = record
+        if record.state.is_terminal:
+            self._active.pop(record.job_id, None)
+        else:
+            self._active[record.job_id] = record
         if record.state.is_terminal and (before is None or not before.state.is_terminal):
             log.info("job finished job_id=%s state=%s", record.job_id, record.state.value)
             children = [c for c in self._children.get(record.job_id, ()) if not self.jobs[c].state.is_terminal]
@@ -207,6 +213,7 @@ class Controller:
                     raise JobAlreadyExists(f"job {job_id!r} already exists") from exc
                 record = found[0]
             self.jobs[job_id] = record
+            self._active[job_id] = record
             if record.request.parent_id:
                 self._children.setdefault(record.request.parent_id, set()).add(job_id)
             log.info("job submitted job_id=%s resources=%s", job_id, record.request.resources.describe())
@@ -339,7 +346,7 @@ class Controller:
         cutoff = now_ms() - int(self.settings.missing_attempt_grace * 1000)
         missing = [
             r
-            for r in self.jobs.values()
+            for r in self._active.values()
             if (cur := st.active_attempt(r)) is not None
             and cur.worker_id == msg.worker_id
             and cur.incarnation == msg.incarnation
@@ -371,7 +378,7 @@ class Controller:
         self.wake()
 
     async def _lose_jobs_of(self, worker_id: str, reason: str, incarnation: str) -> None:
-        for record in list(self.jobs.values()):
+        for record in list(self._active.values()):
             current = st.active_attempt(record)
             if current is not None and current.worker_id == worker_id and current.incarnation == incarnation:
                 lost = st.lose_attempt(record, now_ms(), reason)
@@ -413,12 +420,12 @@ class Controller:
     async def _schedule_pass(self) -> None:
         dispatches: list[tuple[JobRecord, st.WorkerEntry]] = []
         async with self._lock:
-            pending = sorted((r for r in self.jobs.values() if st.is_pending(r)), key=lambda r: r.seq)
+            pending = sorted((r for r in self._active.values() if st.is_pending(r)), key=lambda r: r.seq)
             if not pending:
                 return
             now = time.monotonic()
             result = find_assignments(
-                [st.demand(r) for r in pending], st.supplies(self.workers, self.jobs, now), now_ms()
+                [st.demand(r) for r in pending], st.supplies(self.workers, self._active, now), now_ms()
             )
             for job_id in result.timed_out:
                 record = self.jobs[job_id]
