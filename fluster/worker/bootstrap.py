@@ -33,8 +33,27 @@ def _terminate(signum: int, frame: object) -> None:
     raise _Terminated(128 + signum)
 
 
+def _die_with_worker() -> None:
+    """Ask Linux to SIGKILL this job when its worker dies, so a SIGKILLed worker leaves nothing running that the
+    controller will start again elsewhere (set here, not in a preexec_fn, so the worker can spawn without fork)."""
+    if not sys.platform.startswith("linux"):
+        return
+    worker = int(os.environ.get("FLUSTER_WORKER_PID", "0") or 0)
+    if not worker:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != worker:  # the worker died before the request took effect
+        os._exit(137)
+
+
 def main() -> int:
     workdir = sys.argv[1]
+    _die_with_worker()
     try:
         with open(os.path.join(workdir, "entrypoint.pkl"), "rb") as f:
             entry = pickle.load(f)

@@ -88,6 +88,7 @@ class ProcessRuntime:
         # a job process inherits the worker's environment (PATH, HOME, ...) like any child, plus its own vars
         env = {**os.environ, **spec.env}
         env["PYTHONUNBUFFERED"] = "1"
+        env["FLUSTER_WORKER_PID"] = str(os.getpid())  # the job dies with this process (see bootstrap.py)
         paths = [str(p) for p in spec.python_path]
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -102,7 +103,7 @@ class ProcessRuntime:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_job_session,
+            start_new_session=True,  # its own process group, so a stop reaches everything the job started
         )
         pipes.transport = transport
         return _ProcessAttempt(transport, pipes)
@@ -190,17 +191,6 @@ class _ProcessAttempt:
         # the group may still hold children of the job even after the job's own process exited
         _signal_group(pgid, signal.SIGKILL)
         await self._pipes.exited.wait()
-
-
-def _job_session() -> None:
-    """In the child: its own session (so a stop reaches the whole group), and death with the worker, so a
-    SIGKILLed worker leaves no job running that the controller will start again elsewhere."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
