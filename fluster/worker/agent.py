@@ -60,6 +60,7 @@ from fluster.worker.runtime import (
     RESULT_FILE,
     AttemptSpec,
     ExitInfo,
+    Lifeline,
     ProcessRuntime,
     RunningAttempt,
     Runtime,
@@ -260,10 +261,12 @@ class Worker:
         job_id, request_ = attempt.job_id, attempt.message.request
         workdir = self.work_root / job_id.replace("/", "__") / f"attempt-{attempt.attempt}"
         update: JobUpdated | None = None
+        lifeline: Lifeline | None = None
         try:
             with attempt.scope:
                 workdir.mkdir(parents=True, exist_ok=True)
                 (workdir / ENTRYPOINT_FILE).write_bytes(await from_payload(self.assets.objects, request_.entrypoint))
+                lifeline = Lifeline(workdir)
                 python_path, cwd = await self._prepare_environment(attempt)
                 env = {
                     **request_.environment.env_vars,
@@ -299,6 +302,8 @@ class Worker:
                     self._enqueue(update)
                 self.attempts.pop(attempt.key, None)
                 attempt.done.set()
+                if lifeline is not None:
+                    lifeline.close()
                 shutil.rmtree(workdir, ignore_errors=True)
 
     async def _prepare_environment(self, attempt: _Attempt) -> tuple[list[Path], Path | None]:

@@ -34,8 +34,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _die_with_worker() -> None:
-    """Ask Linux to SIGKILL this job when its worker dies, so a SIGKILLed worker leaves nothing running that the
-    controller will start again elsewhere (set here, not in a preexec_fn, so the worker can spawn without fork)."""
+    """Ask Linux to SIGKILL this (exec'd) job when its worker dies (set here, not in a preexec_fn, so the worker
+    can spawn without fork). Callables use the lifeline instead, which also ends the job's own children."""
     if not sys.platform.startswith("linux"):
         return
     worker = int(os.environ.get("FLUSTER_WORKER_PID", "0") or 0)
@@ -51,9 +51,31 @@ def _die_with_worker() -> None:
         os._exit(137)
 
 
+def _hold_lifeline(workdir: str) -> None:
+    """End the job's whole process group when the worker's end of the lifeline FIFO closes (the worker died):
+    works in containers too, where the worker is not our parent."""
+    path = os.path.join(workdir, "lifeline")
+    if not os.path.exists(path):
+        return
+    import threading
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # the worker holds the write end open
+    os.set_blocking(fd, True)
+
+    def watch() -> None:
+        while True:
+            try:
+                if os.read(fd, 1):
+                    continue
+            except InterruptedError:
+                continue
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="fluster-lifeline", daemon=True).start()
+
+
 def main() -> int:
     workdir = sys.argv[1]
-    _die_with_worker()
     try:
         with open(os.path.join(workdir, "entrypoint.pkl"), "rb") as f:
             entry = pickle.load(f)
@@ -64,8 +86,10 @@ def main() -> int:
     if entry[0] == "exec":
         argv = list(entry[1])
         sys.stdout.flush()
+        _die_with_worker()  # a lifeline thread does not survive exec; the death signal does
         os.execvp(argv[0], argv)
     _, fn, args, kwargs = entry
+    _hold_lifeline(workdir)
     # a stop (SIGTERM) becomes SystemExit in the job, so its finally blocks and context managers run (an actor
     # server withdraws its endpoints) before the grace period ends in SIGKILL
     signal.signal(signal.SIGTERM, _terminate)

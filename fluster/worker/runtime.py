@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 ENTRYPOINT_FILE = "entrypoint.pkl"
 RESULT_FILE = "result.pkl"
+LIFELINE_FILE = "lifeline"  # a FIFO the worker holds open; the job sees end-of-file when the worker dies
 
 Stream = Literal["stdout", "stderr"]
 
@@ -74,6 +75,24 @@ class Runtime(Protocol):
     async def cleanup_stale(self) -> None:
         """Remove what an earlier run of this worker left behind (containers)."""
         ...
+
+
+class Lifeline:
+    """The worker's end of an attempt's lifeline FIFO (in its work dir, so containers see it through the mount).
+
+    When the worker dies, for any reason, the kernel closes this end and the job's bootstrap kills the job's
+    process group: a job never outlives its worker, so the controller can rerun it elsewhere safely.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        path = workdir / LIFELINE_FILE
+        os.mkfifo(path, 0o644)
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # never blocks; not inherited
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ProcessRuntime:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -10,6 +12,7 @@ import anyio
 import cloudpickle
 import docker
 import pytest
+from cluster_helpers import Processes, eventually, in_own_task, local_cluster
 from fluster_docker_helpers import make_wheel
 
 from fluster.client.cluster import ClusterClient
@@ -141,3 +144,38 @@ async def test_failed_install_fails_the_job_with_the_installer_output(
     assert status.state == JobState.FAILED
     assert status.error is not None and "pip install" in status.error
     assert any("ERROR" in line and "ghost-1.0-py3-none-any.whl" in line for line in lines), lines
+
+
+def _sleep_long() -> None:
+    import time
+
+    time.sleep(600)
+
+
+async def test_a_sigkilled_workers_container_does_not_outlive_it(
+    processes: Processes, nats_url: str, namespace: str, base_image: str, docker_client: docker.DockerClient
+) -> None:
+    async with in_own_task(local_cluster(nats_url, namespace, workers=0)) as client:
+        worker = processes.worker(f"dw-{uuid.uuid4().hex[:6]}", "--runtime", "docker", "--image", base_image)
+
+        async def registered() -> bool:
+            return len(await client.list_workers()) == 1
+
+        await eventually(registered, 30, "the docker worker")
+        job = await client.submit("orphan", Entrypoint.from_callable(_sleep_long))
+
+        def running() -> list[object]:
+            return docker_client.containers.list(filters={"label": f"{LABEL_JOB}={job}", "status": "running"})
+
+        async def started() -> bool:
+            return bool(await anyio.to_thread.run_sync(running))
+
+        async def gone() -> bool:
+            return not await anyio.to_thread.run_sync(running)
+
+        await eventually(started, 60, "the job's container")
+        os.killpg(worker.pid, signal.SIGKILL)
+        # the worker's end of the job's lifeline closed with it: the job ends its own process group
+        await eventually(gone, 30, "the container to stop after its worker died")
+        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job}"}):
+            container.remove(force=True)

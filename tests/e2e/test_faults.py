@@ -223,3 +223,26 @@ async def test_dispatch_to_a_worker_that_does_not_answer_requeues_the_job(
 
 def fluster_resources(cpu: float) -> ResourceSpec:
     return ResourceSpec(cpu=cpu, memory="1g")
+
+
+def spawn_grandchild(marker_dir: str) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    Path(marker_dir, f"grandchild-{child.pid}").write_text("")
+    child.wait()
+
+
+async def test_a_sigkilled_workers_job_and_its_children_die_with_it(
+    processes: Processes, nats_url: str, namespace: str, tmp_path: Path, eventually_fn: Eventually
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    async with in_own_task(local_cluster(nats_url, namespace, workers=0)) as client:
+        worker = processes.worker("doomed")
+        await eventually_fn(lambda: workers_registered(client, 1), 30, "the worker")
+        await client.submit("family", Entrypoint.from_callable(spawn_grandchild, str(markers)))
+        await eventually_fn(lambda: _has_marker(markers), 30, "the grandchild to start")
+        grandchild = int(next(markers.iterdir()).name.split("-")[1])
+        os.killpg(worker.pid, signal.SIGKILL)
+        await eventually_fn(lambda: _gone(grandchild), 15, "the job's own child to die with the worker")
