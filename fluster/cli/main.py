@@ -27,7 +27,8 @@ from fluster.local.cluster import LocalCluster
 from fluster.protocol.messages import JobState
 from fluster.protocol.resources import CpuDevice, GpuDevice, ResourceSpec, TpuDevice
 from fluster.types import Entrypoint, JobStatus
-from fluster.worker.agent import Worker, WorkerSettings
+from fluster.worker.agent import Worker
+from fluster.worker.settings import WorkerSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,8 @@ from fluster.client.cluster import ClusterClient
 from fluster.client.sync import Client
 from fluster.controller.service import Controller, ControllerSettings
 from fluster.local.server import NatsServer
-from fluster.worker.agent import Worker, WorkerSettings
+from fluster.worker.agent import Worker
+from fluster.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

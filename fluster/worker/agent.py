@@ -27,68 +27,41 @@ from pydantic import BaseModel
 
 from fluster.bus.assets import Assets, ensure_assets
 from fluster.bus.blobs import from_payload, to_payload
-from fluster.bus.rpc import request, serve_requests
+from fluster.bus.rpc import serve_requests
 from fluster.environ import job_env_vars
-from fluster.errors import FlusterError
 from fluster.protocol.codec import encode
 from fluster.protocol.ids import Incarnation, new_incarnation, new_worker_id
 from fluster.protocol.messages import (
-    Ack,
-    AttemptRef,
-    DeregisterWorker,
     ErrorInfo,
-    Heartbeat,
-    HeartbeatReply,
     JobState,
     JobUpdated,
     LogLine,
     Payload,
-    RegisterWorker,
     RunJob,
     RunJobReply,
     StopJob,
     StopJobReply,
     WorkerInfo,
-    WorkerResources,
     now_ms,
 )
-from fluster.protocol.resources import CpuDevice, Device, GpuDevice, TpuDevice, parse_memory
 from fluster.protocol.subjects import Subjects, result_object
-from fluster.worker.probe import probe_cpu, probe_gpus, probe_memory
+from fluster.worker.link import ControllerLink
 from fluster.worker.runtime import (
     ENTRYPOINT_FILE,
     RESULT_FILE,
     AttemptSpec,
     ExitInfo,
     Lifeline,
-    ProcessRuntime,
     RunningAttempt,
     Runtime,
 )
+from fluster.worker.settings import WorkerSettings, make_runtime, resolve_resources
 
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=BaseModel)
 
 RESULT_INLINE_LIMIT = 64 * 1024  # larger return values go to the object store, not into the job record
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    url: str
-    namespace: str = "default"
-    worker_id: str | None = None
-    cpu: float | None = None  # None: probe
-    memory: str | None = None  # None: probe
-    device: CpuDevice | GpuDevice | TpuDevice | None = None  # None: probe (nvidia-smi)
-    max_concurrent_jobs: int = 10
-    heartbeat_interval: float = 1.0
-    runtime: str = "process"
-    docker_image: str = "fluster-base:py311"
-    work_dir: Path | None = None
-    cache_dir: Path | None = None  # environments and the docker runtime's fluster copy; shared by workers of a host
-    kill_grace: float = 5.0
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,14 +90,13 @@ class Worker:
         self.worker_id = settings.worker_id or new_worker_id()
         self.incarnation: Incarnation = new_incarnation()
         self.cache_dir = settings.cache_dir or Path(tempfile.gettempdir()) / "fluster-env-cache"
-        self.resources = _resources(settings)
-        self.runtime: Runtime = runtime or _make_runtime(settings, self.worker_id, self.cache_dir, self.resources)
+        self.resources = resolve_resources(settings)
+        self.runtime: Runtime = runtime or make_runtime(settings, self.worker_id, self.cache_dir, self.resources)
         # unique per worker run: two workers with the same id (in two namespaces) never share a directory
         base = settings.work_dir or Path(tempfile.gettempdir())
         self.work_root = base / f"fluster-{settings.namespace}-{self.worker_id}-{self.incarnation}"
         self.attempts: dict[tuple[str, int], _Attempt] = {}
-        self._outbox: list[JobUpdated] = []
-        self._outbox_event = anyio.Event()
+        self.link = ControllerLink(nc, self.subjects)
         self._draining = False
         self._assets: Assets | None = None
         self._tg: TaskGroup | None = None
@@ -161,9 +133,9 @@ class Worker:
                 self._tg = tg
                 tg.start_soon(self._consume, self._run_sub, RunJob, self._on_run, "dispatch", False)
                 tg.start_soon(self._consume, kill_sub, StopJob, self._on_stop, "stop", True)
-                await self._register()
+                await self.link.register(self.info)
                 tg.start_soon(self._heartbeat_loop)
-                tg.start_soon(self._outbox_loop)
+                tg.start_soon(self.link.run_outbox)
                 log.info(
                     "worker ready worker_id=%s runtime=%s cpu=%g memory=%d",
                     self.worker_id,
@@ -193,18 +165,8 @@ class Worker:
         async with anyio.create_task_group() as tg:
             for attempt in list(self.attempts.values()):
                 tg.start_soon(self._stop, attempt, JobState.PREEMPTED, self.settings.kill_grace)
-        with anyio.move_on_after(5):
-            while self._outbox:  # noqa: ASYNC110 - the outbox loop empties it; a bounded wait at shutdown only
-                await anyio.sleep(0.02)
-        with contextlib.suppress(FlusterError):
-            await request(
-                self.nc,
-                self.subjects.deregister,
-                DeregisterWorker(worker_id=self.worker_id, incarnation=self.incarnation),
-                Ack,
-                timeout=2,
-                what="the controller",
-            )
+        await self.link.flushed(5)
+        await self.link.deregister(self.worker_id, self.incarnation)
         log.info("worker drained worker_id=%s", self.worker_id)
 
     # -- messages ---------------------------------------------------------------------------------------
@@ -299,7 +261,7 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await self._publish_log(attempt, "system", "", final=True)
                 if update is not None and not attempt.fenced:
-                    self._enqueue(update)
+                    self.link.report(update)
                 self.attempts.pop(attempt.key, None)
                 attempt.done.set()
                 if lifeline is not None:
@@ -384,7 +346,7 @@ class Worker:
 
     def _report(self, attempt: _Attempt, state: JobState) -> None:
         if not attempt.fenced:
-            self._enqueue(self._update(attempt, state))
+            self.link.report(self._update(attempt, state))
 
     async def _publish_log(
         self, attempt: _Attempt, stream: Literal["stdout", "stderr", "system"], line: str, final: bool = False
@@ -412,66 +374,13 @@ class Worker:
 
     # -- controller link --------------------------------------------------------------------------------
 
-    def _enqueue(self, update: JobUpdated) -> None:
-        self._outbox.append(update)
-        self._outbox_event.set()
-
-    async def _outbox_loop(self) -> None:
-        delay = 0.05
-        while True:
-            if not self._outbox:
-                await self._outbox_event.wait()
-                self._outbox_event = anyio.Event()
-                continue
-            try:
-                await request(self.nc, self.subjects.job_update, self._outbox[0], Ack, timeout=5, what="the controller")
-            except FlusterError as exc:
-                log.debug("report not delivered, retrying: %s", exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            delay = 0.05
-            self._outbox.pop(0)
-
-    async def _register(self) -> None:
-        delay = 0.05
-        while True:
-            try:
-                await request(
-                    self.nc,
-                    self.subjects.register,
-                    RegisterWorker(info=self.info),
-                    Ack,
-                    timeout=5,
-                    what="the controller",
-                )
-                return
-            except FlusterError as exc:
-                log.info("registration not acknowledged, retrying: %s", exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
     async def _heartbeat_loop(self) -> None:
         while True:
             await anyio.sleep(self.settings.heartbeat_interval)
             known = {a.key for a in self.attempts.values() if not a.fenced}
-            known |= {(u.job_id, u.attempt) for u in self._outbox}
-            beat = Heartbeat(
-                worker_id=self.worker_id,
-                incarnation=self.incarnation,
-                running=[AttemptRef(job_id=j, attempt=a) for j, a in sorted(known)],
-            )
-            try:
-                reply = await request(
-                    self.nc,
-                    self.subjects.heartbeat,
-                    beat,
-                    HeartbeatReply,
-                    timeout=max(1.0, self.settings.heartbeat_interval * 2),
-                    what="the controller",
-                )
-            except FlusterError as exc:
-                log.debug("heartbeat not answered: %s", exc)
+            timeout = max(1.0, self.settings.heartbeat_interval * 2)
+            reply = await self.link.heartbeat(self.worker_id, self.incarnation, known, timeout)
+            if reply is None:
                 continue
             if reply.status == "reregister":
                 await self._reincarnate()
@@ -495,12 +404,12 @@ class Worker:
         )
         for attempt in self.attempts.values():
             attempt.fenced = True
-        self._outbox.clear()
+        self.link.drop_pending()
         async with anyio.create_task_group() as tg:
             for attempt in list(self.attempts.values()):
                 tg.start_soon(self._stop, attempt, JobState.KILLED, 0.5)
         self.incarnation = new_incarnation()
-        await self._register()
+        await self.link.register(self.info)
 
 
 def _read_result(path: Path) -> tuple[str, Any] | None:
@@ -512,26 +421,3 @@ def _read_result(path: Path) -> tuple[str, Any] | None:
     if isinstance(outcome, tuple) and len(outcome) == 2 and outcome[0] in ("ok", "err"):
         return outcome
     return None
-
-
-def _resources(settings: WorkerSettings) -> WorkerResources:
-    device: Device = settings.device if settings.device is not None else probe_gpus()
-    return WorkerResources(
-        cpu=settings.cpu if settings.cpu is not None else probe_cpu(),
-        memory_bytes=parse_memory(settings.memory) if settings.memory is not None else probe_memory(),
-        device=device,
-        max_concurrent_jobs=settings.max_concurrent_jobs,
-    )
-
-
-def _make_runtime(settings: WorkerSettings, worker_id: str, cache_dir: Path, resources: WorkerResources) -> Runtime:
-    if settings.runtime == "process":
-        return ProcessRuntime()
-    if settings.runtime == "docker":
-        from fluster.worker.docker_runtime import DockerRuntime
-
-        device = resources.device
-        gpu_ids = [str(i) for i in range(device.count)] if device.type == "gpu" else None
-        runtime: Runtime = DockerRuntime(worker_id, cache_dir=cache_dir, image=settings.docker_image, gpu_ids=gpu_ids)
-        return runtime
-    raise ValueError(f"unknown runtime {settings.runtime!r}: use 'process' or 'docker'")

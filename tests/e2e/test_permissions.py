@@ -19,7 +19,8 @@ from fluster import ClusterClient, Entrypoint
 from fluster.bus.connection import connect
 from fluster.controller.service import Controller, ControllerSettings
 from fluster.local.server import NatsServer
-from fluster.worker.agent import Worker, WorkerSettings
+from fluster.worker.agent import Worker
+from fluster.worker.settings import WorkerSettings
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

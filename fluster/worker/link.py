@@ -1,0 +1,115 @@
+"""A worker's line to the controller: registration, heartbeats, and an outbox of job reports that retries each
+report, in order, until the controller acknowledges it (so a controller restart loses no report)."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from nats.aio.client import Client as NATS
+
+from fluster.bus.rpc import request
+from fluster.errors import FlusterError
+from fluster.protocol.messages import (
+    Ack,
+    AttemptRef,
+    DeregisterWorker,
+    Heartbeat,
+    HeartbeatReply,
+    JobUpdated,
+    RegisterWorker,
+    WorkerInfo,
+)
+from fluster.protocol.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+CONTROLLER = "the controller"
+
+
+class ControllerLink:
+    def __init__(self, nc: NATS, subjects: Subjects) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._outbox: list[JobUpdated] = []
+        self._wake = anyio.Event()
+
+    def report(self, update: JobUpdated) -> None:
+        """Queue a report; ``run_outbox`` delivers it after every earlier one."""
+        self._outbox.append(update)
+        self._wake.set()
+
+    def pending(self) -> set[tuple[str, int]]:
+        """The attempts with reports not yet acknowledged (the controller must still count them as known)."""
+        return {(u.job_id, u.attempt) for u in self._outbox}
+
+    def drop_pending(self) -> None:
+        self._outbox.clear()
+
+    async def flushed(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until every queued report is acknowledged."""
+        with anyio.move_on_after(timeout):
+            while self._outbox:  # noqa: ASYNC110 - run_outbox empties it; a bounded wait at shutdown only
+                await anyio.sleep(0.02)
+
+    async def run_outbox(self) -> None:
+        delay = 0.05
+        while True:
+            if not self._outbox:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            try:
+                await request(self._nc, self._subjects.job_update, self._outbox[0], Ack, timeout=5, what=CONTROLLER)
+            except FlusterError as exc:
+                log.debug("report not delivered, retrying: %s", exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            if self._outbox:
+                self._outbox.pop(0)
+
+    async def register(self, info: WorkerInfo) -> None:
+        """Register, retrying until a controller acknowledges (it may not be up yet)."""
+        delay = 0.05
+        while True:
+            try:
+                await request(
+                    self._nc, self._subjects.register, RegisterWorker(info=info), Ack, timeout=5, what=CONTROLLER
+                )
+                return
+            except FlusterError as exc:
+                log.info("registration not acknowledged, retrying: %s", exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def heartbeat(
+        self, worker_id: str, incarnation: str, known: set[tuple[str, int]], timeout: float
+    ) -> HeartbeatReply | None:
+        """One heartbeat listing the attempts this worker knows of; None when no controller answered."""
+        beat = Heartbeat(
+            worker_id=worker_id,
+            incarnation=incarnation,
+            running=[AttemptRef(job_id=j, attempt=a) for j, a in sorted(known | self.pending())],
+        )
+        try:
+            return await request(
+                self._nc, self._subjects.heartbeat, beat, HeartbeatReply, timeout=timeout, what=CONTROLLER
+            )
+        except FlusterError as exc:
+            log.debug("heartbeat not answered: %s", exc)
+            return None
+
+    async def deregister(self, worker_id: str, incarnation: str) -> None:
+        try:
+            await request(
+                self._nc,
+                self._subjects.deregister,
+                DeregisterWorker(worker_id=worker_id, incarnation=incarnation),
+                Ack,
+                timeout=2,
+                what=CONTROLLER,
+            )
+        except FlusterError as exc:
+            log.info("deregistration not acknowledged: %s", exc)
