@@ -1,0 +1,290 @@
+"""The context API (the Fray shape): one interface for tasks, objects and actors, on any backend.
+
+``JobContext`` implements what every backend shares (argument resolution, ``get``, ``wait``, named-actor
+rules); a backend supplies how a task runs, how an object is stored, and how an actor is started.
+``get_job_context()`` returns the current context: the one set with ``job_context(ctx)``, else, inside a
+fluster job, a cluster context for that job, else an in-process thread context.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import enum
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from fluster.context.resolve import chain, dependencies, substitute, when_done
+from fluster.pool.future import TaskFuture
+from fluster.protocol.resources import ResourceSpec
+
+Future = concurrent.futures.Future
+
+
+class Lifetime(enum.Enum):
+    """EPHEMERAL actors end with the job (or context) that created them; DETACHED ones outlive it."""
+
+    EPHEMERAL = "ephemeral"
+    DETACHED = "detached"
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-task requirements: resources route a task to executors that have them (cluster backend)."""
+
+    resources: ResourceSpec | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True)
+class ActorOptions:
+    name: str | None = None
+    get_if_exists: bool = False
+    lifetime: Lifetime = Lifetime.EPHEMERAL
+    resources: ResourceSpec | None = None
+    max_concurrency: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectRef:
+    """A stored object: the value itself when small, else the key of a blob in the cluster's object store."""
+
+    value: Any = None
+    key: str | None = None
+    size: int = 0
+
+
+class ActorMethod:
+    """``handle.method.remote(*args, **kwargs)`` calls the method and returns a future of its result."""
+
+    def __init__(self, handle: ActorHandle, method: str) -> None:
+        self._handle = handle
+        self._method = method
+
+    def remote(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        handle, method = self._handle, self._method
+        context = handle._context
+        return context._when_resolved(args, kwargs, lambda a, k: context._call_actor(handle, method, a, k))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"call actor methods with .remote(): handle.{self._method}.remote(...)")
+
+
+@dataclass(eq=False)
+class ActorHandle:
+    """An actor created by a context; ``handle.method.remote(...)`` returns a future."""
+
+    name: str
+    _context: JobContext = field(repr=False)
+    _instance: Any = field(default=None, repr=False)  # local backends hold the object itself
+    _lock: threading.Lock | None = field(default=None, repr=False)
+    _threads: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
+    job_id: str | None = None
+
+    def __getattr__(self, method: str) -> ActorMethod:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return ActorMethod(self, method)
+
+
+class JobContext(ABC):
+    """Tasks, objects and actors on one backend. Use ``with`` (or ``close()``) to release what it started."""
+
+    def __init__(self) -> None:
+        self._named: dict[str, ActorHandle] = {}
+        self._named_lock = threading.Lock()
+
+    # -- objects --------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def put(self, obj: Any) -> ObjectRef:
+        """Store ``obj`` and return a reference to pass to tasks or ``get``."""
+
+    def get(self, ref: Any, timeout: float | None = None) -> Any:
+        """The value of a ref or future, or of each in a list; re-raises a task's exception."""
+        if isinstance(ref, list):
+            return [self.get(r, timeout) for r in ref]
+        if isinstance(ref, ObjectRef):
+            return self._load(ref)
+        if isinstance(ref, concurrent.futures.Future):
+            return ref.result(timeout)
+        return ref
+
+    # -- tasks ----------------------------------------------------------------------------------------
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` as a task and return its future."""
+        return self.create_task(fn, *args, **kwargs)
+
+    def create_task(
+        self, fn: Callable[..., Any], *args: Any, options: TaskOptions | None = None, **kwargs: Any
+    ) -> Future[Any]:
+        """Like ``run``, with ``TaskOptions``. Futures and refs among the arguments (also inside lists,
+        tuples, sets and dicts) are replaced by their values before the task runs."""
+        options = options or TaskOptions()
+        return self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options))
+
+    def wait(
+        self, futures: Sequence[Any], num_returns: int = 1, timeout: float | None = None
+    ) -> tuple[list[Any], list[Any]]:
+        """Wait until ``num_returns`` of ``futures`` are done (or ``timeout`` passes): ``(ready, pending)``,
+        each in the order given. Refs count as ready."""
+        items = list(futures)
+        if num_returns > len(items):
+            raise ValueError(f"num_returns={num_returns} is more than the {len(items)} futures given")
+        pending_futures = [f for f in items if isinstance(f, concurrent.futures.Future)]
+        enough = threading.Event()
+        lock = threading.Lock()
+        done_count = [len(items) - len(pending_futures)]
+
+        def one_done(_: Any) -> None:
+            with lock:
+                done_count[0] += 1
+                if done_count[0] >= num_returns:
+                    enough.set()
+
+        if done_count[0] >= num_returns:
+            enough.set()
+        for future in pending_futures:
+            future.add_done_callback(one_done)
+        enough.wait(timeout)
+        ready = [f for f in items if _is_ready(f)]
+        return ready, [f for f in items if not _is_ready(f)]
+
+    # -- actors ---------------------------------------------------------------------------------------
+
+    def create_actor(
+        self, cls: type[Any], *args: Any, options: ActorOptions | None = None, **kwargs: Any
+    ) -> ActorHandle:
+        """Start ``cls(*args, **kwargs)`` as an actor; ``handle.method.remote(...)`` returns futures.
+
+        Raises:
+            ValueError: ``options.name`` is taken and ``get_if_exists`` is False.
+        """
+        options = options or ActorOptions()
+        if options.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {options.max_concurrency}")
+        args, kwargs = substitute((args, kwargs), self._load)
+        args, kwargs = substitute((args, kwargs))  # constructor arguments wait for their futures here
+        return self._new_actor(cls, args, kwargs, options)
+
+    def _when_resolved(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: Callable[[tuple[Any, ...], dict[str, Any]], Future[Any]],
+    ) -> Future[Any]:
+        """``start(args, kwargs)`` once the futures among the arguments are done, with their values in place
+        (refs are loaded now, in this thread); a future of what ``start`` returns."""
+        args, kwargs = substitute((args, kwargs), self._load)
+        deps = dependencies(args, kwargs)
+        if not deps:
+            return start(args, kwargs)
+        outer: TaskFuture[Any] = TaskFuture()
+
+        def begin() -> None:
+            try:
+                ready_args, ready_kwargs = substitute((args, kwargs))
+            except BaseException as exc:  # a dependency failed: so does this call, with that error
+                outer.set_exception(exc)
+                return
+            try:
+                chain(start(ready_args, ready_kwargs), outer)
+            except BaseException as exc:
+                outer.set_exception(exc)
+
+        when_done(deps, begin)
+        return outer
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what this context started (pools, ephemeral actors, stored objects)."""
+
+    def __enter__(self) -> JobContext:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- backend hooks --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> Future[Any]: ...
+
+    @abstractmethod
+    def _load(self, ref: ObjectRef) -> Any: ...
+
+    @abstractmethod
+    def _new_actor(
+        self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
+    ) -> ActorHandle: ...
+
+    @abstractmethod
+    def _call_actor(
+        self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]: ...
+
+
+_current: ContextVar[JobContext | None] = ContextVar("fluster_job_context", default=None)
+
+
+def get_job_context() -> JobContext:
+    """The context set with ``job_context``; else, inside a fluster job, a cluster context of that job;
+    else an in-process thread context. The latter two are created once and then kept as current."""
+    ctx = _current.get()
+    if ctx is not None:
+        return ctx
+    from fluster.environ import job_env
+
+    if job_env() is None:
+        ctx = create_context("threads")
+    else:
+        ctx = create_context("cluster")
+        # Close it before the interpreter joins its threads at exit (its event-loop thread would never end):
+        # threading's exit hooks run before atexit's, in reverse order of registration.
+        threading._register_atexit(ctx.close)  # type: ignore[attr-defined]
+    _current.set(ctx)
+    return ctx
+
+
+@contextlib.contextmanager
+def job_context(ctx: JobContext) -> Iterator[JobContext]:
+    """Make ``ctx`` the current context for the block (this thread and tasks started from it)."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+def create_context(kind: Literal["sync", "threads", "cluster"], **options: Any) -> JobContext:
+    """A new context: ``"sync"`` (runs everything at once, in this thread), ``"threads"`` (a thread pool;
+    ``max_workers``) or ``"cluster"`` (warm executor jobs; see ``ClusterContext`` for its options)."""
+    if kind == "sync":
+        from fluster.context.local import SyncContext
+
+        return SyncContext()
+    if kind in ("threads", "threadpool"):
+        from fluster.context.local import ThreadContext
+
+        return ThreadContext(**options)
+    if kind == "cluster":
+        from fluster.context.cluster import ClusterContext
+
+        return ClusterContext(**options)
+    raise ValueError(f"unknown context kind {kind!r}: use 'sync', 'threads' or 'cluster'")
+
+
+def _is_ready(item: Any) -> bool:
+    return not isinstance(item, concurrent.futures.Future) or item.done()

@@ -1,0 +1,281 @@
+"""``ClusterContext``: the context API on a fluster cluster.
+
+Tasks run on warm executors: one ``WorkerPool`` per resource shape (and retry budget), started on first use
+and kept until ``close``. Actors are jobs serving the object by name (``fluster.context.actor_job``):
+EPHEMERAL ones are children of the current job (and killed by ``close``), DETACHED ones are top-level jobs
+that outlive it. Small objects travel inline; large ones go to the namespace's object store and are
+deleted when their ref is garbage-collected or the context closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import threading
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractContextManager
+from typing import Any
+
+import cloudpickle
+
+from fluster.actor import registry
+from fluster.actor.pool import ActorPool, ClusterResolver
+from fluster.bus.blobs import delete_blob, get_blob, put_blob
+from fluster.client.cluster import ClusterClient
+from fluster.client.sync import Client
+from fluster.context.actor_job import serve_actor
+from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
+from fluster.errors import ActorNameTaken, JobFailed
+from fluster.pool.future import TaskFuture
+from fluster.pool.pool import WorkerPool, WorkerPoolConfig
+from fluster.protocol.ids import validate_name
+from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.subjects import blob_object
+from fluster.types import Entrypoint, Environment
+
+log = logging.getLogger(__name__)
+
+INLINE_LIMIT = 256 * 1024  # pickled objects up to this size travel inside the task message
+DEFAULT_TASK_RESOURCES = ResourceSpec(cpu=1, memory="512m")
+DEFAULT_ACTOR_RESOURCES = ResourceSpec(cpu=0, memory="256m")
+
+
+class ClusterContext(JobContext):
+    """The context API on a cluster (``FLUSTER_URL`` and the job's namespace by default, or ``client``).
+
+    ``num_workers`` executors per resource shape, each a job with ``resources`` unless a task's
+    ``TaskOptions`` says otherwise; a task lost with its executor is retried ``max_retries`` times.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        namespace: str | None = None,
+        client: Client | None = None,
+        num_workers: int = 2,
+        resources: ResourceSpec | None = None,
+        max_retries: int = 3,
+        environment: Environment | None = None,
+        slots: int = 1,
+    ) -> None:
+        super().__init__()
+        self._owns_client = client is None
+        self.client = client if client is not None else Client(url, namespace)
+        self._portal = self.client.portal
+        self._aio: ClusterClient = self.client.aio
+        self._defaults = WorkerPoolConfig(
+            num_workers=num_workers,
+            resources=resources or DEFAULT_TASK_RESOURCES,
+            environment=environment,
+            max_retries=max_retries,
+            slots=slots,
+            name_prefix="ctx",
+        )
+        self._pools: dict[tuple[str, int], tuple[WorkerPool, AbstractContextManager[WorkerPool]]] = {}
+        self._pools_lock = threading.Lock()
+        self._default_pool: WorkerPool | None = None
+        self._ephemeral: list[str] = []
+        self._blobs: set[str] = set()
+        self._calls_cm = self._portal.wrap_async_context_manager(self._call_group())
+        self._calls: asyncio.TaskGroup = self._calls_cm.__enter__()
+        self._loop: asyncio.AbstractEventLoop = self._portal.call(_running_loop)
+        self._resolver = ClusterResolver(self._aio, call_timeout=None)
+        self._closed = False
+        self._call_tasks: set[asyncio.Task[None]] = set()
+
+    # -- objects --------------------------------------------------------------------------------------
+
+    def put(self, obj: Any) -> ObjectRef:
+        data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) <= INLINE_LIMIT:
+            return ObjectRef(value=obj, size=len(data))
+        key = blob_object(f"ctx-{uuid.uuid4().hex}")
+        self._portal.call(put_blob, self._aio.assets.objects, key, data)
+        self._blobs.add(key)
+        ref = ObjectRef(key=key, size=len(data))
+        weakref.finalize(ref, self._drop_blob, key)
+        return ref
+
+    def _load(self, ref: ObjectRef) -> Any:
+        if ref.key is None:
+            return ref.value
+        return pickle.loads(self._portal.call(get_blob, self._aio.assets.objects, ref.key))
+
+    def _drop_blob(self, key: str) -> None:
+        if self._closed or key not in self._blobs:
+            return
+        self._blobs.discard(key)
+        try:
+            self._loop.call_soon_threadsafe(lambda: self._calls.create_task(self._delete_blob(key)))
+        except RuntimeError:  # the loop is gone; close() already deleted what it could
+            pass
+
+    async def _delete_blob(self, key: str) -> None:
+        try:
+            await delete_blob(self._aio.assets.objects, key)
+        except Exception as exc:  # deleted already, or the connection is closing
+            log.debug("cannot delete blob %s: %r", key, exc)
+
+    # -- tasks ----------------------------------------------------------------------------------------
+
+    def create_task(
+        self, fn: Callable[..., Any], *args: Any, options: TaskOptions | None = None, **kwargs: Any
+    ) -> Future[Any]:
+        options = options or TaskOptions()
+        self._pool(options)  # started here, in the caller's thread, never in a completion callback
+        return super().create_task(fn, *args, options=options, **kwargs)
+
+    def _submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> Future[Any]:
+        return self._pool(options).submit(fn, *args, **kwargs)
+
+    def _pool(self, options: TaskOptions) -> WorkerPool:
+        if options.resources is None and options.max_retries is None and self._default_pool is not None:
+            return self._default_pool  # the hot path: no key to compute
+        resources = options.resources or self._defaults.resources
+        retries = self._defaults.max_retries if options.max_retries is None else options.max_retries
+        key = (resources.model_dump_json(), retries)
+        found = self._pools.get(key)
+        if found is not None:
+            return found[0]
+        with self._pools_lock:
+            found = self._pools.get(key)
+            if found is not None:
+                return found[0]
+            if self._closed:
+                raise RuntimeError("this ClusterContext is closed")
+            config = WorkerPoolConfig(
+                num_workers=self._defaults.num_workers,
+                resources=resources,
+                environment=self._defaults.environment,
+                max_retries=retries,
+                slots=self._defaults.slots,
+                name_prefix="ctx",
+            )
+            pool = WorkerPool(self._aio, config)
+            cm = self._portal.wrap_async_context_manager(pool)
+            cm.__enter__()
+            self._pools[key] = (pool, cm)
+            if options.resources is None and options.max_retries is None:
+                self._default_pool = pool
+            return pool
+
+    # -- actors ---------------------------------------------------------------------------------------
+
+    def _new_actor(
+        self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
+    ) -> ActorHandle:
+        handle: ActorHandle = self._portal.call(self._start_actor, cls, args, kwargs, options)
+        return handle
+
+    async def _start_actor(
+        self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
+    ) -> ActorHandle:
+        name = validate_name(options.name, "actor name") if options.name else f"actor-{uuid.uuid4().hex[:12]}"
+        if options.name and await registry.endpoints(self._aio.assets.endpoints, name):
+            return self._existing(name, options)
+        detached = options.lifetime == Lifetime.DETACHED
+        # A job's children die with it, so a detached actor is submitted as a top-level job.
+        submitter = ClusterClient(self._aio.nc, self._aio.url, self._aio.namespace, self._aio.assets, None)
+        job_id = await (submitter if detached else self._aio).submit(
+            f"actor-{name}-{uuid.uuid4().hex[:6]}",
+            Entrypoint.from_callable(
+                serve_actor, name, cls, args, kwargs, options.max_concurrency, options.name is not None
+            ),
+            resources=options.resources or DEFAULT_ACTOR_RESOURCES,
+            max_retries_preemption=0,
+        )
+        pool = ActorPool(self._resolver, name)
+        serving = asyncio.ensure_future(pool.wait_for_size(1))
+        ended = asyncio.ensure_future(self._aio.wait(job_id))
+        try:
+            await asyncio.wait((serving, ended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            serving.cancel()
+            ended.cancel()
+        if serving.done() and not serving.cancelled() and serving.exception() is None:
+            if pool.endpoints[0].job_id == job_id:
+                if not detached:
+                    self._ephemeral.append(job_id)
+                return ActorHandle(name=name, _context=self, job_id=job_id)
+            await self._aio.kill(job_id)  # another creator won the name
+            return self._existing(name, options)
+        try:
+            await self._aio.result(job_id)
+        except ActorNameTaken:
+            return self._existing(name, options)
+        raise JobFailed(f"actor job {job_id} ended before serving {name!r}", job_id=job_id)
+
+    def _existing(self, name: str, options: ActorOptions) -> ActorHandle:
+        if not options.get_if_exists:
+            raise ValueError(f"an actor named {name!r} already exists (use get_if_exists=True to reuse it)")
+        return ActorHandle(name=name, _context=self)
+
+    def _call_actor(
+        self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        future: TaskFuture[Any] = TaskFuture()
+        subject = self._aio.subjects.actor(handle.name)
+
+        async def call() -> None:
+            try:
+                value = await self._resolver.call(subject, handle.name, method, args, kwargs, None)
+            except Exception as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
+
+        if asyncio._get_running_loop() is self._loop:
+            self._start_call(call)
+        else:
+            self._loop.call_soon_threadsafe(self._start_call, call)
+        return future
+
+    def _start_call(self, call: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = self._calls.create_task(call())
+        self._call_tasks.add(task)
+        task.add_done_callback(self._call_tasks.discard)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for pool, cm in list(self._pools.values()):
+                self._portal.call(pool.shutdown, False)  # tasks nobody waited for are abandoned, not awaited
+                cm.__exit__(None, None, None)
+            self._pools.clear()
+            self._portal.call(self._release)
+            self._calls_cm.__exit__(None, None, None)
+        finally:
+            if self._owns_client:
+                self.client.close()
+
+    async def _release(self) -> None:
+        for job_id in self._ephemeral:
+            with contextlib.suppress(Exception):  # already gone
+                await self._aio.kill(job_id)
+        for key in list(self._blobs):
+            await self._delete_blob(key)
+        self._blobs.clear()
+        await self._resolver.close()
+
+    @contextlib.asynccontextmanager
+    async def _call_group(self) -> AsyncIterator[asyncio.TaskGroup]:
+        async with asyncio.TaskGroup() as calls:
+            try:
+                yield calls
+            finally:
+                for task in list(self._call_tasks):  # calls to actors that will never answer
+                    task.cancel()
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()

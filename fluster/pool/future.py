@@ -1,0 +1,43 @@
+"""``TaskFuture``: the result of a submitted task, usable from threads (``result(timeout)``) and awaitable.
+
+It is a ``concurrent.futures.Future``, so ``concurrent.futures.wait`` / ``as_completed`` work on it, completed
+by the pool on its event loop. ``await future`` works on any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class TaskFuture(concurrent.futures.Future[T]):
+    """A task's eventual value: ``result(timeout)``, ``exception(timeout)``, ``done()``, or ``await`` it."""
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self.done():
+            return self.result()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: concurrent.futures.Future[T]) -> None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:  # completed on this very loop: no cross-thread wake-up needed
+                _release(waiter)
+            else:
+                loop.call_soon_threadsafe(_release, waiter)
+
+        self.add_done_callback(wake)
+        yield from waiter.__await__()
+        return self.result()
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,509 @@
+"""``WorkerPool``: N jobs that each serve a task executor, fed from one queue of tasks; ``submit`` gives futures.
+
+Dispatch is work-pulling from the pool's side: an executor gets a batch only when it has a free slot, so no
+executor queues work while another idles. Batches adapt to the tasks: one task per batch until tasks are seen
+to take microseconds, then the queue is split across the free executors (capped at ``MAX_BATCH``), with one
+batch prefetched per slot so an executor never waits a round trip for its next batch.
+
+An executor whose job ends (SIGKILL, worker lost) fails its in-flight batches as infrastructure failures: each
+task is retried on another executor up to ``max_retries`` times, then fails with ``TaskLost``. A user
+exception is delivered to the future and never retried. A dead executor's job is replaced, so the pool
+keeps its size until ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import threading
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from fluster.actor.pool import ClusterResolver
+from fluster.errors import ActorNotFound, FlusterTimeout, TaskLost
+from fluster.pool.batch import FunctionCache, TaskSpec, decode_outcomes, encode_batch, outcome_value
+from fluster.pool.executor import RUN_METHOD, serve_executor
+from fluster.pool.future import TaskFuture
+from fluster.protocol.ids import JobId, validate_name
+from fluster.protocol.messages import JobState
+from fluster.protocol.resources import ResourceSpec
+from fluster.types import Entrypoint, Environment
+
+if TYPE_CHECKING:
+    from fluster.client.cluster import ClusterClient
+    from fluster.client.sync import Client
+    from fluster.pool.sync import SyncWorkerPool
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+FAST_TASK_S = 0.002  # tasks shorter than this on average are batched and prefetched
+EWMA_WEIGHT = 0.2
+REPLACE_BACKOFF_MAX_S = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerPoolConfig:
+    """How many executor jobs, what each gets, and how often a task lost to a dead executor is retried."""
+
+    num_workers: int
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    environment: Environment | None = None
+    max_retries: int = 3
+    slots: int = 1  # tasks (batches) one executor runs at once
+    name_prefix: str = "pool"
+    startup_timeout: float | None = 120.0  # entering the pool waits this long for its first executor
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
+        if self.slots < 1:
+            raise ValueError(f"slots must be at least 1, got {self.slots}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must not be negative, got {self.max_retries}")
+        validate_name(self.name_prefix, "pool name prefix")
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """A snapshot of a pool: executors by state and tasks by stage."""
+
+    pool_id: str
+    num_workers: int
+    ready: int
+    busy: int
+    starting: int
+    queued: int
+    in_flight: int
+    completed: int
+    failed: int
+    retried: int
+    replaced: int
+    job_ids: tuple[str, ...]
+
+
+class _Task:
+    __slots__ = ("spec", "future", "attempts")
+
+    def __init__(self, spec: TaskSpec, future: TaskFuture[Any]) -> None:
+        self.spec = spec
+        self.future = future
+        self.attempts = 0
+
+
+class _Executor:
+    def __init__(self, name: str, job_id: JobId, slots: int) -> None:
+        self.name = name
+        self.job_id = job_id
+        self.slots = slots
+        self.ready = False
+        self.in_flight = 0
+        self.replies: set[asyncio.Future[Any]] = set()
+        self.dead: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def alive(self) -> bool:
+        return not self.dead.done()
+
+    def kill(self) -> None:
+        """Mark it dead; the batches it was running fail (their reply futures are cancelled) and are retried."""
+        self.ready = False
+        if not self.dead.done():
+            self.dead.set_result(None)
+        for reply in list(self.replies):
+            reply.cancel()
+
+
+class WorkerPool:
+    """``async with WorkerPool(client, config) as pool``; ``with WorkerPool(sync_client, config)`` gives the
+    blocking ``SyncWorkerPool``. ``submit`` is safe to call from any thread."""
+
+    def __init__(self, client: ClusterClient | Client, config: WorkerPoolConfig) -> None:
+        from fluster.client.sync import Client
+
+        self._sync_client = client if isinstance(client, Client) else None
+        self.client: ClusterClient = client.aio if isinstance(client, Client) else client
+        self.config = config
+        self.pool_id = uuid.uuid4().hex[:8]
+        self._queue: deque[_Task] = deque()
+        self._functions = FunctionCache()
+        self._inbox: deque[_Task] = deque()
+        self._inbox_lock = threading.Lock()
+        self._inbox_wake_pending = False
+        self._executors: dict[str, _Executor] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._resolver: ClusterResolver | None = None
+        self._batches: asyncio.TaskGroup | None = None
+        self._closed = False
+        self._stopping = False
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._task_seconds: float | None = None
+        self._counts = {"completed": 0, "failed": 0, "retried": 0, "replaced": 0}
+        self._ready_changed = asyncio.Event()
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._sync_cm: contextlib.AbstractContextManager[WorkerPool] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> WorkerPool:
+        stack = contextlib.AsyncExitStack()
+        try:
+            await stack.enter_async_context(self._running())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            if exc is None and not self._stopping:
+                await self.shutdown(wait=True)
+            await stack.aclose()
+
+    def __enter__(self) -> SyncWorkerPool:
+        from fluster.pool.sync import SyncWorkerPool
+
+        if self._sync_client is None:
+            raise TypeError("`with WorkerPool(...)` needs a fluster.Client; use `async with` with a ClusterClient")
+        portal = self._sync_client.portal
+        self._sync_cm = portal.wrap_async_context_manager(self)
+        self._sync_cm.__enter__()
+        return SyncWorkerPool(portal, self)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        cm, self._sync_cm = self._sync_cm, None
+        if cm is not None:
+            cm.__exit__(exc_type, exc, tb)
+
+    async def shutdown(self, wait: bool = True) -> None:
+        """Stop taking tasks; with ``wait``, let queued and running ones finish, else cancel the queued ones;
+        then kill every executor job."""
+        self._closed = True
+        if self._loop is None:
+            return
+        self._drain_inbox()
+        if wait:
+            while self._outstanding:
+                self._idle.clear()
+                await self._idle.wait()
+        else:
+            while self._queue:
+                task = self._queue.popleft()
+                task.future.cancel()
+                self._finish(task, None)
+        await self._stop_executors()
+
+    # -- tasks ----------------------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> TaskFuture[Any]:
+        """Queue ``fn(*args, **kwargs)`` and return its future; callable from any thread.
+
+        Raises:
+            RuntimeError: the pool is shut down (or not started).
+        """
+        if self._closed or self._loop is None:
+            raise RuntimeError("cannot submit to a WorkerPool that is shut down or not started")
+        future: TaskFuture[Any] = TaskFuture()
+        task = _Task((fn, args, kwargs), future)
+        if asyncio._get_running_loop() is self._loop:
+            self._accept(task)
+            self._pump()
+        else:
+            self._post(task)
+        return future
+
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[TaskFuture[Any]]:
+        """Submit ``fn(item)`` for every item; the futures are in item order. ``progress(done, total)`` is
+        called (on the pool's event loop) each time one finishes."""
+        futures = [self.submit(fn, item) for item in items]
+        if progress is not None:
+            total, counter = len(futures), itertools.count(1)
+            for future in futures:
+                future.add_done_callback(lambda _: progress(next(counter), total))
+        return futures
+
+    async def wait_for_workers(self, n: int | None = None, timeout: float | None = 60.0) -> int:
+        """Wait until at least ``n`` (default: all) executors are ready; returns how many are.
+
+        Raises:
+            FlusterTimeout: fewer than ``n`` after ``timeout`` seconds.
+        """
+        wanted = self.config.num_workers if n is None else n
+        with anyio.move_on_after(timeout):
+            while self._ready_count() < wanted:
+                self._ready_changed.clear()
+                await self._ready_changed.wait()
+            return self._ready_count()
+        raise FlusterTimeout(f"pool {self.pool_id} has {self._ready_count()} of {wanted} executors after {timeout}s")
+
+    def status(self) -> PoolStatus:
+        executors = list(self._executors.values())
+        return PoolStatus(
+            pool_id=self.pool_id,
+            num_workers=self.config.num_workers,
+            ready=sum(1 for e in executors if e.ready),
+            busy=sum(1 for e in executors if e.ready and e.in_flight),
+            starting=sum(1 for e in executors if not e.ready and e.alive),
+            queued=len(self._queue) + len(self._inbox),
+            in_flight=sum(e.in_flight for e in executors),
+            completed=self._counts["completed"],
+            failed=self._counts["failed"],
+            retried=self._counts["retried"],
+            replaced=self._counts["replaced"],
+            job_ids=tuple(e.job_id for e in executors),
+        )
+
+    @property
+    def size(self) -> int:
+        return self._ready_count()
+
+    # -- internals: running -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
+        self._resolver = ClusterResolver(self.client, call_timeout=None)
+        try:
+            async with anyio.create_task_group() as tg, asyncio.TaskGroup() as batches:
+                self._batches = batches
+                for index in range(self.config.num_workers):
+                    tg.start_soon(self._keep_executor, index)
+                await self.wait_for_workers(1, self.config.startup_timeout)
+                try:
+                    yield
+                finally:
+                    self._closed = True
+                    with anyio.CancelScope(shield=True):
+                        await self._stop_executors()
+                    tg.cancel_scope.cancel()
+                    for task in self._queue:
+                        task.future.cancel()
+        finally:
+            self._batches = None
+            with anyio.CancelScope(shield=True):
+                await self._resolver.close()
+
+    async def _keep_executor(self, index: int) -> None:
+        """Run executor ``index`` as a job, and replace the job each time it ends, until the pool stops."""
+        failures = 0
+        for generation in itertools.count():
+            if self._stopping:
+                return
+            name = f"{self.config.name_prefix}-{self.pool_id}-{index}-{generation}"
+            job_id = await self.client.submit(
+                name,
+                Entrypoint.from_callable(serve_executor, name, self.config.slots),
+                resources=self.config.resources,
+                environment=self.config.environment,
+                max_retries_failure=0,
+                max_retries_preemption=0,  # the pool replaces a lost executor itself, under a new name
+            )
+            executor = _Executor(name, job_id, self.config.slots)
+            self._executors[name] = executor
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_ready, executor)
+                    final = await self.client.wait(job_id)
+                    tg.cancel_scope.cancel()
+            finally:
+                executor.kill()
+                self._executors.pop(name, None)
+                self._ready_changed.set()
+                self._pump()
+            if self._stopping:
+                return
+            log.warning("executor lost pool=%s job=%s state=%s", self.pool_id, job_id, final.state.value)
+            self._counts["replaced"] += 1
+            failures = 0 if executor.in_flight or final.state != JobState.FAILED else failures + 1
+            if failures:  # it died before doing anything: do not spin on a job that cannot start
+                await anyio.sleep(min(REPLACE_BACKOFF_MAX_S, 0.5 * 2**failures))
+
+    async def _watch_ready(self, executor: _Executor) -> None:
+        assert self._resolver is not None
+        actor = await self._resolver.lookup(executor.name)
+        await actor.wait_for_size(1)
+        executor.ready = True
+        self._ready_changed.set()
+        self._pump()
+
+    async def _stop_executors(self) -> None:
+        self._stopping = True
+        async with anyio.create_task_group() as tg:
+            for executor in list(self._executors.values()):
+                tg.start_soon(self._kill_job, executor.job_id)
+
+    async def _kill_job(self, job_id: str) -> None:
+        try:
+            await self.client.kill(job_id)
+        except Exception as exc:  # already gone, or the controller is away: the job ends with its parent
+            log.info("cannot kill executor job=%s: %r", job_id, exc)
+
+    # -- internals: dispatch ----------------------------------------------------------------------------
+
+    def _post(self, task: _Task) -> None:
+        """Hand a task to the loop from another thread; one wake-up per burst, not one per task."""
+        with self._inbox_lock:
+            self._inbox.append(task)
+            wake = not self._inbox_wake_pending
+            self._inbox_wake_pending = True
+        if wake:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            tasks = list(self._inbox)
+            self._inbox.clear()
+            self._inbox_wake_pending = False
+        for task in tasks:
+            self._accept(task)
+        self._pump()
+
+    def _accept(self, task: _Task) -> None:
+        self._outstanding += 1
+        self._queue.append(task)
+
+    def _pump(self) -> None:
+        """Hand queued tasks to executors with free slots (called whenever either changes)."""
+        batches = self._batches
+        while self._queue and batches is not None:
+            executor = self._free_executor()
+            if executor is None:
+                return
+            batch = [self._queue.popleft() for _ in range(self._batch_size())]
+            executor.in_flight += 1
+            batches.create_task(self._run_batch(executor, batch))
+
+    def _free_executor(self) -> _Executor | None:
+        fast = self._task_seconds is not None and self._task_seconds < FAST_TASK_S
+        best: _Executor | None = None
+        for executor in self._executors.values():
+            limit = executor.slots * 2 if fast else executor.slots
+            if executor.ready and executor.in_flight < limit and (best is None or executor.in_flight < best.in_flight):
+                best = executor
+        return best
+
+    def _batch_size(self) -> int:
+        if self._task_seconds is None or self._task_seconds >= FAST_TASK_S:
+            return 1
+        ready = sum(e.slots for e in self._executors.values() if e.ready) or 1
+        return max(1, min(MAX_BATCH, len(self._queue), math.ceil(len(self._queue) / (2 * ready))))
+
+    async def _run_batch(self, executor: _Executor, batch: list[_Task]) -> None:
+        try:
+            payload = self._encode(batch)
+            if not batch:
+                return
+            for task in batch:
+                task.attempts += 1
+            assert self._resolver is not None
+            subject = self.client.subjects.actor(executor.name)
+            try:
+                pending = await self._resolver.send(subject, RUN_METHOD, (payload,), {}, None)
+                if not executor.alive:
+                    pending.future.cancel()
+                executor.replies.add(pending.future)
+                try:
+                    reply = await self._resolver.result(pending, executor.name, RUN_METHOD, None)
+                finally:
+                    executor.replies.discard(pending.future)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if executor.alive or (current is not None and current.cancelling()):
+                    raise  # the pool is stopping
+                self._lost(batch, f"executor {executor.name} (job {executor.job_id}) died")
+                return
+            except ActorNotFound:  # never delivered, so not an attempt; the executor is going away
+                for task in batch:
+                    task.attempts -= 1
+                executor.kill()
+                assert self._batches is not None
+                self._batches.create_task(self._kill_job(executor.job_id))
+                self._requeue(batch)
+                return
+            except Exception as exc:
+                self._lost(batch, f"executor {executor.name} failed: {exc!r}")
+                return
+            elapsed, outcomes = decode_outcomes(reply, len(batch))
+            per_task = elapsed / len(batch)
+            self._task_seconds = (
+                per_task
+                if self._task_seconds is None
+                else (1 - EWMA_WEIGHT) * self._task_seconds + EWMA_WEIGHT * per_task
+            )
+            for task, outcome in zip(batch, outcomes, strict=True):
+                try:
+                    value = outcome_value(outcome)
+                except Exception as exc:
+                    self._finish(task, exc)
+                else:
+                    self._finish(task, None, value)
+        finally:
+            executor.in_flight -= 1
+            self._pump()
+
+    def _encode(self, batch: list[_Task]) -> bytes:
+        """The batch's bytes; a task that cannot be pickled fails alone and leaves the batch."""
+        try:
+            return encode_batch([t.spec for t in batch], self._functions)
+        except Exception:
+            good = []
+            for task in batch:
+                try:
+                    encode_batch([task.spec], self._functions)
+                except Exception as exc:
+                    self._finish(task, TypeError(f"cannot pickle task {task.spec[0]!r}: {exc}"))
+                else:
+                    good.append(task)
+            batch[:] = good
+            return encode_batch([t.spec for t in good], self._functions) if good else b""
+
+    def _lost(self, batch: list[_Task], why: str) -> None:
+        retry = [t for t in batch if t.attempts <= self.config.max_retries]
+        for task in batch:
+            if task.attempts > self.config.max_retries:
+                self._finish(task, TaskLost(f"task lost after {task.attempts} attempt(s): {why}"))
+        self._counts["retried"] += len(retry)
+        self._requeue(retry)
+
+    def _requeue(self, tasks: list[_Task]) -> None:
+        self._queue.extendleft(reversed(tasks))
+        self._pump()
+
+    def _finish(self, task: _Task, error: BaseException | None, value: Any = None) -> None:
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._idle.set()
+        future = task.future
+        if future.cancelled():
+            return
+        if error is None:
+            self._counts["completed"] += 1
+            future.set_result(value)
+        else:
+            self._counts["failed"] += 1
+            future.set_exception(error)
+
+    def _ready_count(self) -> int:
+        return sum(1 for e in self._executors.values() if e.ready)

@@ -1,0 +1,93 @@
+"""The Fray-shaped cluster API, and actor lifetimes seen from inside real jobs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import cloudpickle
+import pytest
+from cluster_helpers import eventually, local_cluster
+
+from fluster.actor import ClusterResolver
+from fluster.client.cluster import ClusterClient
+from fluster.client.sync import Client
+from fluster.context import ActorOptions, Cluster, JobRequest, Lifetime, get_job_context
+from fluster.types import Entrypoint
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def greet(name: str) -> str:
+    print(f"hello {name}", flush=True)
+    return name
+
+
+def sleep_forever() -> None:
+    time.sleep(600)
+
+
+def create_actors_and_return() -> str:
+    ctx = get_job_context()
+    keeper = ctx.create_actor(Counter, options=ActorOptions(name="keeper", lifetime=Lifetime.DETACHED))
+    temp = ctx.create_actor(Counter, options=ActorOptions(name="temp"))
+    ctx.get([keeper.incr.remote(), temp.incr.remote(), ctx.run(len, "four")])
+    return type(ctx).__name__
+
+
+@pytest.fixture
+def fray(nats_url: str, namespace: str) -> Iterator[Cluster]:
+    with local_cluster(nats_url, namespace) as client:
+        assert isinstance(client, Client)
+        with Cluster(client=client) as cluster:
+            yield cluster
+
+
+def test_launch_monitor_poll_wait_for_a_callable(fray: Cluster) -> None:
+    job_id = fray.launch(JobRequest(name="greet", entrypoint=Entrypoint.from_callable(greet, "fray")))
+    assert "hello fray" in list(fray.monitor(job_id))
+    info = fray.wait(job_id, timeout=30)
+    assert info.status == "succeeded" and fray.poll(job_id).status == "succeeded"
+    assert [j.job_id for j in fray.list_jobs()] == [job_id]
+
+
+def test_launch_a_binary_and_terminate_a_running_job(fray: Cluster) -> None:
+    binary = Entrypoint.from_binary(sys.executable, ["-c", "print('from a binary')"])
+    job_id = fray.launch(JobRequest(name="binary", entrypoint=binary))
+    assert list(fray.monitor(job_id)) == ["from a binary"]
+    assert fray.wait(job_id, timeout=30).status == "succeeded"
+    long = fray.launch(JobRequest(name="long", entrypoint=Entrypoint.from_callable(sleep_forever)))
+    fray.terminate(long)
+    assert fray.poll(long).status == "stopped"
+
+
+def test_job_names_with_spaces_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        JobRequest(name="has space", entrypoint=Entrypoint.from_callable(greet, "x"))
+
+
+async def test_detached_actor_outlives_its_job_and_ephemeral_one_dies_with_it(cluster: ClusterClient) -> None:
+    job_id = await cluster.submit("creator", Entrypoint.from_callable(create_actors_and_return))
+    assert await cluster.result(job_id, timeout=60) == "ClusterContext"
+    resolver = ClusterResolver(cluster, call_timeout=20)
+    keeper = await resolver.lookup("keeper")
+    assert keeper.size == 1 and keeper.endpoints[0].job_id and "/" not in keeper.endpoints[0].job_id
+    assert await keeper.call().incr() == 2
+    temp = await resolver.lookup("temp")
+
+    async def temp_gone() -> bool:
+        return not await temp.refresh()
+
+    await eventually(temp_gone, 20, "the ephemeral actor to end with its job")
+    await cluster.kill(keeper.endpoints[0].job_id)
+    await resolver.close()
