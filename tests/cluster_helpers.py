@@ -47,7 +47,7 @@ async def in_own_task(cm: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
 
 
 def local_cluster(nats_url: str, namespace: str, **kw: Any) -> LocalCluster:
-    options: dict[str, Any] = dict(workers=2, cpu=2, memory="4g", heartbeat_interval=0.2, worker_timeout=2.0)
+    options: dict[str, Any] = dict(workers=2, cpu=2, memory="4g", heartbeat_interval=0.2, worker_timeout=5.0)
     options.update(kw)
     return LocalCluster(url=nats_url, namespace=namespace, **options)
 
@@ -89,7 +89,7 @@ class Processes:
         )
 
     def controller(self, *extra: str) -> subprocess.Popen[bytes]:
-        return self.start("controller", "--worker-timeout", "2", *extra, name="controller")
+        return self.start("controller", "--worker-timeout", "3", *extra, name="controller")
 
     def stop_all(self) -> None:
         for proc in self.procs:
