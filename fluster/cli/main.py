@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -341,20 +342,10 @@ def _need_url(args: argparse.Namespace) -> str:
 
 
 def _status_dict(status: JobStatus) -> dict[str, Any]:
-    return {
-        "job_id": status.job_id,
-        "state": status.state.value,
-        "attempt": status.attempt,
-        "worker_id": status.worker_id,
-        "exit_code": status.exit_code,
-        "error": status.error,
-        "submitted_at_ms": status.submitted_at_ms,
-        "started_at_ms": status.started_at_ms,
-        "finished_at_ms": status.finished_at_ms,
-        "failure_count": status.failure_count,
-        "preemption_count": status.preemption_count,
-        "attempts": [a.model_dump(mode="json") for a in status.attempts],
-    }
+    fields = dataclasses.asdict(status)
+    fields["state"] = status.state.value
+    fields["attempts"] = [a.model_dump(mode="json") for a in status.attempts]
+    return fields
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
