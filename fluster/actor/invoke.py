@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -42,6 +43,16 @@ class _Method:
     ctx_name: str | None
 
 
+INLINE_AFTER = 5  # calls under INLINE_MAX_S in a thread before a sync method runs on the loop
+INLINE_MAX_S = 0.0002
+
+
+def _timed(fn: Any, args: Any, kwargs: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
 class Invoker:
     """Runs requests against one registered object."""
 
@@ -55,6 +66,9 @@ class Invoker:
         self._threads = ThreadRunner(reg.max_concurrency, reg.name)
         self._threaded = reg.threaded
         self._methods: dict[str, _Method] = {}
+        # sync methods seen to return in microseconds run on the loop: a thread hand-off costs more than they do
+        self._fast_runs: dict[str, int] = {}
+        self._slow: set[str] = set()
         self._context = ActorContext(
             actor=reg.name,
             endpoint_id=reg.record.endpoint_id,
@@ -76,8 +90,12 @@ class Invoker:
                 args, kwargs = self._with_context(method, tuple(args), dict(kwargs))
             if method.is_async:
                 result = await method.fn(*args, **kwargs)
+            elif self._threaded and not self._runs_inline(method_name):
+                result, elapsed = await self._threads.run(partial(_timed, method.fn, args, kwargs))
+                self._observe(method_name, elapsed)
             elif self._threaded:
-                result = await self._threads.run(partial(method.fn, *args, **kwargs))
+                result, elapsed = _timed(method.fn, args, kwargs)
+                self._observe(method_name, elapsed)
             else:
                 result = method.fn(*args, **kwargs)
             return await self._encode(wire.OK, wire.dumps_value(result))
@@ -86,6 +104,18 @@ class Invoker:
         except Exception as exc:
             log.debug("actor call failed actor=%s method=%s: %r", self.name, method_name, exc)
             return await self._encode(wire.ERROR, encode(to_wire(exc)))
+
+    def _runs_inline(self, method: str) -> bool:
+        return self._fast_runs.get(method, 0) >= INLINE_AFTER and method not in self._slow
+
+    def _observe(self, method: str, elapsed: float) -> None:
+        if method in self._slow:
+            return
+        if elapsed >= INLINE_MAX_S:
+            self._slow.add(method)  # once slow, always in a thread: the loop must stay free
+            self._fast_runs.pop(method, None)
+        else:
+            self._fast_runs[method] = self._fast_runs.get(method, 0) + 1
 
     def close(self) -> None:
         """Let the worker threads exit once their current calls return."""
