@@ -14,7 +14,7 @@ from nats.js.object_store import ObjectStore
 from fluster.protocol.subjects import Subjects
 
 LOG_MAX_AGE_S = 7 * 24 * 3600
-RESULT_TTL_S = 7 * 24 * 3600
+OBJECT_TTL_S = 7 * 24 * 3600
 LEADER_LEASE_S = 10.0  # a controller that stops refreshing its lease for this long is replaced
 ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
 
@@ -108,7 +108,9 @@ async def _stream(js: JetStreamContext, config: StreamConfig, replicas: int | No
 
 async def _object_store(js: JetStreamContext, bucket: str, replicas: int | None) -> ObjectStore:
     try:
-        return await js.create_object_store(bucket, storage=StorageType.FILE, replicas=replicas or 1)
+        # objects (job results, large values, bundles) expire after OBJECT_TTL_S: what a crashed owner never
+        # deleted does not stay forever; a bundle that expired is uploaded again by the next submit that needs it
+        return await js.create_object_store(bucket, storage=StorageType.FILE, replicas=replicas or 1, ttl=OBJECT_TTL_S)
     except BadRequestError:
         await _set_replicas(js, f"OBJ_{bucket}", replicas)
         return await js.object_store(bucket)
