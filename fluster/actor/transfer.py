@@ -14,13 +14,12 @@ import json
 import logging
 import uuid
 
-import anyio
 from nats.aio.client import Client as NATS
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from fluster.bus.blobs import publish_chunks
-from fluster.errors import FlusterError, FlusterTimeout, ProtocolError
+from fluster.bus.blobs import publish_chunks, read_chunks
+from fluster.errors import ProtocolError
 from fluster.protocol.subjects import (
     Subjects,
     actor_transfer_all,
@@ -86,25 +85,10 @@ class Transfers:
         """
         transfer_id, count, size = _parse(ref)
         subject = actor_transfer_subject(self._subjects, transfer_id)
-        parts: list[bytes] = []
-        if count:
-            sub = await self._js.subscribe(subject, ordered_consumer=True)
-            try:
-                while len(parts) < count:
-                    try:
-                        msg = await sub.next_msg(timeout=TRANSFER_TIMEOUT_S)
-                    except TimeoutError as exc:  # nats-py's TimeoutError subclasses the builtin
-                        raise FlusterTimeout(
-                            f"transfer {transfer_id}: chunk {len(parts) + 1} of {count} did not arrive"
-                        ) from exc
-                    parts.append(msg.data)
-            finally:
-                with anyio.move_on_after(5, shield=True):
-                    await sub.unsubscribe()
+        data = await read_chunks(
+            self._js, subject, count, size, timeout=TRANSFER_TIMEOUT_S, what=f"transfer {transfer_id}"
+        )
         await self.drop(ref)
-        data = b"".join(parts)
-        if len(data) != size:
-            raise FlusterError(f"transfer {transfer_id} is {len(data)} bytes, expected {size}")
         return data
 
     async def drop(self, ref: str) -> None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import anyio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.kv import MSG_ROLLUP_SUBJECT
 from nats.js.object_store import (
@@ -107,24 +107,36 @@ async def get_blob(objects: ObjectStore, name: str) -> bytes:
     if not info.size or not info.chunks:
         return b""
     subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=objects._name, obj=info.nuid)
-    sub = await objects._js.subscribe(subject, ordered_consumer=True)
+    return await read_chunks(
+        objects._js, subject, info.chunks, info.size, timeout=BLOB_TIMEOUT_S, what=f"object {name!r}"
+    )
+
+
+async def read_chunks(js: JetStreamContext, subject: str, count: int, size: int, *, timeout: float, what: str) -> bytes:
+    """Read ``count`` chunks stored on ``subject`` (an ordered consumer: one stream of deliveries) and join them.
+
+    Raises:
+        FlusterTimeout: a chunk did not arrive within ``timeout``.
+        FlusterError: the chunks do not add up to ``size`` bytes.
+    """
     parts: list[bytes] = []
-    try:
-        while len(parts) < info.chunks:
-            try:
-                msg = await sub.next_msg(timeout=BLOB_TIMEOUT_S)
-            except TimeoutError as exc:  # nats-py's TimeoutError subclasses the builtin
-                raise FlusterTimeout(
-                    f"object {name!r}: chunk {len(parts) + 1} of {info.chunks} "
-                    f"did not arrive within {BLOB_TIMEOUT_S:g}s"
-                ) from exc
-            parts.append(msg.data)
-    finally:
-        with anyio.move_on_after(5, shield=True):
-            await sub.unsubscribe()
+    if count:
+        sub = await js.subscribe(subject, ordered_consumer=True)
+        try:
+            while len(parts) < count:
+                try:
+                    msg = await sub.next_msg(timeout=timeout)
+                except TimeoutError as exc:  # nats-py's TimeoutError subclasses the builtin
+                    raise FlusterTimeout(
+                        f"{what}: chunk {len(parts) + 1} of {count} did not arrive within {timeout:g}s"
+                    ) from exc
+                parts.append(msg.data)
+        finally:
+            with anyio.move_on_after(5, shield=True):
+                await sub.unsubscribe()
     data = b"".join(parts)
-    if len(data) != info.size:
-        raise FlusterError(f"object {name!r} is {len(data)} bytes, its metadata says {info.size}")
+    if len(data) != size:
+        raise FlusterError(f"{what} is {len(data)} bytes, expected {size}")
     return data
 
 
