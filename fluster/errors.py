@@ -18,6 +18,7 @@
         ActorCallTimeout   also a FlusterTimeout
         RemoteError        a remote exception whose type could not be rebuilt here
       TaskLost             a task's executor died more often than its retries allow
+      ObjectLost           a stored object is gone and cannot be rebuilt
 
 A user exception raised remotely comes back as its own type, with the remote traceback text attached as its
 ``__cause__`` (a ``RemoteTraceback``) and as ``remote_traceback``.
@@ -114,6 +115,18 @@ class RemoteError(ActorError):
 
 class TaskLost(FlusterError):
     """A task was lost with its executor (killed, worker lost) on every attempt its retries allowed."""
+
+
+class ObjectLost(FlusterError, LookupError):
+    """A stored object (a ``put`` value or a task's large output) is no longer in the object store: deleted
+    with its owner, expired, or lost with its stream, and it has no lineage to re-run (or re-running failed)."""
+
+    def __init__(self, key: str, message: str | None = None) -> None:
+        super().__init__(message or f"object {key!r} is no longer in the object store")
+        self.key = key
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key, str(self)))
 
 
 class RemoteTraceback(Exception):

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import anyio
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 INLINE_LIMIT = 512 * 1024  # leaves room in a 1 MiB max_payload for the message around the bytes
 MAX_CHUNK = 1024 * 1024
 BLOB_TIMEOUT_S = 60.0  # no progress for this long on a blob transfer fails it
+STALL_CHECK_S = 1.0  # a read whose chunks pause this long checks that the object still exists
 
 
 class BlobNotFound(FlusterError, LookupError):
@@ -97,7 +99,7 @@ async def get_blob(objects: ObjectStore, name: str) -> bytes:
     """Read object ``name``.
 
     Raises:
-        BlobNotFound: it does not exist.
+        BlobNotFound: it does not exist (or was deleted while being read).
         FlusterTimeout: its chunks stopped arriving.
     """
     try:
@@ -107,29 +109,67 @@ async def get_blob(objects: ObjectStore, name: str) -> bytes:
     if not info.size or not info.chunks:
         return b""
     subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=objects._name, obj=info.nuid)
-    return await read_chunks(
-        objects._js, subject, info.chunks, info.size, timeout=BLOB_TIMEOUT_S, what=f"object {name!r}"
-    )
+
+    async def unchanged() -> bool:
+        try:
+            return (await objects.get_info(name)).nuid == info.nuid
+        except (ObjectNotFoundError, NotFoundError):
+            return False
+
+    try:
+        return await read_chunks(
+            objects._js,
+            subject,
+            info.chunks,
+            info.size,
+            timeout=BLOB_TIMEOUT_S,
+            what=f"object {name!r}",
+            still_there=unchanged,
+        )
+    except _Vanished as exc:
+        raise BlobNotFound(f"object {name!r} was deleted while it was read") from exc
 
 
-async def read_chunks(js: JetStreamContext, subject: str, count: int, size: int, *, timeout: float, what: str) -> bytes:
+class _Vanished(Exception):
+    pass
+
+
+async def read_chunks(
+    js: JetStreamContext,
+    subject: str,
+    count: int,
+    size: int,
+    *,
+    timeout: float,
+    what: str,
+    still_there: Callable[[], Awaitable[bool]] | None = None,
+) -> bytes:
     """Read ``count`` chunks stored on ``subject`` (an ordered consumer: one stream of deliveries) and join them.
+    Whenever chunks pause for a second, ``still_there()`` (if given) is asked whether they can still come.
 
     Raises:
-        FlusterTimeout: a chunk did not arrive within ``timeout``.
+        FlusterTimeout: no chunk arrived for ``timeout`` seconds.
         FlusterError: the chunks do not add up to ``size`` bytes.
     """
     parts: list[bytes] = []
     if count:
         sub = await js.subscribe(subject, ordered_consumer=True)
         try:
+            waited = 0.0
             while len(parts) < count:
+                wait = min(STALL_CHECK_S, timeout - waited) if still_there is not None else timeout
                 try:
-                    msg = await sub.next_msg(timeout=timeout)
+                    msg = await sub.next_msg(timeout=wait)
                 except TimeoutError as exc:  # nats-py's TimeoutError subclasses the builtin
-                    raise FlusterTimeout(
-                        f"{what}: chunk {len(parts) + 1} of {count} did not arrive within {timeout:g}s"
-                    ) from exc
+                    waited += wait
+                    if still_there is not None and not await still_there():
+                        raise _Vanished(what) from exc
+                    if waited >= timeout:
+                        raise FlusterTimeout(
+                            f"{what}: chunk {len(parts) + 1} of {count} did not arrive within {timeout:g}s"
+                        ) from exc
+                    continue
+                waited = 0.0
                 parts.append(msg.data)
         finally:
             with anyio.move_on_after(5, shield=True):

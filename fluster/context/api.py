@@ -180,12 +180,13 @@ class JobContext(ABC):
         start: Callable[[tuple[Any, ...], dict[str, Any]], Future[Any]],
     ) -> Future[Any]:
         """``start(args, kwargs)`` once the futures among the arguments are done, with their values in place
-        (refs are loaded now, in this thread); a future of what ``start`` returns."""
-        args, kwargs = substitute((args, kwargs), self._load)
+        (refs become what ``_ref_argument`` makes of them, now, in this thread); a future of what ``start``
+        returns."""
+        args, kwargs = substitute((args, kwargs), self._ref_argument)
         deps = dependencies(args, kwargs)
         if not deps:
             return start(args, kwargs)
-        outer: TaskFuture[Any] = TaskFuture()
+        outer = self._new_future()
 
         def begin() -> None:
             try:
@@ -224,6 +225,14 @@ class JobContext(ABC):
 
     @abstractmethod
     def _load(self, ref: ObjectRef) -> Any: ...
+
+    def _ref_argument(self, ref: ObjectRef) -> Any:
+        """What a task or actor call receives for ``ref`` among its arguments: by default its value."""
+        return self._load(ref)
+
+    def _new_future(self) -> Future[Any]:
+        """A future of this backend's kind, for a call that waits on other futures first."""
+        return TaskFuture()
 
     @abstractmethod
     def _new_actor(

@@ -3,8 +3,8 @@
 Tasks run on warm executors: one ``WorkerPool`` per resource shape (and retry budget), started on first use
 and kept until ``close``. Actors are jobs serving the object by name (``fluster.context.actor_job``):
 EPHEMERAL ones are children of the current job (and killed by ``close``), DETACHED ones are top-level jobs
-that outlive it. Small objects travel inline; large ones go to the namespace's object store and are
-deleted when their ref is garbage-collected or the context closes.
+that outlive it. Small objects and results travel inline; large ones stay in the namespace's object store,
+and a task whose stored result is gone is run again from its lineage (``fluster.context.objects``).
 """
 
 from __future__ import annotations
@@ -12,34 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import pickle
 import threading
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
-
-import cloudpickle
 
 from fluster.actor import registry
 from fluster.actor.pool import ActorPool, ClusterResolver
-from fluster.bus.blobs import delete_blob, get_blob, put_blob
 from fluster.client.cluster import ClusterClient
 from fluster.client.sync import Client
 from fluster.context.actor_job import serve_actor
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
+from fluster.context.objects import INLINE_LIMIT, ContextObjects, StoredFuture
 from fluster.errors import ActorNameTaken, JobFailed
 from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool, WorkerPoolConfig
 from fluster.protocol.ids import validate_name
 from fluster.protocol.resources import ResourceSpec
-from fluster.protocol.subjects import blob_object
 from fluster.types import Entrypoint, Environment
 
 log = logging.getLogger(__name__)
 
-INLINE_LIMIT = 256 * 1024  # pickled objects up to this size travel inside the task message
 DEFAULT_TASK_RESOURCES = ResourceSpec(cpu=1, memory="512m")
 DEFAULT_ACTOR_RESOURCES = ResourceSpec(cpu=0, memory="256m")
 
@@ -74,51 +69,35 @@ class ClusterContext(JobContext):
             max_retries=max_retries,
             slots=slots,
             name_prefix="ctx",
+            store_results_over=INLINE_LIMIT,
         )
         self._pools: dict[tuple[str, int], tuple[WorkerPool, AbstractContextManager[WorkerPool]]] = {}
         self._pools_lock = threading.Lock()
         self._default_pool: WorkerPool | None = None
         self._ephemeral: list[str] = []
-        self._blobs: set[str] = set()
         self._calls_cm = self._portal.wrap_async_context_manager(self._call_group())
         self._calls: asyncio.TaskGroup = self._calls_cm.__enter__()
         self._loop: asyncio.AbstractEventLoop = self._portal.call(_running_loop)
         self._resolver = ClusterResolver(self._aio, call_timeout=None)
         self._closed = False
         self._call_tasks: set[asyncio.Task[None]] = set()
+        self.objects = ContextObjects(
+            self._aio.assets.objects, self._portal, self._loop, self._spawn, self._submit_to_pool
+        )
 
     # -- objects --------------------------------------------------------------------------------------
 
     def put(self, obj: Any) -> ObjectRef:
-        data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        if len(data) <= INLINE_LIMIT:
-            return ObjectRef(value=obj, size=len(data))
-        key = blob_object(f"ctx-{uuid.uuid4().hex}")
-        self._portal.call(put_blob, self._aio.assets.objects, key, data)
-        self._blobs.add(key)
-        ref = ObjectRef(key=key, size=len(data))
-        weakref.finalize(ref, self._drop_blob, key)
-        return ref
+        return self.objects.put(obj)
 
     def _load(self, ref: ObjectRef) -> Any:
-        if ref.key is None:
-            return ref.value
-        return pickle.loads(self._portal.call(get_blob, self._aio.assets.objects, ref.key))
+        return self.objects.load(ref)
 
-    def _drop_blob(self, key: str) -> None:
-        if self._closed or key not in self._blobs:
-            return
-        self._blobs.discard(key)
-        try:
-            self._loop.call_soon_threadsafe(lambda: self._calls.create_task(self._delete_blob(key)))
-        except RuntimeError:  # the loop is gone; close() already deleted what it could
-            pass
+    def _ref_argument(self, ref: ObjectRef) -> Any:
+        return self.objects.as_argument(ref)
 
-    async def _delete_blob(self, key: str) -> None:
-        try:
-            await delete_blob(self._aio.assets.objects, key)
-        except Exception as exc:  # deleted already, or the connection is closing
-            log.debug("cannot delete blob %s: %r", key, exc)
+    def _new_future(self) -> Future[Any]:
+        return StoredFuture(self.objects)
 
     # -- tasks ----------------------------------------------------------------------------------------
 
@@ -130,6 +109,14 @@ class ClusterContext(JobContext):
         return super().create_task(fn, *args, options=options, **kwargs)
 
     def _submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> Future[Any]:
+        future: StoredFuture[Any] = StoredFuture(self.objects)
+        done = partial(self.objects.settle, future, (fn, args, kwargs, options), 0)
+        self._submit_to_pool(fn, args, kwargs, options).add_done_callback(done)
+        return future
+
+    def _submit_to_pool(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
     ) -> Future[Any]:
         return self._pool(options).submit(fn, *args, **kwargs)
@@ -156,6 +143,7 @@ class ClusterContext(JobContext):
                 max_retries=retries,
                 slots=self._defaults.slots,
                 name_prefix="ctx",
+                store_results_over=INLINE_LIMIT,
             )
             pool = WorkerPool(self._aio, config)
             cm = self._portal.wrap_async_context_manager(pool)
@@ -177,6 +165,7 @@ class ClusterContext(JobContext):
         self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
     ) -> ActorHandle:
         name = validate_name(options.name, "actor name") if options.name else f"actor-{uuid.uuid4().hex[:12]}"
+        args, kwargs = await self.objects.materialize((args, kwargs))
         if options.name and await registry.endpoints(self._aio.assets.endpoints, name):
             return self._existing(name, options)
         detached = options.lifetime == Lifetime.DETACHED
@@ -224,20 +213,22 @@ class ClusterContext(JobContext):
 
         async def call() -> None:
             try:
-                value = await self._resolver.call(subject, handle.name, method, args, kwargs, None)
+                ready_args, ready_kwargs = await self.objects.materialize((args, kwargs))
+                value = await self._resolver.call(subject, handle.name, method, ready_args, ready_kwargs, None)
             except Exception as exc:
                 future.set_exception(exc)
             else:
                 future.set_result(value)
 
         if asyncio._get_running_loop() is self._loop:
-            self._start_call(call)
+            self._spawn(call())
         else:
-            self._loop.call_soon_threadsafe(self._start_call, call)
+            self._loop.call_soon_threadsafe(self._spawn, call())
         return future
 
-    def _start_call(self, call: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        task = self._calls.create_task(call())
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the loop (call it there), cancelled if still running when the context closes."""
+        task = self._calls.create_task(coro)
         self._call_tasks.add(task)
         task.add_done_callback(self._call_tasks.discard)
 
@@ -262,9 +253,7 @@ class ClusterContext(JobContext):
         for job_id in self._ephemeral:
             with contextlib.suppress(Exception):  # already gone
                 await self._aio.kill(job_id)
-        for key in list(self._blobs):
-            await self._delete_blob(key)
-        self._blobs.clear()
+        await self.objects.release()
         await self._resolver.close()
 
     @contextlib.asynccontextmanager

@@ -1,7 +1,7 @@
 """Futures and object refs inside task arguments: find them, wait for them, and replace them by their values.
 
-Arguments are walked through lists, tuples, sets and dict values, the containers a user builds by hand;
-anything else is passed as is.
+Arguments are walked through lists, tuples, sets and dict values, the containers a user builds by hand
+(``fluster.pool.remote.find`` / ``replace``); anything else is passed as is.
 """
 
 from __future__ import annotations
@@ -11,37 +11,38 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from fluster.pool.remote import find, replace
+
 Args = tuple[tuple[Any, ...], dict[str, Any]]
+Future = concurrent.futures.Future
 
 
-def dependencies(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[concurrent.futures.Future[Any]]:
+def dependencies(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Future[Any]]:
     """Every future found in the arguments."""
-    found: list[concurrent.futures.Future[Any]] = []
-    _walk(args, found)
-    _walk(kwargs, found)
-    return found
+    return find((args, kwargs), Future)
 
 
 def substitute(value: Any, load: Callable[[Any], Any] | None = None) -> Any:
     """``value`` with each ref replaced by ``load(ref)`` (when given), else each future by its result.
 
     Refs are loaded in the caller's thread (a load may block on I/O); futures are replaced only once they
-    are done, so that never blocks. A failed future raises its exception.
+    are done, so that never blocks. A failed future raises its exception. A future's result is taken as
+    stored (``raw_result``): a backend whose futures load a stored value on ``result()`` passes the stored
+    reference on instead, for the task's executor to read.
     """
     from fluster.context.api import ObjectRef
 
-    if load is None and isinstance(value, concurrent.futures.Future):
-        return value.result()
-    if load is not None and isinstance(value, ObjectRef):
-        return load(value)
-    if type(value) in (list, tuple, set):
-        return type(value)(substitute(v, load) for v in value)
-    if type(value) is dict:
-        return {k: substitute(v, load) for k, v in value.items()}
-    return value
+    if load is None:
+        return replace(value, Future, raw_result)
+    return replace(value, ObjectRef, load)
 
 
-def when_done(futures: list[concurrent.futures.Future[Any]], then: Callable[[], None]) -> None:
+def raw_result(future: Future[Any]) -> Any:
+    """``future``'s result as it was set, bypassing a subclass's ``result`` (which may load it)."""
+    return Future.result(future)
+
+
+def when_done(futures: list[Future[Any]], then: Callable[[], None]) -> None:
     """Call ``then()`` (in whichever thread completes the last one) once every future is done."""
     if not futures:
         then()
@@ -49,7 +50,7 @@ def when_done(futures: list[concurrent.futures.Future[Any]], then: Callable[[], 
     remaining = [len(futures)]
     lock = threading.Lock()
 
-    def one_done(_: concurrent.futures.Future[Any]) -> None:
+    def one_done(_: Future[Any]) -> None:
         with lock:
             remaining[0] -= 1
             last = remaining[0] == 0
@@ -60,10 +61,10 @@ def when_done(futures: list[concurrent.futures.Future[Any]], then: Callable[[], 
         future.add_done_callback(one_done)
 
 
-def chain(source: concurrent.futures.Future[Any], target: concurrent.futures.Future[Any]) -> None:
-    """Complete ``target`` as ``source`` completes."""
+def chain(source: Future[Any], target: Future[Any]) -> None:
+    """Complete ``target`` as ``source`` completes (with its result as stored: see ``raw_result``)."""
 
-    def copy(done: concurrent.futures.Future[Any]) -> None:
+    def copy(done: Future[Any]) -> None:
         if target.done():
             return
         if done.cancelled():
@@ -71,17 +72,6 @@ def chain(source: concurrent.futures.Future[Any], target: concurrent.futures.Fut
         elif (error := done.exception()) is not None:
             target.set_exception(error)
         else:
-            target.set_result(done.result())
+            target.set_result(raw_result(done))
 
     source.add_done_callback(copy)
-
-
-def _walk(value: Any, found: list[concurrent.futures.Future[Any]]) -> None:
-    if isinstance(value, concurrent.futures.Future):
-        found.append(value)
-    elif type(value) in (list, tuple, set):
-        for item in value:
-            _walk(item, found)
-    elif type(value) is dict:
-        for item in value.values():
-            _walk(item, found)

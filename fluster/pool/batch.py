@@ -1,10 +1,12 @@
 """The task batch wire format between a ``WorkerPool`` and its executors (pure: no I/O).
 
-A batch is ``pickle((functions, calls))``: ``functions`` is a list of pickled functions (each pickled once
-per pool and cached by ``FunctionCache``, since cloudpickling a function by value costs far more than a
-no-op task), ``calls`` is the pickled list of ``(function_index, args, kwargs)``, with the standard pickler
-when every argument is a plain value and cloudpickle otherwise. The reply is one pickle of ``(elapsed_s,
-[(status, data), ...])``: the pickled value (``OK``) or an encoded ``ErrorInfo`` (``ERROR``) per task.
+A batch is ``pickle((functions, calls, store_over))``: ``functions`` is a list of pickled functions (each
+pickled once per pool and cached by ``FunctionCache``, since cloudpickling a function by value costs far more
+than a no-op task), ``calls`` is the pickled list of ``(function_index, args, kwargs)``, with the standard
+pickler when every argument is a plain value and cloudpickle otherwise, and ``store_over`` (or None) asks the
+executor to put each result whose pickle is larger into the object store. The reply is one pickle of
+``(elapsed_s, [(status, data), ...])``: per task the pickled value (``OK``), an encoded ``ErrorInfo``
+(``ERROR``), or the pickled ``(key, size)`` of the stored value (``STORED``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any
 import cloudpickle
 
 from fluster.errors import from_wire, to_wire
+from fluster.pool.remote import RemoteRef
 from fluster.protocol.codec import decode, encode
 from fluster.protocol.messages import ErrorInfo
 
 OK = 0
 ERROR = 1
+STORED = 2
 CACHE_SIZE = 512
 
 TaskSpec = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
@@ -65,7 +69,7 @@ class FunctionCache:
         return fn
 
 
-def encode_batch(tasks: Sequence[TaskSpec], cache: FunctionCache) -> bytes:
+def encode_batch(tasks: Sequence[TaskSpec], cache: FunctionCache, store_over: int | None = None) -> bytes:
     functions: list[bytes] = []
     index: dict[int, int] = {}
     calls = []
@@ -82,26 +86,34 @@ def encode_batch(tasks: Sequence[TaskSpec], cache: FunctionCache) -> bytes:
         encoded = pickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
     else:
         encoded = cloudpickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
-    return pickle.dumps((functions, encoded), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((functions, encoded, store_over), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def decode_batch(data: bytes, cache: FunctionCache) -> list[TaskSpec]:
-    functions, encoded = pickle.loads(data)
+def decode_batch(data: bytes, cache: FunctionCache) -> tuple[list[TaskSpec], int | None]:
+    """The tasks, and the size above which their results are to be stored (None: never)."""
+    functions, encoded, store_over = pickle.loads(data)
     loaded = [cache.loads(f) for f in functions]
-    return [(loaded[i], args, kwargs) for i, args, kwargs in pickle.loads(encoded)]
+    return [(loaded[i], args, kwargs) for i, args, kwargs in pickle.loads(encoded)], store_over
 
 
 def failed_batch(exc: BaseException) -> bytes:
     """The outcome of a batch that could not be decoded (every task fails with ``exc``)."""
-    return encode_outcomes(0.0, [(ERROR, encode(to_wire(exc)))])
+    return encode_outcomes(0.0, [error_outcome(exc)])
 
 
-def run_tasks(tasks: list[TaskSpec]) -> tuple[bytes, float]:
-    """Run the tasks in this thread, in order: the encoded outcomes and the seconds they took."""
+def error_outcome(exc: BaseException) -> Outcome:
+    return ERROR, encode(to_wire(exc))
+
+
+def stored_outcome(key: str, size: int) -> Outcome:
+    return STORED, pickle.dumps((key, size), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def run_tasks(tasks: list[TaskSpec]) -> tuple[list[Outcome], float]:
+    """Run the tasks in this thread, in order: their outcomes and the seconds they took."""
     start = time.perf_counter()
     outcomes = [_run_one(fn, args, kwargs) for fn, args, kwargs in tasks]
-    elapsed = time.perf_counter() - start
-    return encode_outcomes(elapsed, outcomes), elapsed
+    return outcomes, time.perf_counter() - start
 
 
 def encode_outcomes(elapsed_s: float, outcomes: list[Outcome]) -> bytes:
@@ -117,10 +129,14 @@ def decode_outcomes(data: bytes, count: int) -> tuple[float, list[Outcome]]:
 
 
 def outcome_value(outcome: Outcome) -> Any:
-    """The task's return value, or raise its exception (its own type, remote traceback as ``__cause__``)."""
+    """The task's return value (a ``RemoteRef`` when it was stored), or raise its exception (its own type,
+    remote traceback as ``__cause__``)."""
     status, data = outcome
     if status == OK:
         return pickle.loads(data)
+    if status == STORED:
+        key, size = pickle.loads(data)
+        return RemoteRef(key, size)
     raise from_wire(decode(data, ErrorInfo))
 
 
@@ -130,14 +146,14 @@ def _run_one(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, An
         if inspect.isawaitable(value):
             value = _run_awaitable(value)
     except Exception as exc:
-        return ERROR, encode(to_wire(exc))
+        return error_outcome(exc)
     try:
         if type(value) in _PLAIN:
             return OK, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         return OK, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        error = TypeError(f"the task's return value of type {type(value).__name__} cannot be pickled: {exc}")
-        return ERROR, encode(to_wire(error))
+        kind = type(value).__name__
+        return error_outcome(TypeError(f"the task's return value of type {kind} cannot be pickled: {exc}"))
 
 
 def _run_awaitable(value: Any) -> Any:

@@ -4,18 +4,41 @@ A batch normally runs in one of the executor's threads (one hand-off per batch, 
 holds), so a long task never stalls the server's event loop or its endpoint heartbeat. Functions seen to
 return within ``INLINE_TASK_S`` every time (``INLINE_AFTER`` runs in a row) run on the event loop instead,
 saving two thread hand-offs per batch; one that is ever slower goes back to threads for good.
+
+Stored arguments (``RemoteRef``) are read from the object store before a batch runs; a task whose argument
+is gone fails with ``ObjectLost`` naming it, so its caller can rebuild the object and send the task again.
+When the batch asks for it, results larger than its ``store_over`` are written to the object store and
+only their key goes back.
 """
 
 from __future__ import annotations
 
 import inspect
+import pickle
+import uuid
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
+from nats.js.object_store import ObjectStore
 
 from fluster.actor.threads import ThreadRunner
-from fluster.pool.batch import FunctionCache, decode_batch, failed_batch, run_tasks
+from fluster.bus.blobs import BlobNotFound, get_blob, put_blob
+from fluster.errors import ObjectLost
+from fluster.pool.batch import (
+    OK,
+    FunctionCache,
+    Outcome,
+    TaskSpec,
+    decode_batch,
+    encode_outcomes,
+    error_outcome,
+    failed_batch,
+    run_tasks,
+    stored_outcome,
+)
+from fluster.pool.remote import RemoteRef, find, replace
+from fluster.protocol.subjects import blob_object
 
 RUN_METHOD = "run"
 INLINE_TASK_S = 0.0001
@@ -25,7 +48,8 @@ INLINE_AFTER = 3
 class TaskExecutor:
     """Runs task batches sent by a ``WorkerPool`` (see ``fluster.pool.batch``), ``slots`` at a time."""
 
-    def __init__(self, name: str, slots: int) -> None:
+    def __init__(self, name: str, slots: int, objects: ObjectStore | None = None) -> None:
+        self._objects = objects
         self._threads = ThreadRunner(slots, name)
         self._fast_runs: dict[Any, int] = {}
         self._slow: set[Any] = set()
@@ -33,18 +57,67 @@ class TaskExecutor:
 
     async def run(self, batch: bytes) -> bytes:
         try:
-            tasks = decode_batch(batch, self._functions)
+            tasks, store_over = decode_batch(batch, self._functions)
         except Exception as exc:  # e.g. a module the executor cannot import: every task fails with it
             return failed_batch(exc)
         fns = {_key(fn) for fn, _, _ in tasks}
         self._slow.update(_key(fn) for fn, _, _ in tasks if inspect.iscoroutinefunction(fn))
+        tasks = await self._read_stored(tasks)
         inline = all(self._fast_runs.get(fn, 0) >= INLINE_AFTER for fn in fns)
         if inline:
-            result, elapsed = run_tasks(tasks)
+            outcomes, elapsed = run_tasks(tasks)
         else:
-            result, elapsed = await self._threads.run(partial(run_tasks, tasks))
+            outcomes, elapsed = await self._threads.run(partial(run_tasks, tasks))
         self._observe(fns, elapsed / len(tasks) if tasks else 0.0)
-        return result
+        if store_over is not None:
+            await self._store_large(outcomes, store_over)
+        return encode_outcomes(elapsed, outcomes)
+
+    async def _read_stored(self, tasks: list[TaskSpec]) -> list[TaskSpec]:
+        """The tasks with each stored argument read; a task whose argument cannot be read raises its error."""
+        refs = find([(args, kwargs) for _, args, kwargs in tasks], RemoteRef)
+        if not refs:
+            return tasks
+        values: dict[str, Any] = {}
+        errors: dict[str, BaseException] = {}
+
+        async def read(key: str) -> None:
+            try:
+                if self._objects is None:
+                    raise RuntimeError("this executor has no object store to read stored arguments from")
+                values[key] = pickle.loads(await get_blob(self._objects, key))
+            except BlobNotFound:
+                errors[key] = ObjectLost(key, f"task argument {key!r} is no longer in the object store")
+            except Exception as exc:
+                errors[key] = exc
+
+        async with anyio.create_task_group() as tg:
+            for key in {ref.key for ref in refs}:
+                tg.start_soon(read, key)
+        ready: list[TaskSpec] = []
+        for fn, args, kwargs in tasks:
+            failed = [errors[ref.key] for ref in find((args, kwargs), RemoteRef) if ref.key in errors]
+            if failed:
+                ready.append((partial(_raise, failed[0]), (), {}))
+            else:
+                args, kwargs = replace((args, kwargs), RemoteRef, lambda ref: values[ref.key])
+                ready.append((fn, args, kwargs))
+        return ready
+
+    async def _store_large(self, outcomes: list[Outcome], limit: int) -> None:
+        """Replace each result larger than ``limit`` by the key of an object holding it."""
+        for i, (status, data) in enumerate(outcomes):
+            if status != OK or len(data) <= limit:
+                continue
+            key = blob_object(f"task-{uuid.uuid4().hex}")
+            try:
+                if self._objects is None:
+                    raise RuntimeError("this executor has no object store to store results in")
+                await put_blob(self._objects, key, data)
+            except Exception as exc:
+                outcomes[i] = error_outcome(exc)
+            else:
+                outcomes[i] = stored_outcome(key, len(data))
 
     def ping(self) -> bool:
         return True
@@ -64,6 +137,10 @@ class TaskExecutor:
                 self._fast_runs[fn] = self._fast_runs.get(fn, 0) + 1
 
 
+def _raise(error: BaseException) -> NoReturn:
+    raise error
+
+
 def _key(fn: Any) -> Any:
     # A function may arrive as a fresh copy (closures are never cached): key it by where its code comes from.
     code = getattr(fn, "__code__", None)
@@ -80,11 +157,13 @@ async def _serve(actor_name: str, slots: int) -> None:
     from fluster.actor.server import ActorServer
     from fluster.client.cluster import ClusterClient
 
-    executor = TaskExecutor(actor_name, slots)
+    executor: TaskExecutor | None = None
     try:
         async with ClusterClient.connect() as client:
+            executor = TaskExecutor(actor_name, slots, client.assets.objects)
             server = ActorServer(client)
             server.register(actor_name, executor, max_concurrency=slots, threaded=False)
             await server.serve()
     finally:
-        executor.close()
+        if executor is not None:
+            executor.close()

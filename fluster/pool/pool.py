@@ -62,6 +62,7 @@ class WorkerPoolConfig:
     slots: int = 1  # tasks (batches) one executor runs at once
     name_prefix: str = "pool"
     startup_timeout: float | None = 120.0  # entering the pool waits this long for its first executor
+    store_results_over: int | None = None  # results whose pickle is larger go to the object store (RemoteRef)
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -466,7 +467,7 @@ class WorkerPool:
     def _encode(self, batch: list[_Task]) -> bytes:
         """The batch's bytes; a task that cannot be pickled fails alone and leaves the batch."""
         try:
-            return encode_batch([t.spec for t in batch], self._functions)
+            return encode_batch([t.spec for t in batch], self._functions, self.config.store_results_over)
         except Exception:
             good = []
             for task in batch:
@@ -477,7 +478,9 @@ class WorkerPool:
                 else:
                     good.append(task)
             batch[:] = good
-            return encode_batch([t.spec for t in good], self._functions) if good else b""
+            if not good:
+                return b""
+            return encode_batch([t.spec for t in good], self._functions, self.config.store_results_over)
 
     def _lost(self, batch: list[_Task], why: str) -> None:
         retry = [t for t in batch if t.attempts <= self.config.max_retries]

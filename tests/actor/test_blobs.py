@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import anyio
 import pytest
 
 from fluster.bus.blobs import (
@@ -47,6 +48,26 @@ async def test_missing_and_deleted_blobs_raise_blob_not_found(client: ClusterCli
     await delete_blob(objects, "blobs/d")  # twice is fine
     with pytest.raises(BlobNotFound):
         await get_blob(objects, "blobs/d")
+
+
+async def test_a_blob_deleted_while_it_is_read_raises_blob_not_found_soon(client: ClusterClient) -> None:
+    objects = client.assets.objects
+    await put_blob(objects, "blobs/v", b"v" * 300_000)
+
+    class DeletedAfterLookup:  # the real store; the object is deleted between the lookup and the chunk read
+        def __init__(self) -> None:
+            self._name, self._js, self.first = objects._name, objects._js, True
+
+        async def get_info(self, name: str) -> object:
+            info = await objects.get_info(name)
+            if self.first:
+                self.first = False
+                await delete_blob(objects, name)
+            return info
+
+    with anyio.fail_after(20):  # not the 60 s stall timeout
+        with pytest.raises(BlobNotFound, match="deleted while it was read"):
+            await get_blob(DeletedAfterLookup(), "blobs/v")  # type: ignore[arg-type]
 
 
 async def test_payloads_inline_small_values_and_store_large_ones(client: ClusterClient) -> None:

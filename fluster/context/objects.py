@@ -1,0 +1,277 @@
+"""The stored objects of a cluster context: ``put`` values and large task outputs in the object store, their
+deletion once nothing refers to them, and the re-running of a task whose stored output is gone.
+
+A value whose pickle is larger than ``INLINE_LIMIT`` lives in the namespace's object store. ``put`` returns
+an ``ObjectRef`` naming it; a task whose result is that large leaves it in the store, and its future holds a
+``RemoteRef`` carrying the task's lineage (function, arguments, options): ``result()`` reads the object, and
+passing the future (or the ref) to another task passes only the key, which the executor reads itself.
+
+When a read finds an object gone (deleted, expired, lost with its stream), the task that made it runs again
+from its lineage (its own stored arguments are rebuilt the same way, recursively) and the ref names the new
+object; many callers losing one object share one re-run. An object with no lineage (a ``put``) raises
+``ObjectLost``. An object is deleted when its ref is garbage-collected (the future holding it, and every
+lineage naming it as an argument, are gone) or when the context closes; the store's TTL removes what a
+crashed context never deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import pickle
+import uuid
+import weakref
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import cloudpickle
+
+from fluster.bus.blobs import BlobNotFound, delete_blob, get_blob, put_blob
+from fluster.context.resolve import raw_result
+from fluster.errors import ObjectLost
+from fluster.pool.future import TaskFuture
+from fluster.pool.remote import RemoteRef, find, replace
+from fluster.protocol.subjects import blob_object
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+    from nats.js.object_store import ObjectStore
+
+    from fluster.context.api import ObjectRef
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+INLINE_LIMIT = 256 * 1024  # pickled values up to this size travel inside messages
+MAX_REBUILDS = 3  # re-runs of one lost object per read before giving up
+
+Lineage = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]
+Resubmit = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any], concurrent.futures.Future[Any]]
+
+
+class StoredFuture(TaskFuture[T]):
+    """A cluster task's future: ``result()`` reads a stored result from the object store (re-running the task
+    if it is gone) rather than holding a large value in memory."""
+
+    def __init__(self, objects: ContextObjects) -> None:
+        super().__init__()
+        self._objects = objects
+
+    def result(self, timeout: float | None = None) -> T:
+        value = super().result(timeout)
+        if isinstance(value, RemoteRef):
+            read: T = self._objects.read(value)
+            return read
+        return value
+
+
+class ContextObjects:
+    """Objects one ``ClusterContext`` owns. ``spawn`` starts a coroutine on the context's loop; ``resubmit``
+    runs a task again (on the loop) and returns its pool future."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        portal: BlockingPortal,
+        loop: asyncio.AbstractEventLoop,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+        resubmit: Resubmit,
+    ) -> None:
+        self._objects = objects
+        self._portal = portal
+        self._loop = loop
+        self._spawn = spawn
+        self._resubmit = resubmit
+        self._keys: set[str] = set()  # what close() deletes
+        self._by_key: weakref.WeakValueDictionary[str, RemoteRef] = weakref.WeakValueDictionary()
+        self._rebuilds: dict[str, asyncio.Future[None]] = {}
+        self._closed = False
+
+    # -- put values -----------------------------------------------------------------------------------
+
+    def put(self, obj: Any) -> ObjectRef:
+        from fluster.context.api import ObjectRef
+
+        data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) <= INLINE_LIMIT:
+            return ObjectRef(value=obj, size=len(data))
+        key = blob_object(f"ctx-{uuid.uuid4().hex}")
+        self._portal.call(put_blob, self._objects, key, data)
+        ref = ObjectRef(key=key, size=len(data))
+        self._own(ref, key)
+        return ref
+
+    def as_argument(self, ref: ObjectRef) -> Any:
+        """What a task receives for ``ref``: the value when inline, else a ``RemoteRef`` its executor reads
+        (holding ``ref``, so the object outlives the task)."""
+        if ref.key is None:
+            return ref.value
+        return RemoteRef(ref.key, ref.size, owner=ref)
+
+    def load(self, ref: ObjectRef) -> Any:
+        return ref.value if ref.key is None else self.read(RemoteRef(ref.key, ref.size, owner=ref))
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def read(self, ref: RemoteRef) -> Any:
+        """The stored value, from a thread other than the context's event loop."""
+        if asyncio._get_running_loop() is self._loop:
+            raise RuntimeError(
+                "a stored task result cannot be read on the context's event loop (for example in a future's "
+                "done callback): call result() from your own thread"
+            )
+        return self._portal.call(self.read_async, ref)
+
+    async def read_async(self, ref: RemoteRef) -> Any:
+        for rebuilds in itertools.count():
+            key = ref.key
+            try:
+                return pickle.loads(await get_blob(self._objects, key))
+            except BlobNotFound:
+                if ref.lineage is None:
+                    raise ObjectLost(
+                        key, f"object {key!r} is gone from the object store and no task made it (a put): put it again"
+                    ) from None
+                if rebuilds >= MAX_REBUILDS:
+                    raise ObjectLost(key, f"object {key!r} is still gone after {rebuilds} re-runs") from None
+                await self.rebuild(ref, key)
+        raise AssertionError("unreachable")
+
+    async def materialize(self, value: Any) -> Any:
+        """``value`` with every ``RemoteRef`` in it read (for actor calls, whose servers do not read refs)."""
+        refs = find(value, RemoteRef)
+        if not refs:
+            return value
+        loaded = {id(ref): await self.read_async(ref) for ref in refs}
+        return replace(value, RemoteRef, lambda ref: loaded[id(ref)])
+
+    # -- task results ---------------------------------------------------------------------------------
+
+    def settle(
+        self, outer: concurrent.futures.Future[Any], lineage: Lineage, rebuilds: int, inner: TaskFuture[Any]
+    ) -> None:
+        """Complete ``outer`` from the pool's future ``inner`` (a done callback, on the loop): a stored result
+        gets its lineage; a task that lost a stored argument with a lineage runs again once it is rebuilt."""
+        if inner.cancelled():
+            outer.cancel()
+            return
+        error = inner.exception()
+        if error is None:
+            value = raw_result(inner)
+            if isinstance(value, RemoteRef):
+                value.lineage = lineage
+                value.finalizer = self._own(value, value.key)
+            _complete(outer, value)
+            return
+        lost = error.key if isinstance(error, ObjectLost) else None
+        source = self._by_key.get(lost) if lost is not None else None
+        if lost is None or source is None or source.lineage is None or rebuilds >= MAX_REBUILDS:
+            _complete(outer, error=error)
+            return
+        self._spawn(self._rebuild_then_run(outer, lineage, rebuilds, source, lost))
+
+    async def _rebuild_then_run(
+        self, outer: concurrent.futures.Future[Any], lineage: Lineage, rebuilds: int, source: RemoteRef, lost: str
+    ) -> None:
+        try:
+            await self.rebuild(source, lost)
+            inner = self._resubmit(*lineage)
+        except Exception as exc:
+            _complete(outer, error=exc)
+            return
+        inner.add_done_callback(partial(self.settle, outer, lineage, rebuilds + 1))
+
+    async def rebuild(self, ref: RemoteRef, lost: str) -> None:
+        """Run ``ref``'s task again so that ``ref`` names a new object; callers that lost the same object
+        share one re-run."""
+        if ref.key != lost:
+            return  # rebuilt already
+        running = self._rebuilds.get(lost)
+        if running is None:
+            running = self._rebuilds[lost] = asyncio.ensure_future(self._rerun(ref, lost))
+            running.add_done_callback(lambda _: self._rebuilds.pop(lost, None))
+        await asyncio.shield(running)
+
+    async def _rerun(self, ref: RemoteRef, lost: str) -> None:
+        log.info("object %s is gone: re-running the task that made it", lost)
+        assert ref.lineage is not None
+        done: StoredFuture[Any] = StoredFuture(self)
+        self._resubmit(*ref.lineage).add_done_callback(partial(self.settle, done, ref.lineage, 0))
+        value = await _raw(done)
+        if isinstance(value, RemoteRef):  # ref takes over the new object
+            assert value.finalizer is not None
+            value.finalizer.detach()
+            key, size = value.key, value.size
+        else:  # small this time: store it so that ref still names an object
+            data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            key, size = blob_object(f"ctx-{uuid.uuid4().hex}"), len(data)
+            await put_blob(self._objects, key, data)
+        if ref.finalizer is not None:
+            ref.finalizer.detach()
+        self._keys.discard(lost)
+        self._by_key.pop(lost, None)
+        ref.key, ref.size = key, size
+        ref.finalizer = self._own(ref, key)
+
+    # -- ownership ------------------------------------------------------------------------------------
+
+    def _own(self, ref: ObjectRef | RemoteRef, key: str) -> weakref.finalize[Any, Any]:
+        """Delete object ``key`` when ``ref`` is garbage-collected (or this context closes)."""
+        self._keys.add(key)
+        if isinstance(ref, RemoteRef):
+            self._by_key[key] = ref
+        return weakref.finalize(ref, self._drop, key)
+
+    def _drop(self, key: str) -> None:
+        if self._closed or key not in self._keys:
+            return
+        self._keys.discard(key)
+        try:
+            self._loop.call_soon_threadsafe(self._spawn, self._delete(key))
+        except RuntimeError:  # the loop is gone; close() already deleted what it could
+            pass
+
+    async def _delete(self, key: str) -> None:
+        try:
+            await delete_blob(self._objects, key)
+        except Exception as exc:  # the connection is closing
+            log.debug("cannot delete object %s: %r", key, exc)
+
+    async def release(self) -> None:
+        """Delete every object this context still owns (it is closing)."""
+        self._closed = True
+        keys, self._keys = list(self._keys), set()
+        for key in keys:
+            await self._delete(key)
+
+
+def _complete(future: concurrent.futures.Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+    except concurrent.futures.InvalidStateError:  # the caller cancelled it
+        pass
+
+
+async def _raw(future: concurrent.futures.Future[Any]) -> Any:
+    """Await ``future`` on this loop for its result as stored (never calling an overridden ``result``)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def release() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def wake(_: concurrent.futures.Future[Any]) -> None:
+        loop.call_soon_threadsafe(release)
+
+    future.add_done_callback(wake)
+    await waiter
+    if (error := future.exception()) is not None:
+        raise error
+    return raw_result(future)
