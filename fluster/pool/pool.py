@@ -34,7 +34,6 @@ from fluster.pool.batch import FunctionCache, TaskSpec, decode_outcomes, encode_
 from fluster.pool.executor import RUN_METHOD, serve_executor
 from fluster.pool.future import TaskFuture
 from fluster.protocol.ids import JobId, validate_name
-from fluster.protocol.messages import JobState
 from fluster.protocol.resources import ResourceSpec
 from fluster.types import Entrypoint, Environment
 
@@ -107,6 +106,7 @@ class _Executor:
         self.job_id = job_id
         self.slots = slots
         self.ready = False
+        self.served = False  # it was ready at some point
         self.in_flight = 0
         self.replies: set[asyncio.Future[Any]] = set()
         self.dead: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -151,6 +151,7 @@ class WorkerPool:
         self._task_seconds: float | None = None
         self._counts = {"completed": 0, "failed": 0, "retried": 0, "replaced": 0}
         self._ready_changed = asyncio.Event()
+        self._last_failure: str | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._sync_cm: contextlib.AbstractContextManager[WorkerPool] | None = None
 
@@ -285,14 +286,20 @@ class WorkerPool:
     async def _running(self) -> AsyncIterator[None]:
         self._loop = asyncio.get_running_loop()
         self._resolver = ClusterResolver(self.client, call_timeout=None)
+        not_started: FlusterTimeout | None = None
         try:
             async with anyio.create_task_group() as tg, asyncio.TaskGroup() as batches:
                 self._batches = batches
                 for index in range(self.config.num_workers):
                     tg.start_soon(self._keep_executor, index)
-                await self.wait_for_workers(1, self.config.startup_timeout)
                 try:
-                    yield
+                    await self.wait_for_workers(1, self.config.startup_timeout)
+                except FlusterTimeout as exc:
+                    why = f"; the last failure: {self._last_failure}" if self._last_failure else ""
+                    not_started = FlusterTimeout(f"{exc}{why}")
+                try:
+                    if not_started is None:
+                        yield
                 finally:
                     self._closed = True
                     with anyio.CancelScope(shield=True):
@@ -300,6 +307,8 @@ class WorkerPool:
                     tg.cancel_scope.cancel()
                     for task in self._queue:
                         task.future.cancel()
+            if not_started is not None:
+                raise not_started  # after its executor jobs were killed
         finally:
             self._batches = None
             with anyio.CancelScope(shield=True):
@@ -312,14 +321,23 @@ class WorkerPool:
             if self._stopping:
                 return
             name = f"{self.config.name_prefix}-{self.pool_id}-{index}-{generation}"
-            job_id = await self.client.submit(
-                name,
-                Entrypoint.from_callable(serve_executor, name, self.config.slots),
-                resources=self.config.resources,
-                environment=self.config.environment,
-                max_retries_failure=0,
-                max_retries_preemption=0,  # the pool replaces a lost executor itself, under a new name
-            )
+            try:
+                job_id = await self.client.submit(
+                    name,
+                    Entrypoint.from_callable(serve_executor, name, self.config.slots),
+                    resources=self.config.resources,
+                    environment=self.config.environment,
+                    max_retries_failure=0,
+                    max_retries_preemption=0,  # the pool replaces a lost executor itself, under a new name
+                )
+            except (ValueError, TypeError):
+                raise  # the pool's configuration is wrong: retrying cannot help
+            except Exception as exc:  # no controller for a while, JetStream unavailable: try again later
+                failures += 1
+                self._last_failure = f"submitting executor {name} failed: {exc!r}"
+                log.warning("pool=%s %s; retrying", self.pool_id, self._last_failure)
+                await anyio.sleep(_backoff(failures))
+                continue
             executor = _Executor(name, job_id, self.config.slots)
             self._executors[name] = executor
             try:
@@ -334,17 +352,19 @@ class WorkerPool:
                 self._pump()
             if self._stopping:
                 return
-            log.warning("executor lost pool=%s job=%s state=%s", self.pool_id, job_id, final.state.value)
+            detail = f": {final.error}" if final.error else ""
+            self._last_failure = f"executor job {job_id} ended {final.state.value}{detail}"
+            log.warning("executor lost pool=%s: %s", self.pool_id, self._last_failure)
             self._counts["replaced"] += 1
-            failures = 0 if executor.in_flight or final.state != JobState.FAILED else failures + 1
-            if failures:  # it died before doing anything: do not spin on a job that cannot start
-                await anyio.sleep(min(REPLACE_BACKOFF_MAX_S, 0.5 * 2**failures))
+            failures = 0 if executor.served else failures + 1
+            if failures:  # it ended before serving: do not spin on a job that cannot start
+                await anyio.sleep(_backoff(failures))
 
     async def _watch_ready(self, executor: _Executor) -> None:
         assert self._resolver is not None
         actor = await self._resolver.lookup(executor.name)
         await actor.wait_for_size(1)
-        executor.ready = True
+        executor.ready = executor.served = True
         self._ready_changed.set()
         self._pump()
 
@@ -510,3 +530,7 @@ class WorkerPool:
 
     def _ready_count(self) -> int:
         return sum(1 for e in self._executors.values() if e.ready)
+
+
+def _backoff(failures: int) -> float:
+    return float(min(REPLACE_BACKOFF_MAX_S, 0.5 * 2.0**failures))

@@ -6,13 +6,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import pytest
 from cluster_helpers import eventually, local_cluster
 
 from fluster.client.cluster import ClusterClient
-from fluster.errors import TaskLost
+from fluster.errors import ClusterUnavailable, FlusterTimeout, TaskLost
 from fluster.pool import WorkerPool, WorkerPoolConfig
 from fluster.protocol.resources import ResourceSpec
 
@@ -148,3 +149,34 @@ def test_blocking_pool_through_a_sync_client(nats_url: str, namespace: str) -> N
             pool.shutdown()
             with pytest.raises(RuntimeError):
                 pool.submit(add, 1)
+
+
+def flaky_submits(cluster: ClusterClient, failures: int) -> tuple[ClusterClient, list[int]]:
+    """A client on the same connection whose first ``failures`` submits fail as in a controller outage."""
+    client = ClusterClient(cluster.nc, cluster.url, cluster.namespace, cluster.assets, None)
+    calls = [0]
+    real_submit = client.submit
+
+    async def submit(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] <= failures:
+            raise ClusterUnavailable("no controller answered (injected outage)")
+        return await real_submit(*args, **kwargs)
+
+    client.submit = submit  # type: ignore[method-assign]
+    return client, calls
+
+
+async def test_failed_executor_submits_are_retried(cluster: ClusterClient) -> None:
+    client, calls = flaky_submits(cluster, failures=2)
+    async with WorkerPool(client, WorkerPoolConfig(num_workers=1, resources=ONE_CPU)) as pool:
+        assert await pool.submit(add, 2, 3) == 5
+    assert calls[0] == 3
+
+
+async def test_a_pool_that_cannot_start_says_why(cluster: ClusterClient) -> None:
+    client, _ = flaky_submits(cluster, failures=1_000)
+    config = WorkerPoolConfig(num_workers=1, resources=ONE_CPU, startup_timeout=2)
+    with pytest.raises(FlusterTimeout, match="the last failure: submitting executor .*injected outage"):
+        async with WorkerPool(client, config):
+            pass
