@@ -8,12 +8,12 @@ removes their endpoints.
 from __future__ import annotations
 
 import os
-import signal
 from collections import Counter
 from contextlib import AsyncExitStack
 
 import anyio
 
+import fluster
 from fluster import Entrypoint, LocalCluster
 from fluster.actor import ActorContext, ActorServer, ClusterResolver
 from fluster.client.cluster import ClusterClient
@@ -31,21 +31,17 @@ class InferenceActor:
 
 
 def serve_inference(scale: int) -> None:
-    """A job's entrypoint: serve the actor until the job is killed (SIGTERM), then withdraw the endpoint.
-
-    Without the signal handling the endpoint would still vanish, by TTL, within ``ENDPOINT_TTL_S`` seconds.
-    """
+    """A job's entrypoint: serve the actor until the job is killed. ``fluster.run_async`` turns the stop (SIGTERM)
+    into a cancellation, so ``async with server`` withdraws the endpoint before the process ends."""
 
     async def main() -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
-            async with ClusterClient.connect() as client:  # the job's FLUSTER_* variables say where
-                server = ActorServer(client)
-                server.register("inference", InferenceActor(scale), max_concurrency=4)
-                async with server:
-                    async for _ in signals:
-                        break
+        async with ClusterClient.connect() as client:  # the job's FLUSTER_* variables say where
+            server = ActorServer(client)
+            server.register("inference", InferenceActor(scale), max_concurrency=4)
+            async with server:
+                await anyio.sleep_forever()
 
-    anyio.run(main)
+    fluster.run_async(main)
 
 
 async def main() -> None:

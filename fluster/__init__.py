@@ -13,6 +13,7 @@ from fluster.errors import (
     RemoteError,
     Unschedulable,
 )
+from fluster.graceful import run_async
 from fluster.local.cluster import LocalCluster
 from fluster.protocol.messages import JobState, LogLine
 from fluster.protocol.resources import (
@@ -53,5 +54,6 @@ __all__ = [
     "create_environment",
     "gpu_device",
     "parse_memory",
+    "run_async",
     "tpu_device",
 ]

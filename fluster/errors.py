@@ -16,6 +16,7 @@
         ActorNameTaken     an exclusive registration found the name held (or held it against others)
         UnknownActorMethod also an AttributeError
         ActorCallTimeout   also a FlusterTimeout
+        ActorDied          the actor's job ended while a call was in flight
         RemoteError        a remote exception whose type could not be rebuilt here
       TaskLost             a task's executor died more often than its retries allow
       ObjectLost           a stored object is gone and cannot be rebuilt
@@ -98,6 +99,10 @@ class UnknownActorMethod(ActorError, AttributeError):
 
 class ActorCallTimeout(ActorError, FlusterTimeout):
     """An actor call got no reply within its timeout."""
+
+
+class ActorDied(ActorError):
+    """The job serving an actor ended while a call to it was in flight: the call will never be answered."""
 
 
 class RemoteError(ActorError):

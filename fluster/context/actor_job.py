@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
+from fluster.graceful import run_async
 
 
 def serve_actor(
@@ -16,7 +16,7 @@ def serve_actor(
         ActorNameTaken: ``exclusive`` and the name is already served (the creator turns this into
             "get the existing one" or ValueError).
     """
-    anyio.run(_serve, name, cls, args, kwargs, max_concurrency, exclusive, backend="asyncio")
+    run_async(_serve, name, cls, args, kwargs, max_concurrency, exclusive)
 
 
 async def _serve(

@@ -19,16 +19,20 @@ from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any
 
+import anyio
+
 from fluster.actor import registry
 from fluster.actor.pool import ActorPool, ClusterResolver
+from fluster.bus.assets import ENDPOINT_TTL_S
 from fluster.client.cluster import ClusterClient
 from fluster.client.sync import Client
 from fluster.context.actor_job import serve_actor
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
 from fluster.context.objects import INLINE_LIMIT, ContextObjects, StoredFuture
-from fluster.errors import ActorNameTaken, JobFailed
+from fluster.errors import ActorDied, ActorNameTaken, JobFailed, JobNotFound
 from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool, WorkerPoolConfig
+from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.ids import validate_name
 from fluster.protocol.resources import ResourceSpec
 from fluster.types import Entrypoint, Environment
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TASK_RESOURCES = ResourceSpec(cpu=1, memory="512m")
 DEFAULT_ACTOR_RESOURCES = ResourceSpec(cpu=0, memory="256m")
+MAX_CREATE_ROUNDS = 5
 
 
 class ClusterContext(JobContext):
@@ -81,6 +86,7 @@ class ClusterContext(JobContext):
         self._resolver = ClusterResolver(self._aio, call_timeout=None)
         self._closed = False
         self._call_tasks: set[asyncio.Task[None]] = set()
+        self._actor_ends: dict[str, asyncio.Future[str]] = {}  # an actor job's end, for calls in flight
         self.objects = ContextObjects(
             self._aio.assets.objects, self._portal, self._loop, self._spawn, self._submit_to_pool
         )
@@ -166,8 +172,22 @@ class ClusterContext(JobContext):
     ) -> ActorHandle:
         name = validate_name(options.name, "actor name") if options.name else f"actor-{uuid.uuid4().hex[:12]}"
         args, kwargs = await self.objects.materialize((args, kwargs))
-        if options.name and await registry.endpoints(self._aio.assets.endpoints, name):
-            return self._existing(name, options)
+        for _ in range(MAX_CREATE_ROUNDS):  # a round ends early when another creator wins the name
+            if options.name:
+                live, dying = await self._serving(name)
+                if live:
+                    return self._existing(name, options, live)
+                if dying:  # a killed actor's endpoints are on their way out: its name is not free yet
+                    await self._until_unserved(name)
+            handle = await self._launch_actor(name, cls, args, kwargs, options)
+            if handle is not None:
+                return handle
+        raise ActorNameTaken(f"actor {name!r}: could neither create it nor find who holds the name")
+
+    async def _launch_actor(
+        self, name: str, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
+    ) -> ActorHandle | None:
+        """Start the actor's job; its handle, or None when another creator won the name."""
         detached = options.lifetime == Lifetime.DETACHED
         # A job's children die with it, so a detached actor is submitted as a top-level job.
         submitter = ClusterClient(self._aio.nc, self._aio.url, self._aio.namespace, self._aio.assets, None)
@@ -193,17 +213,38 @@ class ClusterContext(JobContext):
                     self._ephemeral.append(job_id)
                 return ActorHandle(name=name, _context=self, job_id=job_id)
             await self._aio.kill(job_id)  # another creator won the name
-            return self._existing(name, options)
+            return None
         try:
             await self._aio.result(job_id)
         except ActorNameTaken:
-            return self._existing(name, options)
+            return None
         raise JobFailed(f"actor job {job_id} ended before serving {name!r}", job_id=job_id)
 
-    def _existing(self, name: str, options: ActorOptions) -> ActorHandle:
+    async def _serving(self, name: str) -> tuple[list[EndpointRecord], list[EndpointRecord]]:
+        """The endpoints of ``name``: those of live servers, and those of jobs that have ended."""
+        live: list[EndpointRecord] = []
+        dying: list[EndpointRecord] = []
+        for endpoint in await registry.endpoints(self._aio.assets.endpoints, name):
+            if endpoint.job_id is None:
+                live.append(endpoint)
+                continue
+            try:
+                ended = (await self._aio.status(endpoint.job_id)).finished
+            except JobNotFound:
+                ended = True
+            (dying if ended else live).append(endpoint)
+        return live, dying
+
+    async def _until_unserved(self, name: str) -> None:
+        with anyio.move_on_after(ENDPOINT_TTL_S + 2):  # withdrawn at exit, else expired by their TTL
+            async for serving in registry.watch(self._aio.assets.endpoints, name):
+                if not serving:
+                    return
+
+    def _existing(self, name: str, options: ActorOptions, serving: list[EndpointRecord]) -> ActorHandle:
         if not options.get_if_exists:
             raise ValueError(f"an actor named {name!r} already exists (use get_if_exists=True to reuse it)")
-        return ActorHandle(name=name, _context=self)
+        return ActorHandle(name=name, _context=self, job_id=serving[0].job_id if len(serving) == 1 else None)
 
     def _call_actor(
         self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -214,7 +255,11 @@ class ClusterContext(JobContext):
         async def call() -> None:
             try:
                 ready_args, ready_kwargs = await self.objects.materialize((args, kwargs))
-                value = await self._resolver.call(subject, handle.name, method, ready_args, ready_kwargs, None)
+                reply = self._resolver.call(subject, handle.name, method, ready_args, ready_kwargs, None)
+                if handle.job_id is None:
+                    value = await reply
+                else:
+                    value = await self._unless_ended(handle.job_id, reply, f"{handle.name}.{method}")
             except Exception as exc:
                 future.set_exception(exc)
             else:
@@ -225,6 +270,30 @@ class ClusterContext(JobContext):
         else:
             self._loop.call_soon_threadsafe(self._spawn, call())
         return future
+
+    async def _unless_ended(self, job_id: str, reply: Coroutine[Any, Any, Any], call: str) -> Any:
+        """``await reply``, or raise ``ActorDied`` if the actor's job ends first (its call will never answer)."""
+        ended = self._actor_ends.get(job_id)
+        if ended is None:
+            ended = self._actor_ends[job_id] = self._loop.create_future()
+            self._spawn(self._watch_actor(job_id, ended))
+        replied = asyncio.ensure_future(reply)
+        if not ended.done():
+            await asyncio.wait((replied, ended), return_when=asyncio.FIRST_COMPLETED)
+        if not replied.done():
+            replied.cancel()
+            raise ActorDied(f"{call}: the actor died before answering ({ended.result()})")
+        return replied.result()
+
+    async def _watch_actor(self, job_id: str, ended: asyncio.Future[str]) -> None:
+        try:
+            status = await self._aio.wait(job_id)
+        except Exception as exc:  # cannot tell (connection closing): the next call watches again
+            log.debug("cannot watch actor job %s: %r", job_id, exc)
+            self._actor_ends.pop(job_id, None)
+            return
+        detail = f": {status.error}" if status.error else ""
+        ended.set_result(f"its job {job_id} ended {status.state.value}{detail}")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` on the loop (call it there), cancelled if still running when the context closes."""

@@ -25,6 +25,7 @@ from nats.js.object_store import ObjectStore
 from fluster.actor.threads import ThreadRunner
 from fluster.bus.blobs import BlobNotFound, get_blob, put_blob
 from fluster.errors import ObjectLost
+from fluster.graceful import run_async
 from fluster.pool.batch import (
     OK,
     FunctionCache,
@@ -150,7 +151,7 @@ def _key(fn: Any) -> Any:
 def serve_executor(actor_name: str, slots: int) -> None:
     """A job entrypoint: serve a ``TaskExecutor`` as ``actor_name`` with ``slots`` concurrent batches, forever
     (the pool kills the job when it is done with it)."""
-    anyio.run(_serve, actor_name, slots, backend="asyncio")
+    run_async(_serve, actor_name, slots)
 
 
 async def _serve(actor_name: str, slots: int) -> None:

@@ -13,7 +13,9 @@ from cluster_helpers import eventually, local_cluster
 from fluster.actor import ClusterResolver
 from fluster.client.cluster import ClusterClient
 from fluster.client.sync import Client
-from fluster.context import ActorOptions, Cluster, JobRequest, Lifetime, get_job_context
+from fluster.context import ActorOptions, Cluster, JobRequest, Lifetime, create_context, get_job_context
+from fluster.context.cluster import ClusterContext
+from fluster.errors import ActorDied
 from fluster.types import Entrypoint
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -91,3 +93,25 @@ async def test_detached_actor_outlives_its_job_and_ephemeral_one_dies_with_it(cl
     await eventually(temp_gone, 20, "the ephemeral actor to end with its job")
     await cluster.kill(keeper.endpoints[0].job_id)
     await resolver.close()
+
+
+class Sleepy:
+    def nap(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+def test_a_call_in_flight_fails_with_actor_died_when_the_actor_dies(nats_url: str, namespace: str) -> None:
+    with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as ctx:
+        assert isinstance(ctx, ClusterContext)
+        actor = ctx.create_actor(Sleepy, options=ActorOptions(name="sleepy"))
+        assert ctx.get(actor.nap.remote(0)) == 0
+        call = actor.nap.remote(120)
+        assert actor.job_id is not None
+        ctx.client.kill(actor.job_id)
+        with pytest.raises(ActorDied, match="sleepy.nap: the actor died before answering .* ended KILLED"):
+            ctx.get(call, timeout=30)
+        with pytest.raises(ActorDied):
+            ctx.get(actor.nap.remote(0), timeout=30)
+        again = ctx.create_actor(Sleepy, options=ActorOptions(name="sleepy", get_if_exists=True))
+        assert again.job_id != actor.job_id and ctx.get(again.nap.remote(0), timeout=30) == 0

@@ -1,0 +1,51 @@
+"""``run_async``: run an async job entrypoint so that a stop (SIGTERM) cancels it instead of interrupting it.
+
+Inside a job, SIGTERM normally becomes ``SystemExit`` wherever the main thread is. For an event loop that is
+the wrong place: the exception leaves the loop, which then cancels every task at once, the NATS client's own
+reader among them, so cleanup that talks to NATS (an actor withdrawing its endpoints and its name) hangs.
+``run_async`` turns SIGTERM into a cancellation of the entrypoint's task while the loop keeps running, and
+once the cleanup is done ends the process as the signal would have (the job is reported stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``asyncio.run(fn(*args))``, where SIGTERM cancels ``fn`` (its ``finally`` blocks and context managers
+    run with the loop and its connections alive) and then ends the process with SIGTERM's usual handling."""
+    previous = signal.getsignal(signal.SIGTERM)
+    terminated = False
+
+    async def main() -> T:
+        nonlocal terminated
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        try:
+            return await fn(*args)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        os.kill(os.getpid(), signal.SIGTERM)  # the job's own SIGTERM handling (or the default: exit)
+        raise
