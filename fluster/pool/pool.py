@@ -33,6 +33,7 @@ from fluster.errors import ActorNotFound, FlusterTimeout, TaskLost
 from fluster.pool.batch import FunctionCache, TaskSpec, decode_outcomes, encode_batch, outcome_value
 from fluster.pool.executor import RUN_METHOD, serve_executor
 from fluster.pool.future import TaskFuture
+from fluster.pool.progress import ProgressBar
 from fluster.protocol.ids import JobId, validate_name
 from fluster.protocol.resources import ResourceSpec
 from fluster.types import Entrypoint, Environment
@@ -234,15 +235,17 @@ class WorkerPool:
         self,
         fn: Callable[[Any], Any],
         items: Iterable[Any],
-        progress: Callable[[int, int], None] | None = None,
+        progress: bool | Callable[[int, int], None] = False,
     ) -> list[TaskFuture[Any]]:
-        """Submit ``fn(item)`` for every item; the futures are in item order. ``progress(done, total)`` is
-        called (on the pool's event loop) each time one finishes."""
+        """Submit ``fn(item)`` for every item; the futures are in item order. ``progress=True`` draws a
+        progress bar on stderr; a callable ``progress(done, total)`` is called instead (on the pool's event
+        loop) each time one finishes."""
         futures = [self.submit(fn, item) for item in items]
-        if progress is not None:
+        report = ProgressBar(f"map {getattr(fn, '__name__', 'tasks')}") if progress is True else progress
+        if callable(report):
             total, counter = len(futures), itertools.count(1)
             for future in futures:
-                future.add_done_callback(lambda _: progress(next(counter), total))
+                future.add_done_callback(lambda _: report(next(counter), total))
         return futures
 
     async def wait_for_workers(self, n: int | None = None, timeout: float | None = 60.0) -> int:

@@ -37,7 +37,7 @@ class SyncWorkerPool:
         self,
         fn: Callable[[Any], Any],
         items: Iterable[Any],
-        progress: Callable[[int, int], None] | None = None,
+        progress: bool | Callable[[int, int], None] = False,
     ) -> list[TaskFuture[Any]]:
         return self.pool.map(fn, items, progress)
 

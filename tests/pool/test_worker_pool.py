@@ -70,7 +70,9 @@ async def test_submit_with_args_kwargs_closures_and_complex_returns(cluster: Clu
         assert await pool.submit(complex_value, 3) == complex_value(3)
 
 
-async def test_map_keeps_item_order_and_reports_progress(cluster: ClusterClient) -> None:
+async def test_map_keeps_item_order_and_reports_progress(
+    cluster: ClusterClient, capsys: pytest.CaptureFixture[str]
+) -> None:
     seen: list[tuple[int, int]] = []
     async with WorkerPool(cluster, WorkerPoolConfig(num_workers=2, resources=ONE_CPU)) as pool:
         await pool.wait_for_workers(2, timeout=30)
@@ -79,6 +81,10 @@ async def test_map_keeps_item_order_and_reports_progress(cluster: ClusterClient)
         assert seen[-1] == (200, 200)
         status = pool.status()
         assert status.completed >= 200 and status.ready == 2
+        drawn = pool.map(add, range(50), progress=True)  # a text bar on stderr
+        assert [await f for f in drawn] == list(range(50))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("map add [==============================] 50/50 100%"), lines
 
 
 async def test_user_exception_is_delivered_with_its_type_and_not_retried(
