@@ -16,6 +16,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from fluster.bus.publish import Publisher
+
 log = logging.getLogger(__name__)
 
 NO_RESPONDERS_STATUS = "503"
@@ -35,6 +37,7 @@ class ReplyMux:
 
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
+        self._publisher = Publisher(nc)
         self._prefix = nc.new_inbox()
         self._cut = len(self._prefix) + 1
         self._ids = itertools.count(1)
@@ -89,7 +92,7 @@ class ReplyMux:
             tokens.add(token)
         self._waiting[token] = (future, bucket)
         try:
-            await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}")
+            await self._publisher.publish(subject, payload, f"{self._prefix}.{token}")
         except BaseException:
             self._forget(token)
             raise

@@ -24,6 +24,7 @@ from nats.aio.subscription import Subscription
 from fluster.actor import registry
 from fluster.actor.invoke import Invoker
 from fluster.actor.transfer import Transfers
+from fluster.bus.publish import Publisher
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.ids import EndpointId, new_endpoint_id, validate_name
 from fluster.protocol.messages import now_ms
@@ -79,6 +80,7 @@ class _Dispatcher:
 
     def __init__(self, nc: NATS, invoker: Invoker, transfers: Transfers, max_concurrency: int) -> None:
         self._nc = nc
+        self._publisher = Publisher(nc)
         self._transfers = transfers
         self.invoker = invoker
         self._limiter = anyio.Semaphore(max_concurrency)
@@ -118,7 +120,7 @@ class _Dispatcher:
         if not msg.reply:
             return
         try:
-            await self._nc.publish(msg.reply, reply.body)
+            await self._publisher.publish(msg.reply, reply.body)
             if reply.ref is not None:  # after the reply, so the caller reads while the chunks are written
                 await self._transfers.send(reply.ref, reply.large)
         except Exception as exc:  # a connection going away: the caller times out
