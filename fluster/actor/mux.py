@@ -68,6 +68,23 @@ class ReplyMux:
         future.add_done_callback(lambda f: self._forget(token) if f.cancelled() else None)
         return future
 
+    @property
+    def sends_now(self) -> bool:
+        """Whether ``send_now`` would send (a hint: it may still decline)."""
+        return self._sub is not None and self._publisher.armed
+
+    def send_now(self, subject: str, payload: bytes, timeout_s: float | None) -> asyncio.Future[Msg] | None:
+        """``send`` without awaiting, for callbacks on the loop: the request is on the socket when this returns.
+        None (and nothing sent) when that cannot be done now; ``send`` then can."""
+        if not self.sends_now:
+            return None
+        token, future = self._register(timeout_s)
+        if not self._publisher.publish_now(subject, payload, f"{self._prefix}.{token}"):
+            self._forget(token)
+            return None
+        future.add_done_callback(lambda f: self._forget(token) if f.cancelled() else None)
+        return future
+
     async def close(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None and not self._nc.is_closed:
@@ -79,6 +96,15 @@ class ReplyMux:
     async def _publish(self, subject: str, payload: bytes, timeout_s: float | None) -> tuple[str, asyncio.Future[Msg]]:
         if self._sub is None:
             await self._start()
+        token, future = self._register(timeout_s)
+        try:
+            await self._publisher.publish(subject, payload, f"{self._prefix}.{token}")
+        except BaseException:
+            self._forget(token)
+            raise
+        return token, future
+
+    def _register(self, timeout_s: float | None) -> tuple[str, asyncio.Future[Msg]]:
         token = str(next(self._ids))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Msg] = loop.create_future()
@@ -91,11 +117,6 @@ class ReplyMux:
                 loop.call_at(bucket * TIMEOUT_GRANULARITY_S, self._expire, bucket)
             tokens.add(token)
         self._waiting[token] = (future, bucket)
-        try:
-            await self._publisher.publish(subject, payload, f"{self._prefix}.{token}")
-        except BaseException:
-            self._forget(token)
-            raise
         return token, future
 
     async def _start(self) -> None:

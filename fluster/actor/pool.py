@@ -91,6 +91,19 @@ class ClusterResolver:
             return await self._send_large(subject, method, payload, timeout_s)
         return Pending(await self._mux.send(subject, wire.encode_request(method, payload), timeout_s), None)
 
+    def send_now(
+        self, subject: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: float | None
+    ) -> Pending | None:
+        """``send`` without awaiting (for callbacks on the loop), or None, having sent nothing, when it cannot:
+        large arguments, or a connection that cannot take the write now."""
+        if not self._mux.sends_now:
+            return None
+        payload = wire.dumps_args(args, kwargs)
+        if len(payload) > self.client.nc.max_payload - wire.ENVELOPE_ROOM:
+            return None
+        future = self._mux.send_now(subject, wire.encode_request(method, payload), timeout_s)
+        return None if future is None else Pending(future, None)
+
     async def result(self, pending: Pending, actor: str, method: str, timeout_s: float | None) -> Any:
         """Wait for a reply from ``send`` and return the method's result (raising as ``call`` does)."""
         try:

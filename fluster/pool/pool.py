@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from fluster.actor.pool import ClusterResolver
+from fluster.actor.pool import ClusterResolver, Pending
 from fluster.errors import ActorNotFound, FlusterTimeout, TaskLost
 from fluster.pool.batch import FunctionCache, TaskSpec, decode_outcomes, encode_batch, outcome_value
 from fluster.pool.executor import RUN_METHOD, serve_executor
@@ -417,7 +417,7 @@ class WorkerPool:
                 return
             batch = [self._queue.popleft() for _ in range(self._batch_size())]
             executor.in_flight += 1
-            batches.create_task(self._run_batch(executor, batch))
+            batches.create_task(self._run_batch(executor, batch, self._start_batch(executor, batch)))
 
     def _free_executor(self) -> _Executor | None:
         fast = self._task_seconds is not None and self._task_seconds < FAST_TASK_S
@@ -434,17 +434,30 @@ class WorkerPool:
         ready = sum(e.slots for e in self._executors.values() if e.ready) or 1
         return max(1, min(MAX_BATCH, len(self._queue), math.ceil(len(self._queue) / (2 * ready))))
 
-    async def _run_batch(self, executor: _Executor, batch: list[_Task]) -> None:
+    def _start_batch(self, executor: _Executor, batch: list[_Task]) -> Pending | bytes:
+        """Encode the batch and count the attempt, and send it right away when the connection takes the write
+        now (so the request is out before the loop runs anything else); else its bytes, for ``_run_batch``."""
+        payload = self._encode(batch)
+        for task in batch:
+            task.attempts += 1
+        if batch and self._resolver is not None:
+            subject = self.client.subjects.actor(executor.name)
+            sent = self._resolver.send_now(subject, RUN_METHOD, (payload,), {}, None)
+            if sent is not None:
+                return sent
+        return payload
+
+    async def _run_batch(self, executor: _Executor, batch: list[_Task], started: Pending | bytes) -> None:
         try:
-            payload = self._encode(batch)
             if not batch:
                 return
-            for task in batch:
-                task.attempts += 1
             assert self._resolver is not None
             subject = self.client.subjects.actor(executor.name)
             try:
-                pending = await self._resolver.send(subject, RUN_METHOD, (payload,), {}, None)
+                if isinstance(started, bytes):
+                    pending = await self._resolver.send(subject, RUN_METHOD, (started,), {}, None)
+                else:
+                    pending = started
                 if not executor.alive:
                     pending.future.cancel()
                 executor.replies.add(pending.future)

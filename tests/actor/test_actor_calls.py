@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 
 import anyio
+import anyio.lowlevel
 import pytest
 from actors_for_tests import Boom, Calculator, Frontend
 
@@ -99,3 +100,20 @@ async def test_namespaces_isolate_actors_of_the_same_name(nats_url: str, server_
         with pytest.raises(ActorNotFound):
             await ActorClient(other_resolver, "calc").add(1, 2)
         await other_resolver.close()
+
+
+async def test_send_now_puts_a_call_on_the_wire_without_awaiting(
+    server_client: ClusterClient, resolver: ClusterResolver
+):
+    server = ActorServer(server_client)
+    server.register("calc", Calculator())
+    async with server:
+        subject = resolver.client.subjects.actor("calc")
+        await ActorClient(resolver, "calc").add(1, 1)  # the reply subscription exists from here on
+        pending = resolver.send_now(subject, "add", (2, 3), {}, None)
+        assert pending is not None
+        assert resolver.send_now(subject, "add", (4, 5), {}, None) is None  # one direct write per iteration
+        big = b"x" * resolver.client.nc.max_payload
+        await anyio.lowlevel.checkpoint()
+        assert resolver.send_now(subject, "echo", (big,), {}, None) is None  # large arguments take `send`
+        assert await resolver.result(pending, "calc", "add", None) == 5
