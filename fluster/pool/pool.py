@@ -23,6 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -417,7 +418,10 @@ class WorkerPool:
                 return
             batch = [self._queue.popleft() for _ in range(self._batch_size())]
             executor.in_flight += 1
-            batches.create_task(self._run_batch(executor, batch, self._start_batch(executor, batch)))
+            started = self._start_batch(executor, batch)
+            task = batches.create_task(self._run_batch(executor, batch, started))
+            if isinstance(started, Pending):  # a task cancelled before it starts never reads its reply
+                task.add_done_callback(partial(_drop_reply, started))
 
     def _free_executor(self) -> _Executor | None:
         fast = self._task_seconds is not None and self._task_seconds < FAST_TASK_S
@@ -550,3 +554,7 @@ class WorkerPool:
 
 def _backoff(failures: int) -> float:
     return float(min(REPLACE_BACKOFF_MAX_S, 0.5 * 2.0**failures))
+
+
+def _drop_reply(pending: Pending, _: object) -> None:
+    pending.future.cancel()  # done already (the usual case): nothing happens
