@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from fluster.context.resolve import chain, dependencies, substitute, when_done
 from fluster.pool.future import TaskFuture
+from fluster.pool.remote import all_plain
 from fluster.protocol.resources import ResourceSpec
 
 Future = concurrent.futures.Future
@@ -182,6 +183,8 @@ class JobContext(ABC):
         """``start(args, kwargs)`` once the futures among the arguments are done, with their values in place
         (refs become what ``_ref_argument`` makes of them, now, in this thread); a future of what ``start``
         returns."""
+        if all_plain(args, kwargs):  # the common case: nothing to look for
+            return start(args, kwargs)
         args, kwargs = substitute((args, kwargs), self._ref_argument)
         deps = dependencies(args, kwargs)
         if not deps:

@@ -16,7 +16,6 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractContextManager
-from functools import partial
 from typing import Any
 
 import anyio
@@ -32,6 +31,7 @@ from fluster.context.objects import INLINE_LIMIT, ContextObjects, StoredFuture
 from fluster.errors import ActorDied, ActorNameTaken, JobFailed, JobNotFound
 from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool, WorkerPoolConfig
+from fluster.pool.remote import all_plain
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.ids import validate_name
 from fluster.protocol.resources import ResourceSpec
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TASK_RESOURCES = ResourceSpec(cpu=1, memory="512m")
 DEFAULT_ACTOR_RESOURCES = ResourceSpec(cpu=0, memory="256m")
 MAX_CREATE_ROUNDS = 5
+NO_OPTIONS = TaskOptions()
 
 
 class ClusterContext(JobContext):
@@ -87,9 +88,7 @@ class ClusterContext(JobContext):
         self._closed = False
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._actor_ends: dict[str, asyncio.Future[str]] = {}  # an actor job's end, for calls in flight
-        self.objects = ContextObjects(
-            self._aio.assets.objects, self._portal, self._loop, self._spawn, self._submit_to_pool
-        )
+        self.objects = ContextObjects(self._aio.assets.objects, self._portal, self._loop, self._spawn, self._resubmit)
 
     # -- objects --------------------------------------------------------------------------------------
 
@@ -110,22 +109,25 @@ class ClusterContext(JobContext):
     def create_task(
         self, fn: Callable[..., Any], *args: Any, options: TaskOptions | None = None, **kwargs: Any
     ) -> Future[Any]:
-        options = options or TaskOptions()
-        self._pool(options)  # started here, in the caller's thread, never in a completion callback
+        options = options or NO_OPTIONS
+        pool = self._pool(options)  # started here, in the caller's thread, never in a completion callback
+        if all_plain(args, kwargs):  # the hot path: no refs or futures to resolve first
+            future: StoredFuture[Any] = StoredFuture(self.objects, (fn, args, kwargs, options))
+            pool.submit_to(future, fn, args, kwargs)
+            return future
         return super().create_task(fn, *args, options=options, **kwargs)
 
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
     ) -> Future[Any]:
-        future: StoredFuture[Any] = StoredFuture(self.objects)
-        done = partial(self.objects.settle, future, (fn, args, kwargs, options), 0)
-        self._submit_to_pool(fn, args, kwargs, options).add_done_callback(done)
+        future: StoredFuture[Any] = StoredFuture(self.objects, (fn, args, kwargs, options))
+        self._pool(options).submit_to(future, fn, args, kwargs)
         return future
 
-    def _submit_to_pool(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
-    ) -> Future[Any]:
-        return self._pool(options).submit(fn, *args, **kwargs)
+    def _resubmit(self, future: StoredFuture[Any]) -> None:
+        assert future.lineage is not None
+        fn, args, kwargs, options = future.lineage
+        self._pool(options).submit_to(future, fn, args, kwargs)
 
     def _pool(self, options: TaskOptions) -> WorkerPool:
         if options.resources is None and options.max_retries is None and self._default_pool is not None:

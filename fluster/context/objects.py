@@ -24,7 +24,6 @@ import pickle
 import uuid
 import weakref
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import cloudpickle
@@ -48,17 +47,35 @@ T = TypeVar("T")
 INLINE_LIMIT = 256 * 1024  # pickled values up to this size travel inside messages
 MAX_REBUILDS = 3  # re-runs of one lost object per read before giving up
 
-Lineage = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]
-Resubmit = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any], concurrent.futures.Future[Any]]
+Lineage = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]  # fn, args, kwargs, TaskOptions
 
 
 class StoredFuture(TaskFuture[T]):
-    """A cluster task's future: ``result()`` reads a stored result from the object store (re-running the task
-    if it is gone) rather than holding a large value in memory."""
+    """A cluster task's future, completed by the pool: ``result()`` reads a stored result from the object store
+    (re-running the task if it is gone) rather than holding a large value in memory.
 
-    def __init__(self, objects: ContextObjects) -> None:
+    With a ``lineage`` (the task it stands for), a stored result is adopted with that lineage, and a failure
+    because a stored argument is gone sends the task again once the argument is rebuilt. The lineage is
+    dropped as soon as the result is known not to need it.
+    """
+
+    def __init__(self, objects: ContextObjects, lineage: Lineage | None = None) -> None:
         super().__init__()
         self._objects = objects
+        self.lineage = lineage
+        self.rebuilds = 0
+
+    def set_result(self, result: T) -> None:
+        if isinstance(result, RemoteRef):
+            self._objects.adopt(result, self.lineage)
+        self.lineage = None
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if self.lineage is not None and isinstance(exception, ObjectLost) and self._objects.recover(self, exception):
+            return  # sent again once the lost argument is rebuilt
+        self.lineage = None
+        super().set_exception(exception)
 
     def result(self, timeout: float | None = None) -> T:
         value = super().result(timeout)
@@ -70,7 +87,7 @@ class StoredFuture(TaskFuture[T]):
 
 class ContextObjects:
     """Objects one ``ClusterContext`` owns. ``spawn`` starts a coroutine on the context's loop; ``resubmit``
-    runs a task again (on the loop) and returns its pool future."""
+    sends a ``StoredFuture``'s task (its lineage) to the pool again, to complete that future."""
 
     def __init__(
         self,
@@ -78,7 +95,7 @@ class ContextObjects:
         portal: BlockingPortal,
         loop: asyncio.AbstractEventLoop,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
-        resubmit: Resubmit,
+        resubmit: Callable[[StoredFuture[Any]], None],
     ) -> None:
         self._objects = objects
         self._portal = portal
@@ -150,39 +167,32 @@ class ContextObjects:
 
     # -- task results ---------------------------------------------------------------------------------
 
-    def settle(
-        self, outer: concurrent.futures.Future[Any], lineage: Lineage, rebuilds: int, inner: TaskFuture[Any]
-    ) -> None:
-        """Complete ``outer`` from the pool's future ``inner`` (a done callback, on the loop): a stored result
-        gets its lineage; a task that lost a stored argument with a lineage runs again once it is rebuilt."""
-        if inner.cancelled():
-            outer.cancel()
-            return
-        error = inner.exception()
-        if error is None:
-            value = raw_result(inner)
-            if isinstance(value, RemoteRef):
-                value.lineage = lineage
-                value.finalizer = self._own(value, value.key)
-            _complete(outer, value)
-            return
-        lost = error.key if isinstance(error, ObjectLost) else None
-        source = self._by_key.get(lost) if lost is not None else None
-        if lost is None or source is None or source.lineage is None or rebuilds >= MAX_REBUILDS:
-            _complete(outer, error=error)
-            return
-        self._spawn(self._rebuild_then_run(outer, lineage, rebuilds, source, lost))
+    def adopt(self, ref: RemoteRef, lineage: Lineage | None) -> None:
+        """Take ownership of a task's stored result (once: a result copied to a second future is owned)."""
+        if ref.finalizer is None:
+            ref.lineage = lineage
+            ref.finalizer = self._own(ref, ref.key)
 
-    async def _rebuild_then_run(
-        self, outer: concurrent.futures.Future[Any], lineage: Lineage, rebuilds: int, source: RemoteRef, lost: str
-    ) -> None:
+    def recover(self, future: StoredFuture[Any], error: ObjectLost) -> bool:
+        """Whether ``future``'s task, which failed because a stored argument is gone, will be sent again once
+        that argument is rebuilt from its lineage."""
+        source = self._by_key.get(error.key)
+        if source is None or source.lineage is None or future.rebuilds >= MAX_REBUILDS:
+            return False
+        future.rebuilds += 1
+        coro = self._rebuild_then_run(future, source, error.key)
+        if asyncio._get_running_loop() is self._loop:
+            self._spawn(coro)
+        else:
+            self._loop.call_soon_threadsafe(self._spawn, coro)
+        return True
+
+    async def _rebuild_then_run(self, future: StoredFuture[Any], source: RemoteRef, lost: str) -> None:
         try:
             await self.rebuild(source, lost)
-            inner = self._resubmit(*lineage)
+            self._resubmit(future)
         except Exception as exc:
-            _complete(outer, error=exc)
-            return
-        inner.add_done_callback(partial(self.settle, outer, lineage, rebuilds + 1))
+            _complete(future, error=exc)
 
     async def rebuild(self, ref: RemoteRef, lost: str) -> None:
         """Run ``ref``'s task again so that ``ref`` names a new object; callers that lost the same object
@@ -198,8 +208,8 @@ class ContextObjects:
     async def _rerun(self, ref: RemoteRef, lost: str) -> None:
         log.info("object %s is gone: re-running the task that made it", lost)
         assert ref.lineage is not None
-        done: StoredFuture[Any] = StoredFuture(self)
-        self._resubmit(*ref.lineage).add_done_callback(partial(self.settle, done, ref.lineage, 0))
+        done: StoredFuture[Any] = StoredFuture(self, ref.lineage)
+        self._resubmit(done)
         value = await _raw(done)
         if isinstance(value, RemoteRef):  # ref takes over the new object
             assert value.finalizer is not None

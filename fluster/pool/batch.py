@@ -21,7 +21,7 @@ from typing import Any
 import cloudpickle
 
 from fluster.errors import from_wire, to_wire
-from fluster.pool.remote import RemoteRef
+from fluster.pool.remote import PLAIN, RemoteRef, all_plain
 from fluster.protocol.codec import decode, encode
 from fluster.protocol.messages import ErrorInfo
 
@@ -32,8 +32,6 @@ CACHE_SIZE = 512
 
 TaskSpec = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 Outcome = tuple[int, bytes]
-
-_PLAIN = frozenset({bytes, str, int, float, bool, type(None)})
 
 
 class FunctionCache:
@@ -81,7 +79,7 @@ def encode_batch(tasks: Sequence[TaskSpec], cache: FunctionCache, store_over: in
             functions.append(cache.dumps(fn))
         calls.append((i, args, kwargs))
         if plain:
-            plain = all(type(a) in _PLAIN for a in args) and all(type(v) in _PLAIN for v in kwargs.values())
+            plain = all_plain(args, kwargs)
     if plain:
         encoded = pickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
     else:
@@ -148,7 +146,7 @@ def _run_one(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, An
     except Exception as exc:
         return error_outcome(exc)
     try:
-        if type(value) in _PLAIN:
+        if type(value) in PLAIN:
             return OK, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         return OK, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:

@@ -221,16 +221,27 @@ class WorkerPool:
         Raises:
             RuntimeError: the pool is shut down (or not started).
         """
+        future: TaskFuture[Any] = TaskFuture()
+        self.submit_to(future, fn, args, kwargs)
+        return future
+
+    def submit_to(
+        self, future: TaskFuture[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Queue ``fn(*args, **kwargs)`` to complete ``future``, a fresh ``TaskFuture`` (or subclass) of the
+        caller's; callable from any thread.
+
+        Raises:
+            RuntimeError: the pool is shut down (or not started).
+        """
         if self._closed or self._loop is None:
             raise RuntimeError("cannot submit to a WorkerPool that is shut down or not started")
-        future: TaskFuture[Any] = TaskFuture()
         task = _Task((fn, args, kwargs), future)
         if asyncio._get_running_loop() is self._loop:
             self._accept(task)
             self._pump()
         else:
             self._post(task)
-        return future
 
     def map(
         self,

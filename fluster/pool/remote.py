@@ -15,6 +15,13 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+PLAIN = frozenset({bytes, str, int, float, bool, type(None)})  # values that hold nothing to find or replace
+
+
+def all_plain(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether every argument is a plain value (then there is nothing in them to walk)."""
+    return all(type(a) in PLAIN for a in args) and all(type(v) in PLAIN for v in kwargs.values())
+
 
 class RemoteRef:
     """An object in the object store, by key; ``lineage`` is ``(fn, args, kwargs, options)`` when a task made it."""
