@@ -29,8 +29,9 @@ from fluster.context.actor_job import serve_actor
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
 from fluster.context.objects import INLINE_LIMIT, ContextObjects, StoredFuture
 from fluster.errors import ActorDied, ActorNameTaken, JobFailed, JobNotFound
+from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.future import TaskFuture
-from fluster.pool.pool import WorkerPool, WorkerPoolConfig
+from fluster.pool.pool import WorkerPool
 from fluster.pool.remote import all_plain
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.ids import validate_name

@@ -8,7 +8,7 @@ batch prefetched per slot so an executor never waits a round trip for its next b
 An executor whose job ends (SIGKILL, worker lost) fails its in-flight batches as infrastructure failures: each
 task is retried on another executor up to ``max_retries`` times, then fails with ``TaskLost``. A user
 exception is delivered to the future and never retried. A dead executor's job is replaced, so the pool
-keeps its size until ``shutdown``.
+keeps its size until ``shutdown`` (``fluster.pool.fleet``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -32,12 +31,11 @@ import anyio
 from fluster.actor.pool import ClusterResolver, Pending
 from fluster.errors import ActorNotFound, FlusterTimeout, TaskLost
 from fluster.pool.batch import FunctionCache, TaskSpec, decode_outcomes, encode_batch, outcome_value
-from fluster.pool.executor import RUN_METHOD, serve_executor
+from fluster.pool.config import PoolStatus, WorkerPoolConfig
+from fluster.pool.executor import RUN_METHOD
+from fluster.pool.fleet import Executor, ExecutorFleet
 from fluster.pool.future import TaskFuture
 from fluster.pool.progress import ProgressBar
-from fluster.protocol.ids import JobId, validate_name
-from fluster.protocol.resources import ResourceSpec
-from fluster.types import Entrypoint, Environment
 
 if TYPE_CHECKING:
     from fluster.client.cluster import ClusterClient
@@ -49,48 +47,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 FAST_TASK_S = 0.002  # tasks shorter than this on average are batched and prefetched
 EWMA_WEIGHT = 0.2
-REPLACE_BACKOFF_MAX_S = 30.0
-
-
-@dataclass(frozen=True)
-class WorkerPoolConfig:
-    """How many executor jobs, what each gets, and how often a task lost to a dead executor is retried."""
-
-    num_workers: int
-    resources: ResourceSpec = field(default_factory=ResourceSpec)
-    environment: Environment | None = None
-    max_retries: int = 3
-    slots: int = 1  # tasks (batches) one executor runs at once
-    name_prefix: str = "pool"
-    startup_timeout: float | None = 120.0  # entering the pool waits this long for its first executor
-    store_results_over: int | None = None  # results whose pickle is larger go to the object store (RemoteRef)
-
-    def __post_init__(self) -> None:
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
-        if self.slots < 1:
-            raise ValueError(f"slots must be at least 1, got {self.slots}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must not be negative, got {self.max_retries}")
-        validate_name(self.name_prefix, "pool name prefix")
-
-
-@dataclass(frozen=True)
-class PoolStatus:
-    """A snapshot of a pool: executors by state and tasks by stage."""
-
-    pool_id: str
-    num_workers: int
-    ready: int
-    busy: int
-    starting: int
-    queued: int
-    in_flight: int
-    completed: int
-    failed: int
-    retried: int
-    replaced: int
-    job_ids: tuple[str, ...]
 
 
 class _Task:
@@ -100,30 +56,6 @@ class _Task:
         self.spec = spec
         self.future = future
         self.attempts = 0
-
-
-class _Executor:
-    def __init__(self, name: str, job_id: JobId, slots: int) -> None:
-        self.name = name
-        self.job_id = job_id
-        self.slots = slots
-        self.ready = False
-        self.served = False  # it was ready at some point
-        self.in_flight = 0
-        self.replies: set[asyncio.Future[Any]] = set()
-        self.dead: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    @property
-    def alive(self) -> bool:
-        return not self.dead.done()
-
-    def kill(self) -> None:
-        """Mark it dead; the batches it was running fail (their reply futures are cancelled) and are retried."""
-        self.ready = False
-        if not self.dead.done():
-            self.dead.set_result(None)
-        for reply in list(self.replies):
-            reply.cancel()
 
 
 class WorkerPool:
@@ -142,18 +74,15 @@ class WorkerPool:
         self._inbox: deque[_Task] = deque()
         self._inbox_lock = threading.Lock()
         self._inbox_wake_pending = False
-        self._executors: dict[str, _Executor] = {}
+        self._fleet = ExecutorFleet(self.client, config, self.pool_id, self._pump)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resolver: ClusterResolver | None = None
         self._batches: asyncio.TaskGroup | None = None
         self._closed = False
-        self._stopping = False
         self._outstanding = 0
         self._idle = asyncio.Event()
         self._task_seconds: float | None = None
-        self._counts = {"completed": 0, "failed": 0, "retried": 0, "replaced": 0}
-        self._ready_changed = asyncio.Event()
-        self._last_failure: str | None = None
+        self._counts = {"completed": 0, "failed": 0, "retried": 0}
         self._stack: contextlib.AsyncExitStack | None = None
         self._sync_cm: contextlib.AbstractContextManager[WorkerPool] | None = None
 
@@ -174,7 +103,7 @@ class WorkerPool:
     ) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
-            if exc is None and not self._stopping:
+            if exc is None and not self._fleet.stopping:
                 await self.shutdown(wait=True)
             await stack.aclose()
 
@@ -211,7 +140,7 @@ class WorkerPool:
                 task = self._queue.popleft()
                 task.future.cancel()
                 self._finish(task, None)
-        await self._stop_executors()
+        await self._fleet.stop()
 
     # -- tasks ----------------------------------------------------------------------------------------
 
@@ -266,16 +195,10 @@ class WorkerPool:
         Raises:
             FlusterTimeout: fewer than ``n`` after ``timeout`` seconds.
         """
-        wanted = self.config.num_workers if n is None else n
-        with anyio.move_on_after(timeout):
-            while self._ready_count() < wanted:
-                self._ready_changed.clear()
-                await self._ready_changed.wait()
-            return self._ready_count()
-        raise FlusterTimeout(f"pool {self.pool_id} has {self._ready_count()} of {wanted} executors after {timeout}s")
+        return await self._fleet.wait_for(self.config.num_workers if n is None else n, timeout)
 
     def status(self) -> PoolStatus:
-        executors = list(self._executors.values())
+        executors = list(self._fleet.executors.values())
         return PoolStatus(
             pool_id=self.pool_id,
             num_workers=self.config.num_workers,
@@ -287,13 +210,13 @@ class WorkerPool:
             completed=self._counts["completed"],
             failed=self._counts["failed"],
             retried=self._counts["retried"],
-            replaced=self._counts["replaced"],
+            replaced=self._fleet.replaced,
             job_ids=tuple(e.job_id for e in executors),
         )
 
     @property
     def size(self) -> int:
-        return self._ready_count()
+        return self._fleet.ready_count()
 
     # -- internals: running -----------------------------------------------------------------------------
 
@@ -306,11 +229,12 @@ class WorkerPool:
             async with anyio.create_task_group() as tg, asyncio.TaskGroup() as batches:
                 self._batches = batches
                 for index in range(self.config.num_workers):
-                    tg.start_soon(self._keep_executor, index)
+                    tg.start_soon(self._fleet.keep, index, self._resolver)
                 try:
                     await self.wait_for_workers(1, self.config.startup_timeout)
                 except FlusterTimeout as exc:
-                    why = f"; the last failure: {self._last_failure}" if self._last_failure else ""
+                    failure = self._fleet.last_failure
+                    why = f"; the last failure: {failure}" if failure else ""
                     not_started = FlusterTimeout(f"{exc}{why}")
                 try:
                     if not_started is None:
@@ -318,7 +242,7 @@ class WorkerPool:
                 finally:
                     self._closed = True
                     with anyio.CancelScope(shield=True):
-                        await self._stop_executors()
+                        await self._fleet.stop()
                     tg.cancel_scope.cancel()
                     for task in self._queue:
                         task.future.cancel()
@@ -328,72 +252,6 @@ class WorkerPool:
             self._batches = None
             with anyio.CancelScope(shield=True):
                 await self._resolver.close()
-
-    async def _keep_executor(self, index: int) -> None:
-        """Run executor ``index`` as a job, and replace the job each time it ends, until the pool stops."""
-        failures = 0
-        for generation in itertools.count():
-            if self._stopping:
-                return
-            name = f"{self.config.name_prefix}-{self.pool_id}-{index}-{generation}"
-            try:
-                job_id = await self.client.submit(
-                    name,
-                    Entrypoint.from_callable(serve_executor, name, self.config.slots),
-                    resources=self.config.resources,
-                    environment=self.config.environment,
-                    max_retries_failure=0,
-                    max_retries_preemption=0,  # the pool replaces a lost executor itself, under a new name
-                )
-            except (ValueError, TypeError):
-                raise  # the pool's configuration is wrong: retrying cannot help
-            except Exception as exc:  # no controller for a while, JetStream unavailable: try again later
-                failures += 1
-                self._last_failure = f"submitting executor {name} failed: {exc!r}"
-                log.warning("pool=%s %s; retrying", self.pool_id, self._last_failure)
-                await anyio.sleep(_backoff(failures))
-                continue
-            executor = _Executor(name, job_id, self.config.slots)
-            self._executors[name] = executor
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch_ready, executor)
-                    final = await self.client.wait(job_id)
-                    tg.cancel_scope.cancel()
-            finally:
-                executor.kill()
-                self._executors.pop(name, None)
-                self._ready_changed.set()
-                self._pump()
-            if self._stopping:
-                return
-            detail = f": {final.error}" if final.error else ""
-            self._last_failure = f"executor job {job_id} ended {final.state.value}{detail}"
-            log.warning("executor lost pool=%s: %s", self.pool_id, self._last_failure)
-            self._counts["replaced"] += 1
-            failures = 0 if executor.served else failures + 1
-            if failures:  # it ended before serving: do not spin on a job that cannot start
-                await anyio.sleep(_backoff(failures))
-
-    async def _watch_ready(self, executor: _Executor) -> None:
-        assert self._resolver is not None
-        actor = await self._resolver.lookup(executor.name)
-        await actor.wait_for_size(1)
-        executor.ready = executor.served = True
-        self._ready_changed.set()
-        self._pump()
-
-    async def _stop_executors(self) -> None:
-        self._stopping = True
-        async with anyio.create_task_group() as tg:
-            for executor in list(self._executors.values()):
-                tg.start_soon(self._kill_job, executor.job_id)
-
-    async def _kill_job(self, job_id: str) -> None:
-        try:
-            await self.client.kill(job_id)
-        except Exception as exc:  # already gone, or the controller is away: the job ends with its parent
-            log.info("cannot kill executor job=%s: %r", job_id, exc)
 
     # -- internals: dispatch ----------------------------------------------------------------------------
 
@@ -434,10 +292,10 @@ class WorkerPool:
             if isinstance(started, Pending):  # a task cancelled before it starts never reads its reply
                 task.add_done_callback(partial(_drop_reply, started))
 
-    def _free_executor(self) -> _Executor | None:
+    def _free_executor(self) -> Executor | None:
         fast = self._task_seconds is not None and self._task_seconds < FAST_TASK_S
-        best: _Executor | None = None
-        for executor in self._executors.values():
+        best: Executor | None = None
+        for executor in self._fleet.executors.values():
             limit = executor.slots * 2 if fast else executor.slots
             if executor.ready and executor.in_flight < limit and (best is None or executor.in_flight < best.in_flight):
                 best = executor
@@ -446,10 +304,10 @@ class WorkerPool:
     def _batch_size(self) -> int:
         if self._task_seconds is None or self._task_seconds >= FAST_TASK_S:
             return 1
-        ready = sum(e.slots for e in self._executors.values() if e.ready) or 1
+        ready = sum(e.slots for e in self._fleet.executors.values() if e.ready) or 1
         return max(1, min(MAX_BATCH, len(self._queue), math.ceil(len(self._queue) / (2 * ready))))
 
-    def _start_batch(self, executor: _Executor, batch: list[_Task]) -> Pending | bytes:
+    def _start_batch(self, executor: Executor, batch: list[_Task]) -> Pending | bytes:
         """Encode the batch and count the attempt, and send it right away when the connection takes the write
         now (so the request is out before the loop runs anything else); else its bytes, for ``_run_batch``."""
         payload = self._encode(batch)
@@ -462,7 +320,7 @@ class WorkerPool:
                 return sent
         return payload
 
-    async def _run_batch(self, executor: _Executor, batch: list[_Task], started: Pending | bytes) -> None:
+    async def _run_batch(self, executor: Executor, batch: list[_Task], started: Pending | bytes) -> None:
         try:
             if not batch:
                 return
@@ -491,7 +349,7 @@ class WorkerPool:
                     task.attempts -= 1
                 executor.kill()
                 assert self._batches is not None
-                self._batches.create_task(self._kill_job(executor.job_id))
+                self._batches.create_task(self._fleet.kill_job(executor.job_id))
                 self._requeue(batch)
                 return
             except Exception as exc:
@@ -558,13 +416,6 @@ class WorkerPool:
         else:
             self._counts["failed"] += 1
             future.set_exception(error)
-
-    def _ready_count(self) -> int:
-        return sum(1 for e in self._executors.values() if e.ready)
-
-
-def _backoff(failures: int) -> float:
-    return float(min(REPLACE_BACKOFF_MAX_S, 0.5 * 2.0**failures))
 
 
 def _drop_reply(pending: Pending, _: object) -> None:

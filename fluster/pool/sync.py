@@ -11,8 +11,9 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal
 
+from fluster.pool.config import PoolStatus
 from fluster.pool.future import TaskFuture
-from fluster.pool.pool import PoolStatus, WorkerPool
+from fluster.pool.pool import WorkerPool
 
 
 class SyncWorkerPool:
