@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="JetStream replicas for fluster's buckets and streams (3 on a 3-node NATS cluster)",
     )
+    p.add_argument(
+        "--finished-job-retention",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds a finished job (record, result) is kept before it is forgotten; 0 keeps them forever",
+    )
 
     p = connected("worker", "run a worker in the foreground", _worker)
     p.add_argument(
@@ -180,6 +186,7 @@ async def _controller(args: argparse.Namespace) -> int:
         worker_timeout=args.worker_timeout,
         kill_grace=args.kill_grace,
         replicas=args.replicas,
+        finished_job_retention=args.finished_job_retention or None,
     )
     try:
         async with anyio.create_task_group() as tg:

@@ -23,11 +23,13 @@ from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import BaseModel
 
 from fluster.bus.assets import Assets, ensure_assets
+from fluster.bus.blobs import delete_blob
 from fluster.bus.kv import get_model, snapshot
 from fluster.bus.retry import with_retries
 from fluster.bus.rpc import request, serve_requests
 from fluster.controller import state as st
 from fluster.controller.leader import LeaderLease
+from fluster.controller.retention import expired
 from fluster.controller.scheduler import find_assignments
 from fluster.errors import FlusterError, JobAlreadyExists, JobNotFound, ProtocolError
 from fluster.protocol.codec import encode
@@ -54,9 +56,11 @@ from fluster.protocol.messages import (
     WorkerInfo,
     now_ms,
 )
-from fluster.protocol.subjects import CONTROLLER_QUEUE, Subjects
+from fluster.protocol.subjects import CONTROLLER_QUEUE, Subjects, entrypoint_object, result_object
 
 log = logging.getLogger(__name__)
+
+FORGET_INTERVAL_S = 60.0  # how often finished jobs past the retention are looked for
 
 Req = TypeVar("Req", bound=BaseModel)
 
@@ -71,6 +75,7 @@ class ControllerSettings:
     unhealthy_backoff: float = 5.0  # no dispatch to a worker this long after one failed
     missing_attempt_grace: float = 10.0  # an assigned attempt its worker does not know of is lost after this
     replicas: int | None = None  # JetStream replicas for the namespace's assets (3 on a 3-node NATS cluster)
+    finished_job_retention: float | None = 24 * 3600.0  # finished jobs are forgotten after this (None: never)
 
 
 class Controller:
@@ -122,6 +127,8 @@ class Controller:
             await self.nc.flush()
             tg.start_soon(self._schedule_loop)
             tg.start_soon(self._liveness_loop)
+            if self.settings.finished_job_retention:
+                tg.start_soon(self._forget_loop, self.settings.finished_job_retention)
             tg.start_soon(lease.keep)
             log.info(
                 "controller ready namespace=%s jobs=%d workers=%d",
@@ -404,6 +411,29 @@ class Controller:
                             now - entry.last_seen,
                         )
                         await self._remove_worker(worker_id, f"worker {worker_id} stopped heartbeating")
+
+    async def _forget_loop(self, retention_s: float) -> None:
+        """Forget finished jobs older than the retention (see ``fluster.controller.retention``)."""
+        while True:
+            await anyio.sleep(min(FORGET_INTERVAL_S, max(0.1, retention_s / 4)))
+            try:
+                async with self._lock:
+                    for job_id in expired(self.jobs, self._children, now_ms(), retention_s):
+                        await self._forget(job_id)
+            except (FlusterError, OSError) as exc:  # JetStream briefly away: the next round tries again
+                log.warning("forgetting finished jobs failed: %r", exc)
+
+    async def _forget(self, job_id: str) -> None:
+        record = self.jobs.get(job_id)
+        await with_retries(lambda: self.assets.jobs.purge(job_id), f"forget job {job_id}")
+        for name in (entrypoint_object(job_id), result_object(job_id)):
+            await delete_blob(self.assets.objects, name)
+        self.jobs.pop(job_id, None)
+        self._children.pop(job_id, None)
+        parent = record.request.parent_id if record is not None else None
+        if parent is not None and parent in self._children:
+            self._children[parent].discard(job_id)
+        log.info("job forgotten job_id=%s (finished more than the retention ago)", job_id)
 
     # -- scheduling -------------------------------------------------------------------------------------
 
