@@ -53,11 +53,22 @@ class ActorOptions:
 
 @dataclass(frozen=True, eq=False)
 class ObjectRef:
-    """A stored object: the value itself when small, else the key of a blob in the cluster's object store."""
+    """A stored object: the value itself when small, else the key of a blob in the cluster's object store.
+
+    The context that stored the blob deletes it when this ref is garbage-collected. A ref that leaves its
+    process (pickled: returned from a task, sent inside an object) hands the blob over to the object store's
+    TTL instead, since its owner cannot know when the copies die.
+    """
 
     value: Any = None
     key: str | None = None
     size: int = 0
+    owner: Any = field(default=None, repr=False, compare=False)  # what deletes the blob (ContextObjects)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        if self.key is not None and self.owner is not None:
+            self.owner.escape(self.key)
+        return (ObjectRef, (self.value, self.key, self.size))
 
 
 class ActorMethod:

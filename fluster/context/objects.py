@@ -117,9 +117,14 @@ class ContextObjects:
             return ObjectRef(value=obj, size=len(data))
         key = blob_object(f"ctx-{uuid.uuid4().hex}")
         self._portal.call(put_blob, self._objects, key, data)
-        ref = ObjectRef(key=key, size=len(data))
+        ref = ObjectRef(key=key, size=len(data), owner=self)
         self._own(ref, key)
         return ref
+
+    def escape(self, key: str) -> None:
+        """Object ``key`` is referred to from elsewhere now (its ref was pickled): never delete it; the object
+        store's TTL will."""
+        self._keys.discard(key)
 
     def as_argument(self, ref: ObjectRef) -> Any:
         """What a task receives for ``ref``: the value when inline, else a ``RemoteRef`` its executor reads

@@ -138,3 +138,17 @@ def test_small_results_travel_inline(ctx: ClusterContext, tmp_path: Path) -> Non
     small = ctx.run(len, future)
     assert ctx.get(small) == BIG
     assert raw_result(small) == BIG  # not stored
+
+
+def put_inside(size: int) -> object:
+    from fluster.context import get_job_context
+
+    return get_job_context().put(b"n" * size)
+
+
+def test_an_object_put_inside_a_task_outlives_the_task(ctx: ClusterContext) -> None:
+    ref = ctx.get(ctx.run(put_inside, BIG))
+    assert ref.key is not None
+    gc.collect()
+    assert ctx.get(ref) == b"n" * BIG
+    assert ctx.get(ctx.run(len, ref)) == BIG
