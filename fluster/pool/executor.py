@@ -5,7 +5,8 @@ holds), so a long task never stalls the server's event loop or its endpoint hear
 return within ``INLINE_TASK_S`` every time (``INLINE_AFTER`` runs in a row) run on the event loop instead,
 saving two thread hand-offs per batch; one that is ever slower goes back to threads for good.
 
-Stored arguments (``RemoteRef``) are read from the object store before a batch runs; a task whose argument
+Stored arguments (``RemoteRef``) are read from the object store before a batch runs (their bytes are kept in
+a bounded cache for the next tasks that need them; each use unpickles its own copy); a task whose argument
 is gone fails with ``ObjectLost`` naming it, so its caller can rebuild the object and send the task again.
 When the batch asks for it, results larger than its ``store_over`` are written to the object store and
 only their key goes back.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import inspect
 import pickle
 import uuid
+from collections import OrderedDict
 from functools import partial
 from typing import Any, NoReturn
 
@@ -44,6 +46,32 @@ from fluster.protocol.subjects import blob_object
 RUN_METHOD = "run"
 INLINE_TASK_S = 0.0001
 INLINE_AFTER = 3
+READ_CACHE_BYTES = 256 * 1024 * 1024  # stored arguments kept (as bytes) for the next tasks that need them
+
+
+class BlobCache:
+    """The bytes of recently read objects by key, least recently used dropped first, up to ``limit`` bytes.
+    A key names immutable content (a rebuilt object gets a new key), so a cached copy is never stale."""
+
+    def __init__(self, limit: int = READ_CACHE_BYTES) -> None:
+        self._limit = limit
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: str) -> bytes | None:
+        data = self._items.get(key)
+        if data is not None:
+            self._items.move_to_end(key)
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > self._limit or key in self._items:
+            return
+        self._items[key] = data
+        self._size += len(data)
+        while self._size > self._limit:
+            _, dropped = self._items.popitem(last=False)
+            self._size -= len(dropped)
 
 
 class TaskExecutor:
@@ -55,6 +83,7 @@ class TaskExecutor:
         self._fast_runs: dict[Any, int] = {}
         self._slow: set[Any] = set()
         self._functions = FunctionCache()
+        self._cache = BlobCache()
 
     async def run(self, batch: bytes) -> bytes:
         try:
@@ -75,18 +104,20 @@ class TaskExecutor:
         return encode_outcomes(elapsed, outcomes)
 
     async def _read_stored(self, tasks: list[TaskSpec]) -> list[TaskSpec]:
-        """The tasks with each stored argument read; a task whose argument cannot be read raises its error."""
+        """The tasks with each stored argument read (from the cache when an earlier task read it; each use gets
+        its own copy); a task whose argument cannot be read raises its error."""
         refs = find([(args, kwargs) for _, args, kwargs in tasks], RemoteRef)
         if not refs:
             return tasks
-        values: dict[str, Any] = {}
+        values: dict[str, bytes] = {}
         errors: dict[str, BaseException] = {}
 
         async def read(key: str) -> None:
             try:
                 if self._objects is None:
                     raise RuntimeError("this executor has no object store to read stored arguments from")
-                values[key] = pickle.loads(await get_blob(self._objects, key))
+                values[key] = await get_blob(self._objects, key)
+                self._cache.put(key, values[key])
             except BlobNotFound:
                 errors[key] = ObjectLost(key, f"task argument {key!r} is no longer in the object store")
             except Exception as exc:
@@ -94,14 +125,18 @@ class TaskExecutor:
 
         async with anyio.create_task_group() as tg:
             for key in {ref.key for ref in refs}:
-                tg.start_soon(read, key)
+                cached = self._cache.get(key)
+                if cached is not None:
+                    values[key] = cached
+                else:
+                    tg.start_soon(read, key)
         ready: list[TaskSpec] = []
         for fn, args, kwargs in tasks:
             failed = [errors[ref.key] for ref in find((args, kwargs), RemoteRef) if ref.key in errors]
             if failed:
                 ready.append((partial(_raise, failed[0]), (), {}))
             else:
-                args, kwargs = replace((args, kwargs), RemoteRef, lambda ref: values[ref.key])
+                args, kwargs = replace((args, kwargs), RemoteRef, lambda ref: pickle.loads(values[ref.key]))
                 ready.append((fn, args, kwargs))
         return ready
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sys
 from pathlib import Path
@@ -12,9 +13,12 @@ import cloudpickle
 import pytest
 from cluster_helpers import eventually, local_cluster
 
+from fluster.bus.blobs import delete_blob, put_blob
 from fluster.client.cluster import ClusterClient
-from fluster.errors import ClusterUnavailable, FlusterTimeout, TaskLost
+from fluster.errors import ClusterUnavailable, FlusterTimeout, ObjectLost, TaskLost
 from fluster.pool import WorkerPool, WorkerPoolConfig
+from fluster.pool.executor import BlobCache
+from fluster.pool.remote import RemoteRef
 from fluster.protocol.resources import ResourceSpec
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -186,3 +190,32 @@ async def test_a_pool_that_cannot_start_says_why(cluster: ClusterClient) -> None
     with pytest.raises(FlusterTimeout, match="the last failure: submitting executor .*injected outage"):
         async with WorkerPool(client, config):
             pass
+
+
+def append_and_count(values: list[int]) -> int:
+    values.append(1)  # each task gets its own copy of a stored argument: this must not leak into the next
+    return len(values)
+
+
+async def test_stored_arguments_are_read_by_the_executor_and_cached(cluster: ClusterClient) -> None:
+    data = pickle.dumps(list(range(200_000)))
+    await put_blob(cluster.assets.objects, "blobs/shared-arg", data)
+    ref = RemoteRef("blobs/shared-arg", len(data))
+    async with WorkerPool(cluster, WorkerPoolConfig(num_workers=1, resources=ONE_CPU)) as pool:
+        assert await pool.submit(append_and_count, ref) == 200_001
+        await delete_blob(cluster.assets.objects, "blobs/shared-arg")
+        # the executor kept the bytes: the deleted object still serves this executor, a fresh copy per use
+        assert [await f for f in [pool.submit(append_and_count, ref) for _ in range(3)]] == [200_001] * 3
+        with pytest.raises(ObjectLost, match="no longer in the object store"):
+            await pool.submit(len, RemoteRef("blobs/never-stored", 10))
+
+
+def test_the_blob_cache_keeps_the_most_recently_used_within_its_limit() -> None:
+    cache = BlobCache(limit=10)
+    cache.put("a", b"1234")
+    cache.put("b", b"5678")
+    assert cache.get("a") == b"1234"  # a is now the most recent
+    cache.put("c", b"90ab")  # over the limit: b goes
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"1234", None, b"90ab")
+    cache.put("huge", b"x" * 11)
+    assert cache.get("huge") is None
