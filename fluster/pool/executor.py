@@ -15,6 +15,7 @@ only their key goes back.
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import uuid
 from collections import OrderedDict
@@ -47,6 +48,7 @@ RUN_METHOD = "run"
 INLINE_TASK_S = 0.0001
 INLINE_AFTER = 3
 READ_CACHE_BYTES = 256 * 1024 * 1024  # stored arguments kept (as bytes) for the next tasks that need them
+CACHE_ENV = "FLUSTER_EXECUTOR_CACHE_BYTES"  # overrides it for an executor job (0: no cache)
 
 
 class BlobCache:
@@ -83,7 +85,7 @@ class TaskExecutor:
         self._fast_runs: dict[Any, int] = {}
         self._slow: set[Any] = set()
         self._functions = FunctionCache()
-        self._cache = BlobCache()
+        self._cache = BlobCache(int(os.environ.get(CACHE_ENV, READ_CACHE_BYTES)))
 
     async def run(self, batch: bytes) -> bytes:
         try:

@@ -18,7 +18,9 @@ from fluster.context import create_context
 from fluster.context.cluster import ClusterContext
 from fluster.context.resolve import raw_result
 from fluster.errors import ObjectLost
+from fluster.pool.executor import CACHE_ENV
 from fluster.pool.remote import RemoteRef
+from fluster.types import create_environment
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -44,6 +46,18 @@ def runs(log: Path) -> int:
 @pytest.fixture
 def ctx(nats_url: str, namespace: str) -> Iterator[ClusterContext]:
     with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as context:
+        assert isinstance(context, ClusterContext)
+        yield context
+
+
+@pytest.fixture
+def uncached_ctx(nats_url: str, namespace: str) -> Iterator[ClusterContext]:
+    """Executors that keep no copy of the stored arguments they read: every lost object must be rebuilt."""
+    environment = create_environment(env_vars={CACHE_ENV: "0"})
+    with (
+        local_cluster(nats_url, namespace),
+        create_context("cluster", url=nats_url, namespace=namespace, environment=environment) as context,
+    ):
         assert isinstance(context, ClusterContext)
         yield context
 
@@ -94,7 +108,8 @@ def test_reading_a_lost_result_reruns_its_task(ctx: ClusterContext, tmp_path: Pa
     assert exists(ctx, stored_key(future))  # the future now names the re-made object
 
 
-def test_a_task_whose_stored_argument_is_lost_gets_it_rebuilt(ctx: ClusterContext, tmp_path: Path) -> None:
+def test_a_task_whose_stored_argument_is_lost_gets_it_rebuilt(uncached_ctx: ClusterContext, tmp_path: Path) -> None:
+    ctx = uncached_ctx
     log = tmp_path / "log"
     produced = ctx.run(make_big, str(log))
     ctx.wait([produced])
@@ -111,7 +126,8 @@ def test_a_task_whose_stored_argument_is_lost_gets_it_rebuilt(ctx: ClusterContex
     assert runs(log) == 3  # rebuilt once, however many tasks needed it
 
 
-def test_lineage_is_followed_through_a_chain_of_lost_results(ctx: ClusterContext, tmp_path: Path) -> None:
+def test_lineage_is_followed_through_a_chain_of_lost_results(uncached_ctx: ClusterContext, tmp_path: Path) -> None:
+    ctx = uncached_ctx
     first_log, second_log = tmp_path / "first", tmp_path / "second"
     first = ctx.run(make_big, str(first_log), 3)
     second = ctx.run(double, first, str(second_log))
