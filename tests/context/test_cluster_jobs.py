@@ -115,3 +115,17 @@ def test_a_call_in_flight_fails_with_actor_died_when_the_actor_dies(nats_url: st
             ctx.get(actor.nap.remote(0), timeout=30)
         again = ctx.create_actor(Sleepy, options=ActorOptions(name="sleepy", get_if_exists=True))
         assert again.job_id != actor.job_id and ctx.get(again.nap.remote(0), timeout=30) == 0
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def sum_of_squares(n: int) -> int:
+    ctx = get_job_context()  # inside an executor: a cluster context of that executor's job
+    return sum(ctx.get([ctx.run(square, i) for i in range(n)]))
+
+
+def test_a_task_can_run_tasks_of_its_own(nats_url: str, namespace: str) -> None:
+    with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as ctx:
+        assert ctx.get(ctx.run(sum_of_squares, 5), timeout=60) == 30
