@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,7 +21,10 @@ T = TypeVar("T")
 
 def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """``asyncio.run(fn(*args))``, where SIGTERM cancels ``fn`` (its ``finally`` blocks and context managers
-    run with the loop and its connections alive) and then ends the process with SIGTERM's usual handling."""
+    run with the loop and its connections alive) and then ends the process with SIGTERM's usual handling.
+    Outside the main thread (which alone receives signals) it is plain ``asyncio.run``."""
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(_call(fn, *args))  # signals reach the main thread only
     previous = signal.getsignal(signal.SIGTERM)
     terminated = False
 
@@ -49,3 +53,7 @@ def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
             raise
         os.kill(os.getpid(), signal.SIGTERM)  # the job's own SIGTERM handling (or the default: exit)
         raise
+
+
+async def _call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    return await fn(*args)

@@ -56,3 +56,17 @@ def test_a_normal_return_is_the_result() -> None:
         check=True,
     )
     assert out.stdout.strip() == "42"
+
+
+def test_outside_the_main_thread_it_is_a_plain_run() -> None:
+    import asyncio
+    import concurrent.futures
+
+    from fluster import run_async
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(run_async, double, 21).result(timeout=30) == 42
