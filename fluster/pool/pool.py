@@ -285,12 +285,20 @@ class WorkerPool:
             executor = self._free_executor()
             if executor is None:
                 return
-            batch = [self._queue.popleft() for _ in range(self._batch_size())]
+            batch = []
+            for _ in range(self._batch_size()):
+                task = self._queue.popleft()
+                if task.future.cancelled():  # cancelled while queued: never sent
+                    self._finish(task, None)
+                else:
+                    batch.append(task)
+            if not batch:
+                continue
             executor.in_flight += 1
             started = self._start_batch(executor, batch)
-            task = batches.create_task(self._run_batch(executor, batch, started))
+            running = batches.create_task(self._run_batch(executor, batch, started))
             if isinstance(started, Pending):  # a task cancelled before it starts never reads its reply
-                task.add_done_callback(partial(_drop_reply, started))
+                running.add_done_callback(partial(_drop_reply, started))
 
     def _free_executor(self) -> Executor | None:
         fast = self._task_seconds is not None and self._task_seconds < FAST_TASK_S

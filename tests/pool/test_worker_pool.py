@@ -219,3 +219,35 @@ def test_the_blob_cache_keeps_the_most_recently_used_within_its_limit() -> None:
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"1234", None, b"90ab")
     cache.put("huge", b"x" * 11)
     assert cache.get("huge") is None
+
+
+def note(path: str, word: str) -> str:
+    with open(path, "a") as f:
+        f.write(word + "\n")
+    return word
+
+
+async def test_a_task_cancelled_while_queued_never_runs(cluster: ClusterClient, tmp_path: Path) -> None:
+    log = str(tmp_path / "ran")
+    gate = tmp_path / "gate"
+    async with WorkerPool(cluster, WorkerPoolConfig(num_workers=1, resources=ONE_CPU)) as pool:
+        blocker = pool.submit(wait_for_file, str(gate))  # holds the only executor's only slot
+        queued = [pool.submit(note, log, f"cancelled-{i}") for i in range(5)]
+        assert all(f.cancel() for f in queued)
+        gate.write_text("go")
+        assert await blocker == "go"
+        assert await pool.submit(note, log, "after") == "after"
+        assert Path(log).read_text().split() == ["after"]
+        assert pool.status().queued == 0
+
+
+def wait_for_file(path: str) -> str:
+    import time
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    with open(path) as f:
+        return f.read()
