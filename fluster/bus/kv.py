@@ -98,7 +98,11 @@ async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[st
 
 
 async def watch_model(kv: KeyValue, key: str, model: type[M]) -> AsyncIterator[M | None]:
-    """The current value of ``key`` (None when absent), then every change, until the caller stops iterating."""
+    """The current value of ``key`` (None when absent), then every change, until the caller stops iterating.
+
+    A watcher's "no initial value" marker can overtake the value itself (nats-py decides it from a
+    consumer-info reply), so an absence it reports is checked with a direct read before it is believed.
+    """
     watcher = await with_retries(lambda: kv.watch(key), f"watch {key}")
     try:
         initial = True
@@ -106,7 +110,8 @@ async def watch_model(kv: KeyValue, key: str, model: type[M]) -> AsyncIterator[M
             if entry is None:
                 if initial:
                     initial = False
-                    yield None
+                    found = await get_model(kv, key, model)
+                    yield found[0] if found is not None else None
                 continue
             initial = False
             if entry.operation in _DELETED or not entry.value:
