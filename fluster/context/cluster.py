@@ -239,7 +239,8 @@ class ClusterContext(JobContext):
     async def _until_unserved(self, name: str) -> None:
         with anyio.move_on_after(ENDPOINT_TTL_S + 2):  # withdrawn at exit, else expired by their TTL
             async for serving in registry.watch(self._aio.assets.endpoints, name):
-                if not serving:
+                # an empty first view can be the watcher's marker overtaking the entries: read again to be sure
+                if not serving and not await registry.endpoints(self._aio.assets.endpoints, name):
                     return
 
     def _existing(self, name: str, options: ActorOptions, serving: list[EndpointRecord]) -> ActorHandle:
