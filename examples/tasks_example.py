@@ -32,6 +32,14 @@ class Counter:
         return self.count
 
 
+def big_table(rows: int) -> list[tuple[int, str]]:
+    return [(i, f"row-{i}") for i in range(rows)]
+
+
+def count_rows(table: list[tuple[int, str]]) -> int:
+    return len(table)
+
+
 def pipeline() -> tuple[int, int]:
     """Backend-agnostic code: it uses whatever context is current."""
     ctx: JobContext = get_job_context()
@@ -64,6 +72,10 @@ def main() -> None:
             print("pool status:", pool.status())
         with create_context("cluster", client=client) as ctx, job_context(ctx):
             print("cluster backend:", pipeline())
+            # a result over 256 KiB stays in the object store: the next task's executor reads it by key,
+            # and if the object were lost, reading it would re-run big_table from its lineage
+            table = ctx.run(big_table, 100_000)
+            print("large result, counted by another task:", ctx.get(ctx.run(count_rows, table)))
 
 
 if __name__ == "__main__":
