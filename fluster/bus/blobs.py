@@ -116,22 +116,15 @@ async def get_blob(objects: ObjectStore, name: str) -> bytes:
         except (ObjectNotFoundError, NotFoundError):
             return False
 
-    try:
-        return await read_chunks(
-            objects._js,
-            subject,
-            info.chunks,
-            info.size,
-            timeout=BLOB_TIMEOUT_S,
-            what=f"object {name!r}",
-            still_there=unchanged,
-        )
-    except _Vanished as exc:
-        raise BlobNotFound(f"object {name!r} was deleted while it was read") from exc
-
-
-class _Vanished(Exception):
-    pass
+    return await read_chunks(
+        objects._js,
+        subject,
+        info.chunks,
+        info.size,
+        timeout=BLOB_TIMEOUT_S,
+        what=f"object {name!r}",
+        still_there=unchanged,
+    )
 
 
 async def read_chunks(
@@ -148,6 +141,7 @@ async def read_chunks(
     Whenever chunks pause for a second, ``still_there()`` (if given) is asked whether they can still come.
 
     Raises:
+        BlobNotFound: ``still_there()`` said the chunks are gone.
         FlusterTimeout: no chunk arrived for ``timeout`` seconds.
         FlusterError: the chunks do not add up to ``size`` bytes.
     """
@@ -163,7 +157,7 @@ async def read_chunks(
                 except TimeoutError as exc:  # nats-py's TimeoutError subclasses the builtin
                     waited += wait
                     if still_there is not None and not await still_there():
-                        raise _Vanished(what) from exc
+                        raise BlobNotFound(f"{what} was deleted while it was read") from exc
                     if waited >= timeout:
                         raise FlusterTimeout(
                             f"{what}: chunk {len(parts) + 1} of {count} did not arrive within {timeout:g}s"

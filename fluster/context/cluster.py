@@ -111,9 +111,9 @@ class ClusterContext(JobContext):
         self, fn: Callable[..., Any], *args: Any, options: TaskOptions | None = None, **kwargs: Any
     ) -> Future[Any]:
         options = options or NO_OPTIONS
-        self._pool(options)  # started here, in the caller's thread, never in a completion callback
         if all_plain(args, kwargs):  # the hot path: no refs or futures to resolve first
             return self._submit(fn, args, kwargs, options)
+        self._pool(options)  # started here, in the caller's thread, never in a completion callback
         return super().create_task(fn, *args, options=options, **kwargs)
 
     def _submit(

@@ -31,7 +31,7 @@ import cloudpickle
 from fluster.bus.blobs import BlobNotFound, delete_blob, get_blob, put_blob
 from fluster.context.resolve import raw_result
 from fluster.errors import ObjectLost
-from fluster.pool.future import TaskFuture
+from fluster.pool.future import TaskFuture, until_done
 from fluster.pool.remote import RemoteRef, find, replace
 from fluster.protocol.subjects import blob_object
 
@@ -275,18 +275,7 @@ def _complete(future: concurrent.futures.Future[Any], value: Any = None, error: 
 
 async def _raw(future: concurrent.futures.Future[Any]) -> Any:
     """Await ``future`` on this loop for its result as stored (never calling an overridden ``result``)."""
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def release() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    def wake(_: concurrent.futures.Future[Any]) -> None:
-        loop.call_soon_threadsafe(release)
-
-    future.add_done_callback(wake)
-    await waiter
+    await until_done(future)
     if (error := future.exception()) is not None:
         raise error
     return raw_result(future)

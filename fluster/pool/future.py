@@ -18,24 +18,28 @@ class TaskFuture(concurrent.futures.Future[T]):
     """A task's eventual value: ``result(timeout)``, ``exception(timeout)``, ``done()``, or ``await`` it."""
 
     def __await__(self) -> Generator[Any, None, T]:
-        if self.done():
-            return self.result()
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-
-        def wake(_: concurrent.futures.Future[T]) -> None:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:  # completed on this very loop: no cross-thread wake-up needed
-                _release(waiter)
-            else:
-                loop.call_soon_threadsafe(_release, waiter)
-
-        self.add_done_callback(wake)
-        yield from waiter.__await__()
+        if not self.done():
+            yield from until_done(self).__await__()
         return self.result()
+
+
+def until_done(future: concurrent.futures.Future[Any]) -> asyncio.Future[None]:
+    """A future of the running loop that completes once ``future`` is done (whichever thread completes it)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: concurrent.futures.Future[Any]) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:  # completed on this very loop: no cross-thread wake-up needed
+            _release(waiter)
+        else:
+            loop.call_soon_threadsafe(_release, waiter)
+
+    future.add_done_callback(wake)
+    return waiter
 
 
 def _release(waiter: asyncio.Future[None]) -> None:
