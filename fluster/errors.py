@@ -5,6 +5,7 @@
     FlusterError
       ProtocolError        undecodable or unexpected message
       ClusterUnavailable   no responders / cannot connect
+        NobodyListening    nothing was subscribed to the subject a request went to
       FlusterTimeout       also a TimeoutError
       JobError
         JobNotFound
@@ -20,6 +21,7 @@
         RemoteError        a remote exception whose type could not be rebuilt here
       TaskLost             a task's executor died more often than its retries allow
       ObjectLost           a stored object is gone and cannot be rebuilt
+      LeadershipLost       this controller no longer holds the lease: it stops acting and stands by
 
 A user exception raised remotely comes back as its own type, with the remote traceback text attached as its
 ``__cause__`` (a ``RemoteTraceback``) and as ``remote_traceback``.
@@ -46,6 +48,10 @@ class ProtocolError(FlusterError):
 
 class ClusterUnavailable(FlusterError):
     """Nothing answers: no NATS server, no controller, or no worker at the subject."""
+
+
+class NobodyListening(ClusterUnavailable):
+    """A request found nothing subscribed to its subject (the server said so at once: it is reachable)."""
 
 
 class FlusterTimeout(FlusterError, TimeoutError):
@@ -132,6 +138,10 @@ class ObjectLost(FlusterError, LookupError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.key, str(self)))
+
+
+class LeadershipLost(FlusterError):
+    """This controller's lease lapsed or another controller holds it: it must stop acting (and stand by)."""
 
 
 class RemoteTraceback(Exception):

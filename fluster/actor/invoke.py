@@ -18,7 +18,7 @@ import anyio
 
 from fluster.actor import wire
 from fluster.actor.threads import ThreadRunner
-from fluster.errors import UnknownActorMethod, to_wire
+from fluster.errors import ProtocolError, UnknownActorMethod, to_wire
 from fluster.protocol.codec import encode
 
 if TYPE_CHECKING:
@@ -78,13 +78,32 @@ class Invoker:
         )
 
     async def reply_for(self, data: bytes) -> Reply:
-        """The reply to one request."""
-        method_name = "?"
+        """The reply to one request (decoded here)."""
         try:
-            method_name, args_bytes, ref = wire.decode_request(data)
+            call = wire.decode_request(data)
+        except ProtocolError as exc:
+            return await self.encode(wire.ERROR, encode(to_wire(exc)))
+        status, body = await self.outcome(call)
+        return await self.encode(status, body)
+
+    async def read_args(self, call: wire.Call) -> bytes:
+        """The call's pickled arguments, read from their transfer when they were too large to travel inline.
+
+        Raises:
+            FlusterTimeout: the transfer does not exist, or stopped arriving.
+        """
+        if call.ref is None:
+            return call.args
+        return await self._transfers.get(call.ref)
+
+    async def outcome(self, call: wire.Call, args_bytes: bytes | None = None) -> tuple[int, bytes]:
+        """Run one decoded call: ``(OK, pickled result)`` or ``(ERROR, encoded ErrorInfo)``; never raises for
+        anything the caller sent."""
+        method_name = call.method
+        try:
             method = self._method(method_name)
-            if ref is not None:
-                args_bytes = await self._transfers.get(ref)
+            if args_bytes is None:
+                args_bytes = await self.read_args(call)
             args, kwargs = wire.loads(args_bytes)
             if method.ctx_name is not None:
                 args, kwargs = self._with_context(method, tuple(args), dict(kwargs))
@@ -98,12 +117,12 @@ class Invoker:
                 self._observe(method_name, elapsed)
             else:
                 result = method.fn(*args, **kwargs)
-            return await self._encode(wire.OK, wire.dumps_value(result))
+            return wire.OK, wire.dumps_value(result)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
             log.debug("actor call failed actor=%s method=%s: %r", self.name, method_name, exc)
-            return await self._encode(wire.ERROR, encode(to_wire(exc)))
+            return wire.ERROR, encode(to_wire(exc))
 
     def _runs_inline(self, method: str) -> bool:
         return self._fast_runs.get(method, 0) >= INLINE_AFTER and method not in self._slow
@@ -143,7 +162,7 @@ class Invoker:
         kwargs[method.ctx_name] = self._context
         return args, kwargs
 
-    async def _encode(self, status: int, data: bytes) -> Reply:
+    async def encode(self, status: int, data: bytes) -> Reply:
         limit = self._client.nc.max_payload - wire.ENVELOPE_ROOM
         if len(data) <= limit:
             return Reply(wire.encode_reply(status, data))

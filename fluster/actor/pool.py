@@ -37,7 +37,7 @@ class ClusterResolver:
         self.client = client
         self.call_timeout = call_timeout
         self._mux = ReplyMux(client.nc)
-        self.transfers = Transfers(client.nc, client.subjects)
+        self.transfers = Transfers(client.nc, client.subjects, client.assets.repair)
 
     async def lookup(self, name: str) -> ActorPool:
         """The pool of actor ``name`` with its endpoints as of now (maybe none yet: see ``wait_for_size``)."""
@@ -75,7 +75,7 @@ class ClusterResolver:
             msg = await self._mux.request(subject, wire.encode_request(method, payload), timeout_s)
         except (NoResponders, ReplyTimeout) as exc:
             raise self._error(exc, actor, method, timeout_s) from None
-        return await self._decode(msg)
+        return await self.decode(msg)
 
     async def send(
         self,
@@ -84,15 +84,24 @@ class ClusterResolver:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout_s: float | None,
+        call_id: str | None = None,
     ) -> Pending:
-        """Publish one call and return its pending reply, for ``result`` to decode (broadcasts use it)."""
+        """Publish one call and return its pending reply, for ``result`` to decode (broadcasts use it).
+        With a ``call_id`` the call is tracked (see ``fluster.actor.tracked``)."""
         payload = wire.dumps_args(args, kwargs)
         if len(payload) > self.client.nc.max_payload - wire.ENVELOPE_ROOM:
-            return await self._send_large(subject, method, payload, timeout_s)
-        return Pending(await self._mux.send(subject, wire.encode_request(method, payload), timeout_s), None)
+            return await self._send_large(subject, method, payload, timeout_s, call_id)
+        request = wire.encode_request(method, payload, None, call_id)
+        return Pending(await self._mux.send(subject, request, timeout_s), None)
 
     def send_now(
-        self, subject: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: float | None
+        self,
+        subject: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout_s: float | None,
+        call_id: str | None = None,
     ) -> Pending | None:
         """``send`` without awaiting (for callbacks on the loop), or None, having sent nothing, when it cannot:
         large arguments, or a connection that cannot take the write now."""
@@ -101,8 +110,17 @@ class ClusterResolver:
         payload = wire.dumps_args(args, kwargs)
         if len(payload) > self.client.nc.max_payload - wire.ENVELOPE_ROOM:
             return None
-        future = self._mux.send_now(subject, wire.encode_request(method, payload), timeout_s)
+        future = self._mux.send_now(subject, wire.encode_request(method, payload, None, call_id), timeout_s)
         return None if future is None else Pending(future, None)
+
+    async def probe(self, subject: str, call_id: str, timeout_s: float) -> Msg:
+        """Ask the server of ``subject`` about tracked call ``call_id``.
+
+        Raises:
+            NoResponders: nothing serves the subject.
+            ReplyTimeout: no answer within ``timeout_s``.
+        """
+        return await self._mux.request(subject, wire.encode_request(wire.PROBE, b"", None, call_id), timeout_s)
 
     async def result(self, pending: Pending, actor: str, method: str, timeout_s: float | None) -> Any:
         """Wait for a reply from ``send`` and return the method's result (raising as ``call`` does)."""
@@ -112,16 +130,18 @@ class ClusterResolver:
             if pending.ref is not None and isinstance(exc, NoResponders):  # nobody will read it
                 await self.transfers.drop(pending.ref)
             raise self._error(exc, actor, method, timeout_s) from None
-        return await self._decode(msg)
+        return await self.decode(msg)
 
-    async def _send_large(self, subject: str, method: str, payload: bytes, timeout_s: float | None) -> Pending:
+    async def _send_large(
+        self, subject: str, method: str, payload: bytes, timeout_s: float | None, call_id: str | None = None
+    ) -> Pending:
         # The request goes first, so the server reads the chunks while they are still being written.
         ref = await self.transfers.reserve(len(payload))
-        future = await self._mux.send(subject, wire.encode_request(method, b"", ref), timeout_s)
+        future = await self._mux.send(subject, wire.encode_request(method, b"", ref, call_id), timeout_s)
         await self.transfers.send(ref, payload)
         return Pending(future, ref)
 
-    async def _decode(self, msg: Msg) -> Any:
+    async def decode(self, msg: Msg) -> Any:
         status, data, ref = wire.decode_reply(msg.data)
         if ref is not None:
             data = await self.transfers.get(ref)

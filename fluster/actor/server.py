@@ -11,9 +11,10 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -21,11 +22,14 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from fluster.actor import registry
+from fluster.actor import registry, wire
+from fluster.actor.calls import CallLog
 from fluster.actor.invoke import Invoker
 from fluster.actor.transfer import Transfers
 from fluster.bus.publish import Publisher
+from fluster.errors import ProtocolError, to_wire
 from fluster.protocol.actor_messages import EndpointRecord
+from fluster.protocol.codec import encode
 from fluster.protocol.ids import EndpointId, new_endpoint_id, validate_name
 from fluster.protocol.messages import now_ms
 
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 2.0
+MAX_READS = 64  # calls of one actor reading their arguments from transfers at once
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class _Dispatcher:
     one go, so a burst of calls is answered in one loop iteration and one socket write. The handler tasks
     are plain asyncio tasks in an asyncio ``TaskGroup`` that ``run`` owns (anyio's ``start_soon`` costs ~4x
     more per call); cancelling ``run`` cancels them.
+
+    A call whose arguments come through a transfer reads them before it takes a slot (bounded separately by
+    ``MAX_READS``), so requests naming transfers that never come cannot hold the actor's slots. Tracked calls
+    (with a call id) are answered from the ``CallLog`` when they are probes or copies.
     """
 
     def __init__(self, nc: NATS, invoker: Invoker, transfers: Transfers, max_concurrency: int) -> None:
@@ -84,6 +93,8 @@ class _Dispatcher:
         self._transfers = transfers
         self.invoker = invoker
         self._limiter = anyio.Semaphore(max_concurrency)
+        self._reads = anyio.Semaphore(MAX_READS)
+        self._calls = CallLog()
         self._handlers: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
 
@@ -99,31 +110,93 @@ class _Dispatcher:
     async def dispatch(self, msg: Msg) -> None:
         await self._ready.wait()
         try:
+            call = wire.decode_request(msg.data)
+        except ProtocolError as exc:
+            self._spawn(self._reply(msg.reply, wire.ERROR, encode(to_wire(exc))))
+            return
+        if call.call_id is not None and self._answered(call, msg.reply):
+            return
+        if call.ref is not None:
+            await self._reads.acquire()
+            if not self._spawn(self._read_then_run(call, msg.reply)):
+                self._reads.release()
+            return
+        try:
             self._limiter.acquire_nowait()
         except anyio.WouldBlock:
             await self._limiter.acquire()  # holds back this subscription's queue: backpressure
+        if not self._spawn(self._handle(call, msg.reply, call.args)):
+            self._limiter.release()  # stopping: the caller gets no reply and times out (or probes)
+
+    def _answered(self, call: wire.Call, reply: str) -> bool:
+        """Answer a probe, or a copy of a tracked call seen before; False for a tracked call to run now."""
+        call_id = call.call_id
+        assert call_id is not None
+        finished = self._calls.finished(call_id)
+        if finished is not None:
+            self._spawn(self._reply(reply, *finished))
+            return True
+        if self._calls.running(call_id):
+            if call.method == wire.PROBE:
+                self._spawn(self._reply(reply, wire.RUNNING, b""))
+            else:
+                self._calls.join(call_id, reply)
+            return True
+        if call.method == wire.PROBE:
+            self._spawn(self._reply(reply, wire.UNKNOWN, b""))
+            return True
+        self._calls.start(call_id, reply)
+        return False
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
         handlers = self._handlers
         if handlers is not None:
-            handle = self._handle(msg)
             try:
-                handlers.create_task(handle)
-                return
+                handlers.create_task(coro)
+                return True
             except RuntimeError:  # the task group is shutting down
-                handle.close()
-        self._limiter.release()  # stopping: the caller gets no reply and times out
+                pass
+        coro.close()
+        return False
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _read_then_run(self, call: wire.Call, reply: str) -> None:
         try:
-            reply = await self.invoker.reply_for(msg.data)
+            args = await self.invoker.read_args(call)
+        except Exception as exc:  # the transfer never came, or broke off
+            await self._finish(call, reply, wire.ERROR, encode(to_wire(exc)))
+            return
+        finally:
+            self._reads.release()
+        await self._limiter.acquire()
+        await self._handle(call, reply, args)
+
+    async def _handle(self, call: wire.Call, reply: str, args: bytes) -> None:
+        try:
+            status, data = await self.invoker.outcome(call, args)
+        except BaseException:
+            if call.call_id is not None:
+                self._calls.abandon(call.call_id)
+            raise
         finally:
             self._limiter.release()
-        if not msg.reply:
+        await self._finish(call, reply, status, data)
+
+    async def _finish(self, call: wire.Call, reply: str, status: int, data: bytes) -> None:
+        if call.call_id is None:
+            await self._reply(reply, status, data)
+            return
+        for subject in self._calls.finish(call.call_id, status, data):
+            await self._reply(subject, status, data)
+
+    async def _reply(self, subject: str, status: int, data: bytes) -> None:
+        if not subject:
             return
         try:
-            await self._publisher.publish(msg.reply, reply.body)
+            reply = await self.invoker.encode(status, data)
+            await self._publisher.publish(subject, reply.body)
             if reply.ref is not None:  # after the reply, so the caller reads while the chunks are written
                 await self._transfers.send(reply.ref, reply.large)
-        except Exception as exc:  # a connection going away: the caller times out
+        except Exception as exc:  # a connection going away: the caller times out (or probes)
             log.warning("cannot reply actor=%s: %r", self.invoker.name, exc)
 
 

@@ -9,41 +9,35 @@ without its metadata, digest and per-chunk round trips, which cost more than the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 
-from fluster.bus.blobs import publish_chunks, read_chunks
+from fluster.bus.blobs import NoStream, publish_chunks, read_chunks
 from fluster.errors import ProtocolError
-from fluster.protocol.subjects import (
-    Subjects,
-    actor_transfer_all,
-    actor_transfer_stream,
-    actor_transfer_subject,
-)
+from fluster.protocol.subjects import Subjects, actor_transfer_stream, actor_transfer_subject
 
 log = logging.getLogger(__name__)
 
-TRANSFER_MAX_AGE_S = 15 * 60.0  # a transfer nobody read within this is garbage
 TRANSFER_TIMEOUT_S = 60.0  # no progress for this long fails a transfer
+FIRST_CHUNK_S = 10.0  # a transfer whose first chunk has not come within this does not exist
+MAX_TRANSFER = 1 << 40
 MAX_CHUNK = 4 * 1024 * 1024
 
 
 class Transfers:
-    """Puts and gets large values for one connection and namespace; create the stream lazily, once."""
+    """Puts and gets large values for one connection and namespace (the stream is one of ``ensure_assets``'s;
+    when it is missing, a server restart having dropped it, ``repair`` puts it back and the write is retried)."""
 
-    def __init__(self, nc: NATS, subjects: Subjects) -> None:
+    def __init__(self, nc: NATS, subjects: Subjects, repair: Callable[[], Awaitable[object]] | None = None) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self._subjects = subjects
         self._stream = actor_transfer_stream(subjects)
-        self._ready = False
-        self._lock = asyncio.Lock()
+        self._repair = repair
 
     async def reserve(self, size: int) -> str:
         """A reference for a ``size``-byte value, to send (``<id>:<chunks>:<size>``) before the value itself.
@@ -51,7 +45,6 @@ class Transfers:
         The reader may start reading as soon as it has the reference: ``send`` then streams the chunks to
         it through the stream, so writing and reading overlap instead of adding up.
         """
-        await self._ensure_stream()
         chunk = self._chunk()
         return f"{uuid.uuid4().hex}:{(size + chunk - 1) // chunk}:{size}"
 
@@ -66,9 +59,16 @@ class Transfers:
         if size != len(data) or count != (size + self._chunk() - 1) // self._chunk():
             raise ValueError(f"transfer {ref!r} was reserved for another size than {len(data)}")
         subject = actor_transfer_subject(self._subjects, transfer_id)
-        await publish_chunks(
-            self._nc, subject, data, self._chunk(), timeout=TRANSFER_TIMEOUT_S, what="the transfer stream"
-        )
+        for attempt in range(2):
+            try:
+                await publish_chunks(
+                    self._nc, subject, data, self._chunk(), timeout=TRANSFER_TIMEOUT_S, what="the transfer stream"
+                )
+                return
+            except NoStream:
+                if attempt or self._repair is None:
+                    raise
+                await self._repair()  # the stream is gone (a restarted server): put it back, send again
 
     async def put(self, data: bytes) -> str:
         """Store ``data`` and return its reference."""
@@ -81,12 +81,18 @@ class Transfers:
 
         Raises:
             ProtocolError: ``ref`` is not a transfer reference.
-            FlusterTimeout: its chunks stopped arriving (or it was reaped).
+            FlusterTimeout: its chunks did not start within ``FIRST_CHUNK_S`` (it does not exist), or stopped.
         """
         transfer_id, count, size = _parse(ref)
         subject = actor_transfer_subject(self._subjects, transfer_id)
         data = await read_chunks(
-            self._js, subject, count, size, timeout=TRANSFER_TIMEOUT_S, what=f"transfer {transfer_id}"
+            self._js,
+            subject,
+            count,
+            size,
+            timeout=TRANSFER_TIMEOUT_S,
+            first_timeout=FIRST_CHUNK_S,
+            what=f"transfer {transfer_id}",
         )
         await self.drop(ref)
         return data
@@ -101,30 +107,13 @@ class Transfers:
     def _chunk(self) -> int:
         return max(1, min(MAX_CHUNK, self._nc.max_payload - 1024))
 
-    async def _ensure_stream(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if self._ready:
-                return
-            config = StreamConfig(
-                name=self._stream,
-                subjects=[actor_transfer_all(self._subjects)],
-                storage=StorageType.MEMORY,
-                retention=RetentionPolicy.LIMITS,
-                max_age=TRANSFER_MAX_AGE_S,
-                max_msg_size=-1,
-            )
-            try:
-                await self._js.add_stream(config)
-            except BadRequestError:  # exists with another config: use it as it is
-                await self._js.stream_info(self._stream)
-            self._ready = True
-
 
 def _parse(ref: str) -> tuple[str, int, int]:
     try:
         transfer_id, count, size = ref.split(":")
-        return transfer_id, int(count), int(size)
+        parsed = transfer_id, int(count), int(size)
     except ValueError as exc:
-        raise ProtocolError(f"not a transfer reference: {ref!r}") from exc
+        raise ProtocolError(f"not a transfer reference: {ref[:100]!r}") from exc
+    if not 0 <= parsed[2] <= MAX_TRANSFER or not 0 <= parsed[1] <= parsed[2] + 1:
+        raise ProtocolError(f"transfer reference {ref[:100]!r} names an impossible size")
+    return parsed

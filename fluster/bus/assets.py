@@ -1,22 +1,39 @@
-"""The JetStream assets of a namespace (KV buckets, the logs stream, the object store), created idempotently."""
+"""The JetStream assets of a namespace (KV buckets, streams, the object store), created idempotently, and put
+back when they go missing.
+
+Assets can disappear under a running cluster: a single nats-server restart drops every memory-storage asset
+(the endpoints bucket, the actor-transfers stream), and an operator can delete a bucket. ``Assets.repair``
+re-creates whatever is missing; ``bus.retry.with_retries`` calls it when an operation fails the way a missing
+stream fails, and ``watch_reconnects`` calls it after every reconnect, so every component recovers on its own
+once the server is back.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from fluster.protocol.subjects import Subjects
+from fluster.protocol.subjects import Subjects, actor_transfer_all, actor_transfer_stream
+
+log = logging.getLogger(__name__)
 
 LOG_MAX_AGE_S = 7 * 24 * 3600
 OBJECT_TTL_S = 7 * 24 * 3600
 LEADER_LEASE_S = 10.0  # a controller that stops refreshing its lease for this long is replaced
 ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
+TRANSFER_MAX_AGE_S = 15 * 60.0  # an actor transfer nobody read within this is garbage
+REPAIR_INTERVAL_S = 1.0  # missing assets are looked for at most this often per process
 
 
 @dataclass
@@ -24,13 +41,67 @@ class Assets:
     jobs: KeyValue
     workers: KeyValue
     endpoints: KeyValue
+    entrypoints: KeyValue
     objects: ObjectStore
     leader: KeyValue
     logs_stream: str
+    transfers_stream: str
+    _js: JetStreamContext = field(repr=False)
+    _subjects: Subjects = field(repr=False)
+    _replicas: int | None = field(repr=False, default=None)
+    _last_repair: float = field(repr=False, default=0.0)
+    _repairing: asyncio.Future[set[str]] | None = field(repr=False, default=None)
+    _on_recreated: list[Callable[[set[str]], Awaitable[None]]] = field(repr=False, default_factory=list)
+
+    async def repair(self, force: bool = False) -> set[str]:
+        """Re-create every asset that is missing; the names of those it re-created (empty when none was).
+
+        At most one repair runs at a time, and (unless ``force``) one per ``REPAIR_INTERVAL_S``: callers that
+        fail together share it. Never raises for a server that does not answer: the next call tries again.
+        """
+        if self._repairing is not None:
+            return await asyncio.shield(self._repairing)
+        if not force and time.monotonic() - self._last_repair < REPAIR_INTERVAL_S:
+            return set()
+        self._last_repair = time.monotonic()
+        self._repairing = asyncio.get_running_loop().create_future()
+        recreated: set[str] = set()
+        try:
+            recreated = await _recreate_missing(self._js, self._subjects, self._replicas)
+            if recreated:
+                log.warning("re-created missing JetStream assets: %s", ", ".join(sorted(recreated)))
+                for hook in self._on_recreated:
+                    await hook(recreated)
+        except Exception as exc:  # the server is not answering yet: a later failure repairs again
+            log.info("asset repair failed: %r", exc)
+        finally:
+            self._repairing.set_result(recreated)
+            self._repairing = None
+        return recreated
+
+    def on_recreated(self, hook: Callable[[set[str]], Awaitable[None]]) -> None:
+        """Call ``hook(names)`` after a repair re-created assets (the controller rewrites a lost jobs bucket)."""
+        self._on_recreated.append(hook)
+
+
+def watch_reconnects(nc: NATS, assets: Assets) -> None:
+    """Repair ``assets`` after each reconnect of ``nc`` (a restarted server has lost its memory assets)."""
+    previous = nc._reconnected_cb
+    tasks: set[asyncio.Task[set[str]]] = set()
+
+    async def reconnected() -> None:
+        if previous is not None:
+            await previous()
+        # not awaited here: nats-py awaits this callback inside its reconnect routine
+        task = asyncio.ensure_future(assets.repair(force=True))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    nc._reconnected_cb = reconnected
 
 
 async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int | None = None) -> Assets:
-    """Create (or bind) the namespace's buckets, stream and object store; safe to call from every process.
+    """Create (or bind) the namespace's buckets, streams and object store; safe to call from every process.
 
     ``replicas``: the JetStream replica count to create (or raise) the assets with, on a NATS cluster. None
     (clients, workers) creates missing assets with one replica and leaves existing ones as they are; the
@@ -38,18 +109,31 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
     a server.
     """
     r = replicas or 1
-    jobs = await _kv(
-        js,
+    made: dict[str, KeyValue] = {}
+    for config in _kv_configs(subjects, r):
+        made[config.bucket] = await _kv(js, config, replicas)
+    for stream in _stream_configs(subjects, r):
+        await _stream(js, stream, replicas)
+    objects = await _object_store(js, subjects.object_bucket, replicas)
+    return Assets(
+        jobs=made[subjects.jobs_bucket],
+        workers=made[subjects.workers_bucket],
+        endpoints=made[subjects.endpoints_bucket],
+        entrypoints=made[subjects.entrypoints_bucket],
+        objects=objects,
+        leader=made[subjects.leader_bucket],
+        logs_stream=subjects.logs_stream,
+        transfers_stream=actor_transfer_stream(subjects),
+        _js=js,
+        _subjects=subjects,
+        _replicas=replicas,
+    )
+
+
+def _kv_configs(subjects: Subjects, r: int) -> list[KeyValueConfig]:
+    return [
         KeyValueConfig(bucket=subjects.jobs_bucket, history=5, storage=StorageType.FILE, direct=True, replicas=r),
-        replicas,
-    )
-    workers = await _kv(
-        js,
         KeyValueConfig(bucket=subjects.workers_bucket, history=1, storage=StorageType.FILE, direct=True, replicas=r),
-        replicas,
-    )
-    endpoints = await _kv(
-        js,
         KeyValueConfig(
             bucket=subjects.endpoints_bucket,
             history=1,
@@ -59,10 +143,18 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
             direct=True,  # actor lookups read every endpoint of a name in one batched direct get
             replicas=r,
         ),
-        replicas,
-    )
-    await _stream(
-        js,
+        # a job's entrypoint, written once by its submitter and read by its worker: job records stay small
+        KeyValueConfig(
+            bucket=subjects.entrypoints_bucket, history=1, storage=StorageType.FILE, direct=True, replicas=r
+        ),
+        KeyValueConfig(
+            bucket=subjects.leader_bucket, history=1, ttl=LEADER_LEASE_S, storage=StorageType.FILE, replicas=r
+        ),
+    ]
+
+
+def _stream_configs(subjects: Subjects, r: int) -> list[StreamConfig]:
+    return [
         StreamConfig(
             name=subjects.logs_stream,
             subjects=[subjects.logs_all],
@@ -71,24 +163,43 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
             allow_direct=True,
             num_replicas=r,
         ),
-        replicas,
-    )
-    objects = await _object_store(js, subjects.object_bucket, replicas)
-    leader = await _kv(
-        js,
-        KeyValueConfig(
-            bucket=subjects.leader_bucket, history=1, ttl=LEADER_LEASE_S, storage=StorageType.FILE, replicas=r
+        # large actor arguments and results: memory, because they live for one call (re-created by repair
+        # after a server restart, like the endpoints bucket)
+        StreamConfig(
+            name=actor_transfer_stream(subjects),
+            subjects=[actor_transfer_all(subjects)],
+            storage=StorageType.MEMORY,
+            retention=RetentionPolicy.LIMITS,
+            max_age=TRANSFER_MAX_AGE_S,
+            max_msg_size=-1,
+            num_replicas=r,
         ),
-        replicas,
-    )
-    return Assets(
-        jobs=jobs,
-        workers=workers,
-        endpoints=endpoints,
-        objects=objects,
-        logs_stream=subjects.logs_stream,
-        leader=leader,
-    )
+    ]
+
+
+async def _recreate_missing(js: JetStreamContext, subjects: Subjects, replicas: int | None) -> set[str]:
+    r = replicas or 1
+    recreated: set[str] = set()
+    for config in _kv_configs(subjects, r):
+        if not await _exists(js, f"KV_{config.bucket}"):
+            await _kv(js, config, replicas)
+            recreated.add(config.bucket)
+    for stream in _stream_configs(subjects, r):
+        if not await _exists(js, stream.name or ""):
+            await _stream(js, stream, replicas)
+            recreated.add(stream.name or "")
+    if not await _exists(js, f"OBJ_{subjects.object_bucket}"):
+        await _object_store(js, subjects.object_bucket, replicas)
+        recreated.add(subjects.object_bucket)
+    return recreated
+
+
+async def _exists(js: JetStreamContext, stream: str) -> bool:
+    try:
+        await js.stream_info(stream)
+    except NotFoundError:
+        return False
+    return True
 
 
 async def _kv(js: JetStreamContext, config: KeyValueConfig, replicas: int | None) -> KeyValue:

@@ -21,8 +21,8 @@ import anyio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError, ObjectNotFoundError
-from nats.js.kv import MSG_ROLLUP_SUBJECT
+from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.kv import MSG_ROLLUP_SUBJECT, KeyValue
 from nats.js.object_store import (
     OBJ_CHUNKS_PRE_TEMPLATE,
     OBJ_DIGEST_TEMPLATE,
@@ -30,8 +30,10 @@ from nats.js.object_store import (
     ObjectStore,
 )
 
+from fluster.bus.retry import with_retries
 from fluster.errors import FlusterError, FlusterTimeout
 from fluster.protocol.messages import Payload
+from fluster.protocol.subjects import entrypoint_object
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ STALL_CHECK_S = 1.0  # a read whose chunks pause this long checks that the objec
 
 class BlobNotFound(FlusterError, LookupError):
     """The referenced object is not (or no longer) in the object store."""
+
+
+class NoStream(FlusterError):
+    """Chunks were published to a subject no stream stores (the stream is gone)."""
 
 
 async def put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
@@ -136,6 +142,7 @@ async def read_chunks(
     timeout: float,
     what: str,
     still_there: Callable[[], Awaitable[bool]] | None = None,
+    first_timeout: float | None = None,
 ) -> bytes:
     """Read ``count`` chunks stored on ``subject`` (an ordered consumer: one stream of deliveries) and join them.
     Whenever chunks pause for a second, ``still_there()`` (if given) is asked whether they can still come.
@@ -151,16 +158,17 @@ async def read_chunks(
         try:
             waited = 0.0
             while len(parts) < count:
-                wait = min(STALL_CHECK_S, timeout - waited) if still_there is not None else timeout
+                limit = first_timeout if first_timeout is not None and not parts else timeout
+                wait = min(STALL_CHECK_S, limit - waited) if still_there is not None else limit - waited
                 try:
                     msg = await sub.next_msg(timeout=wait)
                 except TimeoutError as exc:  # nats-py's TimeoutError subclasses the builtin
                     waited += wait
                     if still_there is not None and not await still_there():
                         raise BlobNotFound(f"{what} was deleted while it was read") from exc
-                    if waited >= timeout:
+                    if waited >= limit:
                         raise FlusterTimeout(
-                            f"{what}: chunk {len(parts) + 1} of {count} did not arrive within {timeout:g}s"
+                            f"{what}: chunk {len(parts) + 1} of {count} did not arrive within {limit:g}s"
                         ) from exc
                     continue
                 waited = 0.0
@@ -189,12 +197,38 @@ async def to_payload(objects: ObjectStore, name: str, data: bytes, limit: int = 
     return Payload(ref=name, size=len(data))
 
 
-async def from_payload(objects: ObjectStore, payload: Payload) -> bytes:
+async def from_payload(objects: ObjectStore, payload: Payload, entries: KeyValue | None = None) -> bytes:
+    """The bytes a payload stands for, read from where it says they are.
+
+    Raises:
+        BlobNotFound: the object or entry it names is gone.
+    """
     if payload.inline is not None:
         return payload.inline
+    if payload.entry is not None:
+        if entries is None:
+            raise BlobNotFound(f"entry {payload.entry!r} is in the entrypoints bucket, which was not given")
+        try:
+            entry = await with_retries(lambda: entries.get(payload.entry or ""), f"read entry {payload.entry}")
+        except (KeyNotFoundError, NotFoundError) as exc:
+            raise BlobNotFound(f"entry {payload.entry!r} not found") from exc
+        if entry.operation in ("DEL", "PURGE") or entry.value is None:
+            raise BlobNotFound(f"entry {payload.entry!r} not found")
+        return bytes(entry.value)
     if payload.ref is None:
         return b""
     return await get_blob(objects, payload.ref)
+
+
+async def store_entrypoint(objects: ObjectStore, entries: KeyValue, token: str, data: bytes) -> Payload:
+    """Store a job's entrypoint where its worker reads it: a key of the entrypoints bucket named by the
+    submission's token, or (when large) an object of the same name. Job records carry only the reference."""
+    if len(data) <= INLINE_LIMIT:
+        await with_retries(lambda: entries.put(token, data), "store the entrypoint")
+        return Payload(entry=token, size=len(data))
+    name = entrypoint_object(token)
+    await put_blob(objects, name, data)
+    return Payload(ref=name, size=len(data))
 
 
 async def publish_chunks(nc: NATS, subject: str, data: bytes, chunk: int, *, timeout: float, what: str) -> int:
@@ -235,6 +269,8 @@ async def publish_chunks(nc: NATS, subject: str, data: bytes, chunk: int, *, tim
     finally:
         await sub.unsubscribe()
     if failure:
+        if failure[0] == "status 503":
+            raise NoStream(f"{what} does not exist (no stream stores its subject)")
         raise FlusterError(f"{what} rejected a chunk: {failure[0]}")
     if acked < count:
         raise FlusterTimeout(f"{what} acknowledged {acked} of {count} chunks in {timeout:g}s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -19,6 +20,8 @@ from fluster.errors import ProtocolError
 from fluster.protocol.codec import decode
 
 M = TypeVar("M", bound=BaseModel)
+
+log = logging.getLogger(__name__)
 
 _DELETED = ("DEL", "PURGE")
 _DIRECT_BATCH = 10_000
@@ -36,16 +39,44 @@ async def get_model(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | N
     return decode(entry.value, model), int(entry.revision or 0)
 
 
-async def snapshot(kv: KeyValue, model: type[M], pattern: str = ">") -> dict[str, M]:
+async def snapshot(
+    kv: KeyValue, model: type[M], pattern: str = ">", corrupt: dict[str, bytes] | None = None
+) -> dict[str, M]:
     """Every live key matching ``pattern`` with its decoded value.
 
     One batched direct get (``multi_last``) when the bucket allows direct gets, else one pass of a watcher.
+    A value that does not decode is left out and logged; with ``corrupt``, its key and bytes are put there,
+    for the caller to repair or quarantine.
     """
-    found = await _direct_snapshot(kv, model, pattern)
-    return found if found is not None else await _watch_snapshot(kv, model, pattern)
+    found = await _direct_snapshot(kv, model, pattern, corrupt)
+    return found if found is not None else await _watch_snapshot(kv, model, pattern, corrupt)
 
 
-async def _direct_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[str, M] | None:
+async def latest_valid(kv: KeyValue, key: str, model: type[M]) -> M | None:
+    """The newest revision of ``key`` in its history that decodes as ``model`` (None when there is none)."""
+    try:
+        entries = await with_retries(lambda: kv.history(key), f"history of {key}")
+    except (KeyNotFoundError, NotFoundError):
+        return None
+    for entry in reversed(entries):
+        if entry.operation in _DELETED or not entry.value:
+            return None  # deleted after its last good value: absent, not corrupt
+        try:
+            return decode(entry.value, model)
+        except ProtocolError:
+            continue
+    return None
+
+
+def _corrupt(corrupt: dict[str, bytes] | None, key: str, data: bytes, exc: ProtocolError) -> None:
+    log.error("undecodable value at key %s (%d bytes): %s", key, len(data), str(exc)[:200])
+    if corrupt is not None:
+        corrupt[key] = data
+
+
+async def _direct_snapshot(
+    kv: KeyValue, model: type[M], pattern: str, corrupt: dict[str, bytes] | None
+) -> dict[str, M] | None:
     """None when the bucket has no direct gets or holds more than one batch (the caller then watches)."""
     nc = kv._js._nc
     inbox = nc.new_inbox()
@@ -72,13 +103,13 @@ async def _direct_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[s
                 key = headers.get("Nats-Subject", "")[len(prefix) :]
                 try:
                     found[key] = decode(msg.data, model)
-                except ProtocolError:
-                    continue  # a foreign or corrupt entry is not ours to list
+                except ProtocolError as exc:
+                    _corrupt(corrupt, key, msg.data, exc)
     finally:
         await sub.unsubscribe()
 
 
-async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[str, M]:
+async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str, corrupt: dict[str, bytes] | None) -> dict[str, M]:
     watcher = await with_retries(lambda: kv.watch(pattern), f"watch {pattern}")
     found: dict[str, M] = {}
     try:
@@ -90,8 +121,8 @@ async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str) -> dict[st
                 continue
             try:
                 found[entry.key] = decode(entry.value, model)
-            except ProtocolError:
-                continue
+            except ProtocolError as exc:
+                _corrupt(corrupt, entry.key, entry.value, exc)
     finally:
         await _stop(watcher)
     return found

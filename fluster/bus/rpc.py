@@ -7,6 +7,7 @@ does not decode gets a ``ProtocolError`` reply. Nothing a peer sends can stop th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -17,7 +18,7 @@ from nats.errors import ConnectionClosedError, ConnectionDrainingError, NoRespon
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel
 
-from fluster.errors import ClusterUnavailable, FlusterTimeout, ProtocolError, from_wire, to_wire
+from fluster.errors import ClusterUnavailable, FlusterTimeout, NobodyListening, ProtocolError, from_wire, to_wire
 from fluster.protocol.codec import ERROR_HEADERS, decode, encode, is_error_reply
 from fluster.protocol.messages import ErrorInfo
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
+
+MAX_ERROR_REPLY = 256 * 1024  # an error reply larger than this is cut (it must fit any server's max_payload)
 
 
 async def request(
@@ -41,7 +44,7 @@ async def request(
     try:
         msg = await nc.request(subject, encode(message), timeout=timeout)
     except NoRespondersError as exc:
-        raise ClusterUnavailable(f"nothing answers {what or subject}") from exc
+        raise NobodyListening(f"nothing answers {what or subject}") from exc
     except NatsTimeout as exc:
         raise FlusterTimeout(f"no reply from {what or subject} within {timeout:g}s") from exc
     except (ConnectionClosedError, ConnectionDrainingError) as exc:
@@ -63,7 +66,53 @@ async def respond(msg: Msg, message: BaseModel) -> None:
 
 async def respond_error(msg: Msg, exc: BaseException) -> None:
     if msg.reply:
-        await msg._client.publish(msg.reply, encode(to_wire(exc)), headers=ERROR_HEADERS)
+        await msg._client.publish(msg.reply, encode_error(exc), headers=ERROR_HEADERS)
+
+
+def encode_error(exc: BaseException, limit: int = MAX_ERROR_REPLY) -> bytes:
+    """An error reply's body, cut to ``limit`` bytes: an error about a huge request must still fit a message."""
+    data = encode(to_wire(exc))
+    if len(data) <= limit:
+        return data
+    info = to_wire(exc)
+    cut = limit // 4
+    short = ErrorInfo(
+        type_name=info.type_name[:256],
+        message=_cut(info.message, cut),
+        traceback=_cut(info.traceback, cut),
+        code=info.code[:64],
+    )
+    return encode(short)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 40]}... ({len(text) - limit + 40} characters cut)"
+
+
+class RateLimitedLog:
+    """Logs a warning at most ``per_minute`` times a minute per kind; counts the rest and says how many."""
+
+    def __init__(self, logger: logging.Logger, per_minute: int = 10) -> None:
+        self._log = logger
+        self._per_minute = per_minute
+        self._window: dict[str, tuple[float, int, int]] = {}  # kind -> (window start, logged, suppressed)
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        start, logged, suppressed = self._window.get(kind, (now, 0, 0))
+        if now - start >= 60:
+            if suppressed:
+                self._log.warning("%d more %s warning(s) suppressed in the last minute", suppressed, kind)
+            start, logged, suppressed = now, 0, 0
+        if logged < self._per_minute:
+            self._log.warning(message, *args)
+            logged += 1
+        else:
+            suppressed += 1
+        self._window[kind] = (start, logged, suppressed)
+
+
+_warnings = RateLimitedLog(log)
 
 
 async def serve_requests(
@@ -73,7 +122,7 @@ async def serve_requests(
     try:
         request_msg = decode(msg.data, model)
     except ProtocolError as exc:
-        log.warning("malformed %s on %s: %s", what, msg.subject, exc)
+        _warnings.warning(f"malformed {what}", "malformed %s on %s: %s", what, msg.subject, str(exc)[:500])
         await _safe_error(msg, exc)
         return
     try:
@@ -81,7 +130,7 @@ async def serve_requests(
     except anyio.get_cancelled_exc_class():
         raise
     except Exception as exc:
-        log.warning("%s failed: %r", what, exc)
+        _warnings.warning(f"failed {what}", "%s failed: %s", what, repr(exc)[:500])
         await _safe_error(msg, exc)
         return
     if reply is not None:
@@ -95,4 +144,4 @@ async def _safe_error(msg: Msg, exc: BaseException) -> None:
     try:
         await respond_error(msg, exc)
     except Exception as send_exc:
-        log.warning("cannot send error reply on %s: %r", msg.subject, send_exc)
+        _warnings.warning("error reply", "cannot send error reply on %s: %r", msg.subject[:200], send_exc)

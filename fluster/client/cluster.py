@@ -20,7 +20,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from fluster.bus.assets import Assets, ensure_assets
-from fluster.bus.blobs import from_payload, to_payload
+from fluster.bus.blobs import from_payload, store_entrypoint
 from fluster.bus.connection import HOW_TO_START, connect
 from fluster.bus.kv import get_model, snapshot, watch_model
 from fluster.bus.rpc import request
@@ -48,7 +48,7 @@ from fluster.protocol.messages import (
     WorkerInfo,
 )
 from fluster.protocol.resources import ResourceSpec
-from fluster.protocol.subjects import Subjects, entrypoint_object
+from fluster.protocol.subjects import Subjects
 from fluster.types import Entrypoint, Environment, JobStatus
 
 log = logging.getLogger(__name__)
@@ -142,11 +142,12 @@ class ClusterClient:
             entrypoint = Entrypoint.from_callable(entrypoint)
         job_id = child_job_id(JobId(self.job.job_id) if self.job else None, name)
         env_spec = await self._environment_spec(environment)
-        payload = await to_payload(self.assets.objects, entrypoint_object(job_id), entrypoint.to_bytes())
+        token = new_token()
+        payload = await store_entrypoint(self.assets.objects, self.assets.entrypoints, token, entrypoint.to_bytes())
         timeout_ms = int(scheduling_timeout * 1000) if scheduling_timeout else None
         message = SubmitJob(
             job_id=job_id,
-            token=new_token(),
+            token=token,
             request=JobRequest(
                 name=name,
                 entrypoint=payload,

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+Shape = tuple[float, int, str, str | None, int]  # cpu, memory, device type, variant (None: any), count
+
 
 @dataclass(frozen=True, slots=True)
 class JobDemand:
@@ -28,7 +30,7 @@ class JobDemand:
     timeout_ms: int | None = None  # None or 0: wait forever
 
     @property
-    def shape(self) -> tuple[float, int, str, str | None, int]:
+    def shape(self) -> Shape:
         return (self.cpu, self.memory, self.device_type, self.variant, self.count)
 
 
@@ -52,6 +54,12 @@ class WorkerSupply:
         self.used_memory += job.memory
         self.used_count += job.count
         self.used_slots += 1
+
+    def release(self, job: JobDemand) -> None:
+        self.used_cpu = max(0.0, self.used_cpu - job.cpu)
+        self.used_memory -= job.memory
+        self.used_count -= job.count
+        self.used_slots -= 1
 
 
 @dataclass
@@ -85,7 +93,7 @@ def find_assignments(pending: Sequence[JobDemand], workers: Sequence[WorkerSuppl
     """
     result = ScheduleResult()
     healthy = [w for w in workers if w.healthy]
-    cursors: dict[tuple[float, int, str, str | None, int], int] = {}
+    cursors: dict[Shape, int] = {}
     for job in pending:
         if is_timed_out(job, now_ms):
             result.timed_out.append(job.job_id)

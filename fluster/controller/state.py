@@ -6,16 +6,13 @@ service only has to persist what these functions return.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from fluster.controller.scheduler import JobDemand, WorkerSupply
+from fluster.controller.scheduler import JobDemand
 from fluster.protocol.messages import (
     AttemptRecord,
     JobRecord,
     JobState,
     JobUpdated,
     SubmitJob,
-    WorkerInfo,
 )
 from fluster.protocol.resources import device_count, device_variant, parse_memory
 
@@ -187,39 +184,6 @@ def demand(record: JobRecord) -> JobDemand:
         queued_at_ms=queued_at_ms(record),
         timeout_ms=record.request.scheduling_timeout_ms,
     )
-
-
-@dataclass
-class WorkerEntry:
-    info: WorkerInfo
-    last_seen: float  # monotonic seconds
-    unhealthy_until: float = 0.0
-
-    def supply(self, now: float) -> WorkerSupply:
-        res = self.info.resources
-        return WorkerSupply(
-            worker_id=self.info.worker_id,
-            cpu=res.cpu,
-            memory=res.memory_bytes,
-            device_type=res.device.type,
-            variant=res.device.variant,
-            count=device_count(res.device),
-            slots=res.max_concurrent_jobs,
-            healthy=now >= self.unhealthy_until,
-        )
-
-
-def supplies(workers: dict[str, WorkerEntry], jobs: dict[str, JobRecord], now: float) -> list[WorkerSupply]:
-    """Each worker's capacity with the jobs assigned to it already committed."""
-    by_id = {wid: entry.supply(now) for wid, entry in workers.items()}
-    for record in jobs.values():
-        current = active_attempt(record)
-        if current is None:
-            continue
-        supply = by_id.get(current.worker_id)
-        if supply is not None:
-            supply.commit(demand(record))
-    return list(by_id.values())
 
 
 def _lost(record: JobRecord, ended: AttemptRecord, now_ms: int, reason: str) -> JobRecord:

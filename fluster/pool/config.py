@@ -21,6 +21,10 @@ class WorkerPoolConfig:
     name_prefix: str = "pool"
     startup_timeout: float | None = 120.0  # entering the pool waits this long for its first executor
     store_results_over: int | None = None  # results whose pickle is larger go to the object store (RemoteRef)
+    # a batch with no reply for this long is probed (a lost request is sent again, a lost reply fetched)
+    probe_interval: float = 5.0
+    # an executor that answers neither a batch nor its probes for this long is killed, its tasks retried
+    unreachable_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from fluster.actor import tracked
 from fluster.actor.pool import ClusterResolver, Pending
-from fluster.errors import ActorNotFound, FlusterTimeout, TaskLost
+from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout, TaskLost
 from fluster.pool.batch import FunctionCache, TaskSpec, decode_outcomes, encode_batch, outcome_value
 from fluster.pool.config import PoolStatus, WorkerPoolConfig
 from fluster.pool.executor import RUN_METHOD
@@ -82,6 +83,7 @@ class WorkerPool:
         self._outstanding = 0
         self._idle = asyncio.Event()
         self._task_seconds: float | None = None
+        self._batch_ids = itertools.count(1)
         self._counts = {"completed": 0, "failed": 0, "retried": 0}
         self._stack: contextlib.AsyncExitStack | None = None
         self._sync_cm: contextlib.AbstractContextManager[WorkerPool] | None = None
@@ -295,8 +297,8 @@ class WorkerPool:
             if not batch:
                 continue
             executor.in_flight += 1
-            started = self._start_batch(executor, batch)
-            running = batches.create_task(self._run_batch(executor, batch, started))
+            call_id, payload, started = self._start_batch(executor, batch)
+            running = batches.create_task(self._run_batch(executor, batch, call_id, payload, started))
             if isinstance(started, Pending):  # a task cancelled before it starts never reads its reply
                 running.add_done_callback(partial(_drop_reply, started))
 
@@ -315,35 +317,48 @@ class WorkerPool:
         ready = sum(e.slots for e in self._fleet.executors.values() if e.ready) or 1
         return max(1, min(MAX_BATCH, len(self._queue), math.ceil(len(self._queue) / (2 * ready))))
 
-    def _start_batch(self, executor: Executor, batch: list[_Task]) -> Pending | bytes:
+    def _start_batch(self, executor: Executor, batch: list[_Task]) -> tuple[str, bytes, Pending | None]:
         """Encode the batch and count the attempt, and send it right away when the connection takes the write
-        now (so the request is out before the loop runs anything else); else its bytes, for ``_run_batch``."""
+        now (so the request is out before the loop runs anything else); else its bytes, for ``_run_batch``.
+        Returns the batch's call id with it: the call is tracked, so a lost request or reply is noticed."""
         payload = self._encode(batch)
+        call_id = f"{self.pool_id}-{next(self._batch_ids)}"
         for task in batch:
             task.attempts += 1
         if batch and self._resolver is not None:
             subject = self.client.subjects.actor(executor.name)
-            sent = self._resolver.send_now(subject, RUN_METHOD, (payload,), {}, None)
-            if sent is not None:
-                return sent
-        return payload
+            sent = self._resolver.send_now(subject, RUN_METHOD, (payload,), {}, None, call_id)
+            return call_id, payload, sent
+        return call_id, payload, None
 
-    async def _run_batch(self, executor: Executor, batch: list[_Task], started: Pending | bytes) -> None:
+    async def _run_batch(
+        self, executor: Executor, batch: list[_Task], call_id: str, payload: bytes, started: Pending | None
+    ) -> None:
         try:
             if not batch:
                 return
             assert self._resolver is not None
             subject = self.client.subjects.actor(executor.name)
             try:
-                if isinstance(started, bytes):
-                    pending = await self._resolver.send(subject, RUN_METHOD, (started,), {}, None)
+                if started is None:
+                    pending = await self._resolver.send(subject, RUN_METHOD, (payload,), {}, None, call_id)
                 else:
                     pending = started
                 if not executor.alive:
                     pending.future.cancel()
                 executor.replies.add(pending.future)
                 try:
-                    reply = await self._resolver.result(pending, executor.name, RUN_METHOD, None)
+                    reply = await tracked.result(
+                        self._resolver,
+                        pending,
+                        subject,
+                        executor.name,
+                        RUN_METHOD,
+                        ((payload,), {}),
+                        call_id,
+                        self.config.probe_interval,
+                        self.config.unreachable_timeout,
+                    )
                 finally:
                     executor.replies.discard(pending.future)
             except asyncio.CancelledError:
@@ -355,10 +370,12 @@ class WorkerPool:
             except ActorNotFound:  # never delivered, so not an attempt; the executor is going away
                 for task in batch:
                     task.attempts -= 1
-                executor.kill()
-                assert self._batches is not None
-                self._batches.create_task(self._fleet.kill_job(executor.job_id))
+                self._retire(executor)
                 self._requeue(batch)
+                return
+            except ActorCallTimeout as exc:  # it answers nothing, not even probes: give up on it
+                self._retire(executor)
+                self._lost(batch, f"executor {executor.name} stopped answering: {exc}")
                 return
             except Exception as exc:
                 self._lost(batch, f"executor {executor.name} failed: {exc!r}")
@@ -380,6 +397,12 @@ class WorkerPool:
         finally:
             executor.in_flight -= 1
             self._pump()
+
+    def _retire(self, executor: Executor) -> None:
+        """Stop sending to an executor and kill its job; the fleet replaces it."""
+        executor.kill()
+        assert self._batches is not None
+        self._batches.create_task(self._fleet.kill_job(executor.job_id))
 
     def _encode(self, batch: list[_Task]) -> bytes:
         """The batch's bytes; a task that cannot be pickled fails alone and leaves the batch."""

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from fluster.protocol.ids import JobIdField, NameField, TokenField
 from fluster.protocol.resources import CpuDevice, Device, ResourceSpec
+
+MAX_TEXT = 64 * 1024  # a reason, an error line, a host name: longer text is cut by its sender
+MAX_RUNNING = 100_000  # attempts one heartbeat may list
 
 
 def now_ms() -> int:
@@ -55,11 +59,14 @@ class ErrorInfo(Message):
 
 
 class Payload(Message):
-    """Bytes that travel inline when small, or as a reference to an object in the namespace's object store."""
+    """Bytes that travel inline when small, or as a reference: to an object in the namespace's object store
+    (``ref``), or to a key of its entrypoints bucket (``entry``: a job's entrypoint, written by its submitter
+    and read by the worker, so job records and the controller never carry it)."""
 
     inline: bytes | None = None
-    ref: str | None = None
-    size: int = 0
+    ref: str | None = Field(default=None, max_length=1024)
+    entry: TokenField | None = None
+    size: int = Field(default=0, ge=0)
 
 
 # -- environments and requests --------------------------------------------------------------------------
@@ -74,19 +81,19 @@ class EnvironmentSpec(Message):
 
 
 class JobRequest(Message):
-    name: str
+    name: NameField
     entrypoint: Payload
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
     scheduling_timeout_ms: int | None = None
     max_retries_failure: int = Field(default=0, ge=0)
     max_retries_preemption: int = Field(default=100, ge=0)
-    parent_id: str | None = None
+    parent_id: JobIdField | None = None
 
 
 class SubmitJob(Message):
-    job_id: str
-    token: str  # the same token on a retried submit makes it idempotent
+    job_id: JobIdField
+    token: TokenField  # the same token on a retried submit makes it idempotent
     request: JobRequest
 
 
@@ -96,8 +103,8 @@ class SubmitJobReply(Message):
 
 
 class KillJob(Message):
-    job_id: str
-    reason: str = "killed by user"
+    job_id: JobIdField
+    reason: str = Field(default="killed by user", max_length=1024)
 
 
 class KillJobReply(Message):
@@ -164,39 +171,46 @@ class WorkerResources(Message):
 
 
 class WorkerInfo(Message):
-    worker_id: str
-    incarnation: str
-    hostname: str
+    worker_id: NameField
+    incarnation: TokenField
+    hostname: str = Field(max_length=255)
     pid: int
-    runtime: str
+    runtime: str = Field(max_length=32)
     resources: WorkerResources
     registered_at_ms: int
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
 
 
 class AttemptRef(Message):
-    job_id: str
-    attempt: int
+    job_id: JobIdField
+    attempt: int = Field(ge=0)
 
 
 class RegisterWorker(Message):
     info: WorkerInfo
 
 
+class RegisterWorkerReply(Message):
+    lease_ms: int = Field(default=0, ge=0)  # the first attempt lease (see ``HeartbeatReply.lease_ms``)
+
+
 class DeregisterWorker(Message):
-    worker_id: str
-    incarnation: str
+    worker_id: NameField
+    incarnation: TokenField
 
 
 class Heartbeat(Message):
-    worker_id: str
-    incarnation: str
-    running: list[AttemptRef] = Field(default_factory=list)
+    worker_id: NameField
+    incarnation: TokenField
+    running: list[AttemptRef] = Field(default_factory=list, max_length=MAX_RUNNING)
 
 
 class HeartbeatReply(Message):
     status: Literal["ok", "reregister"]
     kill: list[AttemptRef] = Field(default_factory=list)
+    # How long after sending the heartbeat this reply answers the worker may keep its attempts running without
+    # another answered heartbeat (see ``fluster.worker.lease``); 0 from a controller that grants none.
+    lease_ms: int = Field(default=0, ge=0)
 
 
 class Ack(Message):
@@ -207,9 +221,9 @@ class Ack(Message):
 class RunJob(Message):
     """Controller → worker: run attempt ``attempt`` of a job."""
 
-    job_id: str
-    attempt: int
-    incarnation: str  # the worker incarnation this dispatch was meant for
+    job_id: JobIdField
+    attempt: int = Field(ge=0)
+    incarnation: TokenField  # the worker incarnation this dispatch was meant for
     request: JobRequest
 
 
@@ -221,10 +235,10 @@ class RunJobReply(Message):
 class StopJob(Message):
     """Controller → worker: stop an attempt (SIGTERM, then SIGKILL after ``grace_ms``)."""
 
-    job_id: str
-    attempt: int
-    grace_ms: int = 5000
-    state: JobState = JobState.KILLED
+    job_id: JobIdField
+    attempt: int = Field(ge=0)
+    grace_ms: int = Field(default=5000, ge=0, le=3_600_000)
+    state: Literal[JobState.KILLED, JobState.PREEMPTED] = JobState.KILLED  # a stop never succeeds a job
 
 
 class StopJobReply(Message):
@@ -232,17 +246,28 @@ class StopJobReply(Message):
     message: str = ""
 
 
+REPORTED_STATES = frozenset(
+    {JobState.BUILDING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED, JobState.PREEMPTED}
+)
+
+
+def _reported(state: JobState) -> JobState:
+    if state not in REPORTED_STATES:
+        raise ValueError(f"a worker cannot report an attempt {state.value}")
+    return state
+
+
 class JobUpdated(Message):
     """Worker → controller: an attempt changed state (BUILDING, RUNNING or a final state)."""
 
-    worker_id: str
-    incarnation: str
-    job_id: str
-    attempt: int
-    state: JobState
+    worker_id: NameField
+    incarnation: TokenField
+    job_id: JobIdField
+    attempt: int = Field(ge=0)
+    state: Annotated[JobState, AfterValidator(_reported)]
     at_ms: int
     exit_code: int | None = None
-    error: str | None = None
+    error: str | None = Field(default=None, max_length=MAX_TEXT)
     error_info: ErrorInfo | None = None
     result: Payload | None = None
 

@@ -43,25 +43,32 @@ class Subjects:
     def kill(self) -> str:
         return f"{self.prefix}.ctl.kill"
 
-    @property
-    def register(self) -> str:
-        return f"{self.prefix}.ctl.register"
+    # Workers talk to the controller on subjects that end in their own id, so that server permissions can
+    # let each worker speak only for itself, and the controller checks that a message's worker id is the
+    # one its subject names.
+    def register(self, worker_id: str) -> str:
+        return f"{self.prefix}.ctl.register.{validate_name(worker_id, 'worker id')}"
 
-    @property
-    def deregister(self) -> str:
-        return f"{self.prefix}.ctl.deregister"
+    def deregister(self, worker_id: str) -> str:
+        return f"{self.prefix}.ctl.deregister.{validate_name(worker_id, 'worker id')}"
 
-    @property
-    def heartbeat(self) -> str:
-        return f"{self.prefix}.ctl.heartbeat"
+    def heartbeat(self, worker_id: str) -> str:
+        return f"{self.prefix}.ctl.heartbeat.{validate_name(worker_id, 'worker id')}"
 
-    @property
-    def job_update(self) -> str:
-        return f"{self.prefix}.ctl.update"
+    def job_update(self, worker_id: str) -> str:
+        return f"{self.prefix}.ctl.update.{validate_name(worker_id, 'worker id')}"
+
+    def from_workers(self, verb: str) -> str:
+        """What the controller subscribes to for ``verb`` (register, deregister, heartbeat, update)."""
+        return f"{self.prefix}.ctl.{verb}.*"
 
     @property
     def controller_all(self) -> str:
-        return f"{self.prefix}.ctl.*"
+        return f"{self.prefix}.ctl.>"
+
+    def sender(self, subject: str) -> str:
+        """The worker id that a worker-to-controller subject names (its last token)."""
+        return subject.rsplit(".", 1)[-1]
 
     # -- workers ------------------------------------------------------------------------------------
     def worker_run(self, worker_id: str) -> str:
@@ -109,6 +116,10 @@ class Subjects:
         return f"{ROOT}_{self.namespace}_logs"
 
     @property
+    def entrypoints_bucket(self) -> str:
+        return f"{ROOT}_{self.namespace}_entrypoints"
+
+    @property
     def object_bucket(self) -> str:
         return f"{ROOT}_{self.namespace}_objects"
 
@@ -118,8 +129,15 @@ def result_object(job_id: str) -> str:
     return f"results/{validate_job_id(job_id)}"
 
 
-def entrypoint_object(job_id: str) -> str:
-    return f"entrypoints/{validate_job_id(job_id)}"
+def entrypoint_object(token: str) -> str:
+    """A large entrypoint, named by its submission's token (never by job id: a rejected duplicate submission
+    must not overwrite the entrypoint of the job that holds the name)."""
+    return f"entrypoints/{validate_name(token, 'submit token')}"
+
+
+def quarantine_object(bucket: str, key: str) -> str:
+    """Where an undecodable KV value is kept for a person to look at, instead of being dropped."""
+    return f"quarantine/{bucket}/{key}"
 
 
 def bundle_object(digest: str) -> str:

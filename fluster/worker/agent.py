@@ -45,6 +45,7 @@ from fluster.protocol.messages import (
     now_ms,
 )
 from fluster.protocol.subjects import Subjects, result_object
+from fluster.worker.lease import Lease
 from fluster.worker.link import ControllerLink
 from fluster.worker.runtime import (
     ENTRYPOINT_FILE,
@@ -72,6 +73,8 @@ class _Attempt:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     running: RunningAttempt | None = None
     stop_state: JobState | None = None  # set when the worker was told to stop it (KILLED, PREEMPTED)
+    stop_reason: str | None = None
+    lifeline: Lifeline | None = None
     fenced: bool = False  # the controller no longer counts this attempt: report nothing
     done: anyio.Event = field(default_factory=anyio.Event)
 
@@ -97,6 +100,7 @@ class Worker:
         self.work_root = base / f"fluster-{settings.namespace}-{self.worker_id}-{self.incarnation}"
         self.attempts: dict[tuple[str, int], _Attempt] = {}
         self.link = ControllerLink(nc, self.subjects)
+        self.lease = Lease()
         self._draining = False
         self._assets: Assets | None = None
         self._tg: TaskGroup | None = None
@@ -133,8 +137,9 @@ class Worker:
                 self._tg = tg
                 tg.start_soon(self._consume, self._run_sub, RunJob, self._on_run, "dispatch", False)
                 tg.start_soon(self._consume, kill_sub, StopJob, self._on_stop, "stop", True)
-                await self.link.register(self.info)
+                await self.link.register(self.info, self.lease)
                 tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._lease_loop)
                 tg.start_soon(self.link.run_outbox)
                 log.info(
                     "worker ready worker_id=%s runtime=%s cpu=%g memory=%d",
@@ -190,6 +195,8 @@ class Worker:
             return RunJobReply(accepted=False, reason="worker is draining")
         if msg.incarnation != self.incarnation:
             return RunJobReply(accepted=False, reason=f"stale incarnation {msg.incarnation}")
+        if not self.lease.valid():
+            return RunJobReply(accepted=False, reason="the worker holds no lease (no recent answer from a controller)")
         key = (msg.job_id, msg.attempt)
         if key in self.attempts:
             return RunJobReply(accepted=True, reason="already running")
@@ -227,8 +234,10 @@ class Worker:
         try:
             with attempt.scope:
                 workdir.mkdir(parents=True, exist_ok=True)
-                (workdir / ENTRYPOINT_FILE).write_bytes(await from_payload(self.assets.objects, request_.entrypoint))
-                lifeline = Lifeline(workdir)
+                entrypoint = await from_payload(self.assets.objects, request_.entrypoint, self.assets.entrypoints)
+                (workdir / ENTRYPOINT_FILE).write_bytes(entrypoint)
+                lifeline = Lifeline(workdir, self.lease.expires_at)
+                attempt.lifeline = lifeline
                 python_path, cwd = await self._prepare_environment(attempt)
                 env = {
                     **request_.environment.env_vars,
@@ -296,7 +305,7 @@ class Worker:
                 attempt,
                 attempt.stop_state,
                 exit_code=exit_info.exit_code,
-                error=f"stopped ({attempt.stop_state.value.lower()})",
+                error=attempt.stop_reason or f"stopped ({attempt.stop_state.value.lower()})",
             )
         outcome = _read_result(workdir / RESULT_FILE)
         if exit_info.oom_killed or exit_info.error:
@@ -379,7 +388,8 @@ class Worker:
             await anyio.sleep(self.settings.heartbeat_interval)
             known = {a.key for a in self.attempts.values() if not a.fenced}
             timeout = max(1.0, self.settings.heartbeat_interval * 2)
-            reply = await self.link.heartbeat(self.worker_id, self.incarnation, known, timeout)
+            reply = await self.link.heartbeat(self.worker_id, self.incarnation, known, timeout, self.lease)
+            self._renew_lifelines()
             if reply is None:
                 continue
             if reply.status == "reregister":
@@ -396,20 +406,46 @@ class Worker:
                     stale.fenced = True
                     self._tg.start_soon(self._stop, stale, JobState.KILLED, self.settings.kill_grace)
 
+    def _renew_lifelines(self) -> None:
+        for attempt in self.attempts.values():
+            if attempt.lifeline is not None:
+                attempt.lifeline.renew(self.lease.expires_at)
+
+    async def _lease_loop(self) -> None:
+        """Stop every attempt once the lease runs out (their lifelines end them too; this also covers a worker
+        that is running but cut off): they are reported PREEMPTED, so they are retried elsewhere without
+        spending their failure budget."""
+        while True:
+            await anyio.sleep(0.25)
+            if self.lease.valid() or not self.attempts or self._tg is None:
+                continue
+            log.warning(
+                "attempt lease ran out (no answer from a controller): stopping %d attempt(s)", len(self.attempts)
+            )
+            for attempt in list(self.attempts.values()):
+                if attempt.stop_state is None:
+                    attempt.stop_reason = "its worker lost contact with the controller (the attempt lease ran out)"
+                    self._tg.start_soon(self._stop, attempt, JobState.PREEMPTED, 0.0)
+
     async def _reincarnate(self) -> None:
-        """The controller declared this worker dead: kill what still runs, then register anew."""
+        """The controller declared this worker dead: kill what still runs, then register anew.
+
+        The incarnation changes first, so that dispatches sent to the old one (queued while this worker was
+        paused, say) are refused from now on instead of starting beside their retries.
+        """
         log.warning(
             "controller does not know this worker (declared dead?): killing %d attempt(s), re-registering",
             len(self.attempts),
         )
+        self.incarnation = new_incarnation()
+        self.lease.revoke()
         for attempt in self.attempts.values():
             attempt.fenced = True
         self.link.drop_pending()
         async with anyio.create_task_group() as tg:
             for attempt in list(self.attempts.values()):
                 tg.start_soon(self._stop, attempt, JobState.KILLED, 0.5)
-        self.incarnation = new_incarnation()
-        await self.link.register(self.info)
+        await self.link.register(self.info, self.lease)
 
 
 def _read_result(path: Path) -> tuple[str, Any] | None:

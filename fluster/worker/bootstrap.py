@@ -11,6 +11,8 @@ import pickle
 import signal
 import sys
 
+LEASE_FORMAT = "!d"  # as fluster.worker.runtime.LEASE_FORMAT (this file imports nothing of fluster at start)
+
 
 def _write(workdir: str, outcome: tuple[object, ...]) -> None:
     tmp = os.path.join(workdir, "result.pkl.tmp")
@@ -33,45 +35,80 @@ def _terminate(signum: int, frame: object) -> None:
     raise _Terminated(128 + signum)
 
 
-def _die_with_worker() -> None:
-    """Ask Linux to SIGKILL this (exec'd) job when its worker dies (set here, not in a preexec_fn, so the worker
-    can spawn without fork). Callables use the lifeline instead, which also ends the job's own children."""
-    if not sys.platform.startswith("linux"):
-        return
-    worker = int(os.environ.get("FLUSTER_WORKER_PID", "0") or 0)
-    if not worker:
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != worker:  # the worker died before the request took effect
-        os._exit(137)
-
-
 def _hold_lifeline(workdir: str) -> None:
-    """End the job's whole process group when the worker's end of the lifeline FIFO closes (the worker died):
-    works in containers too, where the worker is not our parent."""
+    """End the job's whole process group when the worker's end of the lifeline FIFO closes (the worker died),
+    or when the attempt's lease runs out without a renewal (the worker is paused or cut off from the
+    controller, which may soon start this job elsewhere). Works in containers too, where the worker is not
+    our parent: the monotonic clock is the host's."""
     path = os.path.join(workdir, "lifeline")
     if not os.path.exists(path):
         return
+    import select
+    import struct
     import threading
+    import time
 
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # the worker holds the write end open
-    os.set_blocking(fd, True)
+    size = struct.calcsize(LEASE_FORMAT)
 
-    def watch() -> None:
-        while True:
-            try:
-                if os.read(fd, 1):
-                    continue
-            except InterruptedError:
-                continue
+    def end(why: str) -> None:
+        try:
+            os.write(2, f"fluster: {why}: stopping the job\n".encode())
+        finally:
             os.killpg(os.getpgid(0), signal.SIGKILL)
 
+    def watch() -> None:
+        until: float | None = None  # the lease: renewals arrive as 8-byte monotonic deadlines
+        pending = b""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            # A read after every wake, data or not: with no writer left it returns b"" (end of file). poll()
+            # alone would not say so when the worker was gone before this process opened the FIFO.
+            try:
+                data = os.read(fd, 4096)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            if data == b"":
+                end("the worker died")
+            if data:
+                pending += data
+                while len(pending) >= size:
+                    (until,) = struct.unpack(LEASE_FORMAT, pending[:size])
+                    pending = pending[size:]
+            wait_s = 1.0 if until is None else min(1.0, until - time.monotonic())
+            if wait_s <= 0:
+                end("the attempt's lease ran out (its worker is paused or lost contact with the controller)")
+            try:
+                poller.poll(int(wait_s * 1000) + 1)
+            except InterruptedError:
+                continue
+
     threading.Thread(target=watch, name="fluster-lifeline", daemon=True).start()
+
+
+def _run_command(argv: list[str]) -> int:
+    """Run a binary entrypoint as a child in this process group, so the lifeline (a thread of this process)
+    keeps guarding it; SIGTERM reaches it with the group; the exit status is the child's."""
+    import subprocess
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the group's stop reaches the child too
+    try:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        sys.stderr.write(f"fluster: cannot run {argv[0]!r}: {exc}\n")
+        return 127
+    while True:
+        try:
+            code = child.wait()
+            break
+        except InterruptedError:
+            continue
+    if code < 0:  # end as the child was ended, so the attempt's exit says which signal
+        sys.stdout.flush()
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
 
 
 def main() -> int:
@@ -83,13 +120,10 @@ def main() -> int:
         _write(workdir, _error(RuntimeError(f"cannot load the job's entrypoint: {type(exc).__name__}: {exc}")))
         sys.stderr.write(f"fluster: cannot load the job's entrypoint: {type(exc).__name__}: {exc}\n")
         return 1
-    if entry[0] == "exec":
-        argv = list(entry[1])
-        sys.stdout.flush()
-        _die_with_worker()  # a lifeline thread does not survive exec; the death signal does
-        os.execvp(argv[0], argv)
-    _, fn, args, kwargs = entry
     _hold_lifeline(workdir)
+    if entry[0] == "exec":
+        return _run_command(list(entry[1]))
+    _, fn, args, kwargs = entry
     # a stop (SIGTERM) becomes SystemExit in the job, so its finally blocks and context managers run (an actor
     # server withdraws its endpoints) before the grace period ends in SIGKILL
     signal.signal(signal.SIGTERM, _terminate)

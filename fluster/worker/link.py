@@ -3,13 +3,16 @@ report, in order, until the controller acknowledges it (so a controller restart 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 
 import anyio
 from nats.aio.client import Client as NATS
 
+from fluster.bus.retry import backoff
 from fluster.bus.rpc import request
-from fluster.errors import FlusterError
+from fluster.errors import FlusterError, NobodyListening
 from fluster.protocol.messages import (
     Ack,
     AttemptRef,
@@ -18,9 +21,11 @@ from fluster.protocol.messages import (
     HeartbeatReply,
     JobUpdated,
     RegisterWorker,
+    RegisterWorkerReply,
     WorkerInfo,
 )
 from fluster.protocol.subjects import Subjects
+from fluster.worker.lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -53,59 +58,76 @@ class ControllerLink:
                 await anyio.sleep(0.02)
 
     async def run_outbox(self) -> None:
-        delay = 0.05
+        failures = 0
         while True:
             if not self._outbox:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
-            try:
-                await request(self._nc, self._subjects.job_update, self._outbox[0], Ack, timeout=5, what=CONTROLLER)
-            except FlusterError as exc:
-                log.debug("report not delivered, retrying: %s", exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            delay = 0.05
-            if self._outbox:
-                self._outbox.pop(0)
-
-    async def register(self, info: WorkerInfo) -> None:
-        """Register, retrying until a controller acknowledges (it may not be up yet)."""
-        delay = 0.05
-        while True:
+            update = self._outbox[0]
             try:
                 await request(
-                    self._nc, self._subjects.register, RegisterWorker(info=info), Ack, timeout=5, what=CONTROLLER
+                    self._nc, self._subjects.job_update(update.worker_id), update, Ack, timeout=5, what=CONTROLLER
                 )
+            except FlusterError as exc:
+                log.debug("report not delivered, retrying: %s", exc)
+                await anyio.sleep(backoff(failures))
+                failures += 1
+                continue
+            failures = 0
+            if self._outbox and self._outbox[0] is update:
+                self._outbox.pop(0)
+
+    async def register(self, info: WorkerInfo, lease: Lease) -> None:
+        """Register, retrying until a controller acknowledges (it may not be up yet); the reply's lease grant
+        goes into ``lease``."""
+        for attempt in itertools.count():
+            sent = time.monotonic()
+            try:
+                reply = await request(
+                    self._nc,
+                    self._subjects.register(info.worker_id),
+                    RegisterWorker(info=info),
+                    RegisterWorkerReply,
+                    timeout=5,
+                    what=CONTROLLER,
+                )
+                lease.granted(sent, reply.lease_ms)
                 return
             except FlusterError as exc:
                 log.info("registration not acknowledged, retrying: %s", exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await anyio.sleep(backoff(attempt, 0.05, 2.0))
 
     async def heartbeat(
-        self, worker_id: str, incarnation: str, known: set[tuple[str, int]], timeout: float
+        self, worker_id: str, incarnation: str, known: set[tuple[str, int]], timeout: float, lease: Lease
     ) -> HeartbeatReply | None:
-        """One heartbeat listing the attempts this worker knows of; None when no controller answered."""
+        """One heartbeat listing the attempts this worker knows of; its answer renews ``lease``. None when no
+        controller answered."""
         beat = Heartbeat(
             worker_id=worker_id,
             incarnation=incarnation,
             running=[AttemptRef(job_id=j, attempt=a) for j, a in sorted(known | self.pending())],
         )
+        sent = time.monotonic()
         try:
-            return await request(
-                self._nc, self._subjects.heartbeat, beat, HeartbeatReply, timeout=timeout, what=CONTROLLER
+            reply = await request(
+                self._nc, self._subjects.heartbeat(worker_id), beat, HeartbeatReply, timeout=timeout, what=CONTROLLER
             )
+        except NobodyListening:
+            lease.no_controller(sent)
+            return None
         except FlusterError as exc:
             log.debug("heartbeat not answered: %s", exc)
             return None
+        if reply.status == "ok":
+            lease.granted(sent, reply.lease_ms)
+        return reply
 
     async def deregister(self, worker_id: str, incarnation: str) -> None:
         try:
             await request(
                 self._nc,
-                self._subjects.deregister,
+                self._subjects.deregister(worker_id),
                 DeregisterWorker(worker_id=worker_id, incarnation=incarnation),
                 Ack,
                 timeout=2,

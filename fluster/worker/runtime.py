@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 ENTRYPOINT_FILE = "entrypoint.pkl"
 RESULT_FILE = "result.pkl"
 LIFELINE_FILE = "lifeline"  # a FIFO the worker holds open; the job sees end-of-file when the worker dies
+LEASE_FORMAT = "!d"  # each lease renewal on the lifeline: the monotonic time it runs until (bootstrap.py reads it)
 
 Stream = Literal["stdout", "stderr"]
 
@@ -81,13 +83,28 @@ class Lifeline:
     """The worker's end of an attempt's lifeline FIFO (in its work dir, so containers see it through the mount).
 
     When the worker dies, for any reason, the kernel closes this end and the job's bootstrap kills the job's
-    process group: a job never outlives its worker, so the controller can rerun it elsewhere safely.
+    process group: a job never outlives its worker, so the controller can rerun it elsewhere safely. Through
+    it the worker also renews the attempt's lease (``fluster.worker.lease``): each renewal is the moment, on
+    the machine's monotonic clock (shared by every process and container of the host), until which the
+    attempt may run; the bootstrap kills the job when that moment passes without a newer one.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, until: float) -> None:
         path = workdir / LIFELINE_FILE
         os.mkfifo(path, 0o644)
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # never blocks; not inherited
+        self._until = 0.0
+        self.renew(until)
+
+    def renew(self, until: float) -> None:
+        """Let the attempt run until ``until`` (monotonic seconds); a lease never shrinks."""
+        if self._fd is None or until <= self._until:
+            return
+        try:
+            os.write(self._fd, struct.pack(LEASE_FORMAT, until))  # 8 bytes: atomic, under PIPE_BUF
+            self._until = until
+        except BlockingIOError:  # the job is not reading (it is exiting): its old lease stands
+            pass
 
     def close(self) -> None:
         if self._fd is not None:
@@ -107,7 +124,6 @@ class ProcessRuntime:
         # a job process inherits the worker's environment (PATH, HOME, ...) like any child, plus its own vars
         env = {**os.environ, **spec.env}
         env["PYTHONUNBUFFERED"] = "1"
-        env["FLUSTER_WORKER_PID"] = str(os.getpid())  # the job dies with this process (see bootstrap.py)
         paths = [str(p) for p in spec.python_path]
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))

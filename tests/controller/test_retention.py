@@ -26,7 +26,7 @@ HOUR_MS = 3600 * 1000
 
 
 def record(job_id: str, state: JobState, finished_ms: int | None, parent: str | None = None) -> JobRecord:
-    request = JobRequest(name=job_id, entrypoint=Payload(inline=b"", size=0), parent_id=parent)
+    request = JobRequest(name=job_id.rsplit("/", 1)[-1], entrypoint=Payload(inline=b"", size=0), parent_id=parent)
     return JobRecord(
         job_id=job_id, token="t", request=request, state=state, submitted_at_ms=0, finished_at_ms=finished_ms
     )

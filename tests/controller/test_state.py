@@ -1,6 +1,7 @@
 """Job state transitions (pure) — retries, budgets, stale reports, and resource release."""
 
 from fluster.controller import state as st
+from fluster.controller.book import Book
 from fluster.protocol.messages import (
     JobRequest,
     JobState,
@@ -89,12 +90,16 @@ def test_heartbeat_releases_resources_on_completion() -> None:
         resources=WorkerResources(cpu=4, memory_bytes=8 << 30),
         registered_at_ms=0,
     )
-    workers = {"w": st.WorkerEntry(info=info, last_seen=0)}
+    book = Book()
+    book.add_worker(info, 0)
+    book.put(record(cpu=3))
     r = st.assign(record(cpu=3), "w", "i", 2)
-    assert st.supplies(workers, {"j": r}, now=0)[0].used_cpu == 3
+    book.put(r)
+    assert book.workers["w"].supply.used_cpu == 3
     r = st.apply_update(r, update(JobState.SUCCEEDED))
     assert r is not None
-    assert st.supplies(workers, {"j": r}, now=0)[0].used_cpu == 0
+    book.put(r)
+    assert book.workers["w"].supply.used_cpu == 0 and "w" in book.freed
 
 
 def test_dispatch_revert_only_undoes_an_unstarted_attempt() -> None:

@@ -77,7 +77,10 @@ async def _gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # reaped between the two looks
+        return True
 
 
 async def test_controller_restart_mid_run_loses_no_job(
@@ -145,10 +148,10 @@ async def test_garbage_on_every_controller_and_worker_subject_gets_errors_not_cr
     targets = [
         subjects.submit,
         subjects.kill,
-        subjects.register,
-        subjects.deregister,
-        subjects.heartbeat,
-        subjects.job_update,
+        subjects.register(worker_id),
+        subjects.deregister(worker_id),
+        subjects.heartbeat(worker_id),
+        subjects.job_update(worker_id),
         subjects.worker_run(worker_id),
         subjects.worker_kill(worker_id),
     ]
@@ -192,20 +195,22 @@ async def test_dispatch_to_a_worker_that_does_not_answer_requeues_the_job(
     processes: Processes, nats_url: str, namespace: str, eventually_fn: Eventually
 ) -> None:
     from fluster.bus.rpc import request
-    from fluster.protocol.messages import Ack, RegisterWorker, WorkerInfo, WorkerResources
+    from fluster.protocol.messages import RegisterWorker, RegisterWorkerReply, WorkerInfo, WorkerResources
 
     async with in_own_task(local_cluster(nats_url, namespace, workers=0)) as client:
         # a worker that registers but never listens for dispatches (nor heartbeats)
         ghost = WorkerInfo(
             worker_id="ghost",
-            incarnation="x",
+            incarnation="x1",
             hostname="nowhere",
             pid=1,
             runtime="process",
             resources=WorkerResources(cpu=64, memory_bytes=64 << 30),
             registered_at_ms=0,
         )
-        await request(client.nc, client.subjects.register, RegisterWorker(info=ghost), Ack, timeout=5)
+        await request(
+            client.nc, client.subjects.register("ghost"), RegisterWorker(info=ghost), RegisterWorkerReply, timeout=5
+        )
         job_id = await client.submit(
             "requeued", Entrypoint.from_callable(sleep_then_return, 0, 5), resources=fluster_resources(cpu=3)
         )

@@ -1,0 +1,289 @@
+"""The controller's in-memory view of jobs and workers, indexed so that each event costs O(what changed).
+
+Pure: no NATS, no clocks (times are passed in). ``Book.put(record)`` is the only way a job changes; it keeps
+every index in step with the records:
+
+- ``placed``: the active attempts by worker (a heartbeat, a worker's death and a re-registration look only at
+  that worker's jobs);
+- each worker's committed resources as running sums (``WorkerEntry.supply``), changed on assign and release;
+- the pending jobs by resource shape (``pending``, and a FIFO heap per shape for the scheduler), with each
+  job's resources parsed once (``demands``);
+- the notes the scheduler reads at its next pass (workers whose headroom grew, shapes that appeared), the
+  scheduling deadlines, and the finished jobs in the order retention forgets them.
+
+``recompute()`` builds the same indexes from the records alone; tests replay random event sequences and check
+that the incremental view equals it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from fluster.controller import state as st
+from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply
+from fluster.protocol.messages import JobRecord, JobState, WorkerInfo
+from fluster.protocol.resources import device_count
+
+
+@dataclass(slots=True)
+class Placement:
+    """An active attempt on a worker, as the indexes see it."""
+
+    attempt: int
+    incarnation: str
+    assigned_at_ms: int
+    demand: JobDemand
+    counted: bool = False  # its resources are in its worker's supply (same incarnation)
+
+
+@dataclass
+class WorkerEntry:
+    info: WorkerInfo
+    last_seen: float  # monotonic seconds
+    supply: WorkerSupply
+    unhealthy_until: float = 0.0
+
+    @classmethod
+    def new(cls, info: WorkerInfo, last_seen: float) -> WorkerEntry:
+        res = info.resources
+        supply = WorkerSupply(
+            worker_id=info.worker_id,
+            cpu=res.cpu,
+            memory=res.memory_bytes,
+            device_type=res.device.type,
+            variant=res.device.variant,
+            count=device_count(res.device),
+            slots=res.max_concurrent_jobs,
+        )
+        return cls(info=info, last_seen=last_seen, supply=supply)
+
+
+@dataclass
+class Book:
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    children: dict[str, set[str]] = field(default_factory=dict)
+    workers: dict[str, WorkerEntry] = field(default_factory=dict)
+    placed: dict[str, dict[str, Placement]] = field(default_factory=dict)  # worker id -> job id -> placement
+    pending: dict[Shape, dict[str, int]] = field(default_factory=dict)  # shape -> job id -> seq
+    queues: dict[Shape, list[tuple[int, str]]] = field(default_factory=dict)  # FIFO heaps (stale entries skipped)
+    demands: dict[str, JobDemand] = field(default_factory=dict)
+    states: Counter[JobState] = field(default_factory=Counter)
+    deadlines: list[tuple[int, str, int]] = field(default_factory=list)  # (deadline ms, job id, queued at ms)
+    finished: list[tuple[int, str]] = field(default_factory=list)  # (when to look, job id): retention's queue
+    # notes for the next scheduling pass
+    freed: set[str] = field(default_factory=set)
+    new_shapes: set[Shape] = field(default_factory=set)
+
+    # -- jobs -----------------------------------------------------------------------------------------
+
+    def put(self, record: JobRecord) -> JobRecord | None:
+        """Make ``record`` the job's current record; returns the one it replaced (None for a new job)."""
+        job_id = record.job_id
+        old = self.jobs.get(job_id)
+        if old is not None:
+            self._unindex(old)
+        else:
+            parent = record.request.parent_id
+            if parent:
+                self.children.setdefault(parent, set()).add(job_id)
+        self.jobs[job_id] = record
+        self._index(record)
+        return old
+
+    def remove(self, job_id: str) -> JobRecord | None:
+        """Forget a job (retention); its record leaves every index."""
+        record = self.jobs.pop(job_id, None)
+        if record is None:
+            return None
+        self._unindex(record)
+        self.demands.pop(job_id, None)
+        self.children.pop(job_id, None)
+        parent = record.request.parent_id
+        if parent is not None and parent in self.children:
+            self.children[parent].discard(job_id)
+            if not self.children[parent] and parent not in self.jobs:
+                del self.children[parent]
+        return record
+
+    def active_on(self, worker_id: str) -> dict[str, Placement]:
+        """The active attempts placed on ``worker_id`` (of any incarnation), by job id."""
+        return self.placed.get(worker_id, {})
+
+    def descendants(self, job_id: str) -> list[str]:
+        """Every known descendant of ``job_id``; a visited set keeps a corrupt family from looping forever."""
+        found: list[str] = []
+        seen = {job_id}
+        stack = [job_id]
+        while stack:
+            for child in self.children.get(stack.pop(), ()):
+                if child not in seen:
+                    seen.add(child)
+                    found.append(child)
+                    stack.append(child)
+        return found
+
+    def is_pending(self, job_id: str) -> bool:
+        demand = self.demands.get(job_id)
+        return demand is not None and job_id in self.pending.get(demand.shape, {})
+
+    def pending_count(self) -> int:
+        return sum(len(jobs) for jobs in self.pending.values())
+
+    # -- workers --------------------------------------------------------------------------------------
+
+    def add_worker(self, info: WorkerInfo, now: float) -> WorkerEntry:
+        """Register (or re-register) a worker; attempts already placed on its incarnation count against it."""
+        self.remove_worker(info.worker_id)
+        entry = WorkerEntry.new(info, now)
+        self.workers[info.worker_id] = entry
+        for placement in self.placed.get(info.worker_id, {}).values():
+            if placement.incarnation == info.incarnation:
+                entry.supply.commit(placement.demand)
+                placement.counted = True
+        self.freed.add(info.worker_id)
+        return entry
+
+    def remove_worker(self, worker_id: str) -> WorkerEntry | None:
+        entry = self.workers.pop(worker_id, None)
+        for placement in self.placed.get(worker_id, {}).values():
+            placement.counted = False
+        return entry
+
+    # -- the scheduler's queues -----------------------------------------------------------------------
+
+    def head(self, shape: Shape) -> tuple[int, str] | None:
+        """The oldest pending job of ``shape`` (seq, job id), skipping stale heap entries."""
+        queue = self.queues.get(shape)
+        jobs = self.pending.get(shape)
+        while queue:
+            seq, job_id = queue[0]
+            if jobs is not None and jobs.get(job_id) == seq:
+                return seq, job_id
+            heapq.heappop(queue)
+        return None
+
+    def due_deadlines(self, now_ms: int) -> Iterator[str]:
+        """Pending jobs whose scheduling timeout has passed (each once)."""
+        while self.deadlines and self.deadlines[0][0] <= now_ms:
+            _, job_id, queued_at = heapq.heappop(self.deadlines)
+            record = self.jobs.get(job_id)
+            if record is not None and self.is_pending(job_id) and st.queued_at_ms(record) == queued_at:
+                yield job_id
+
+    def next_deadline_ms(self) -> int | None:
+        return self.deadlines[0][0] if self.deadlines else None
+
+    # -- retention ------------------------------------------------------------------------------------
+
+    def expired(self, now_ms: int, retention_ms: int) -> list[str]:
+        """Jobs finished more than ``retention_ms`` ago whose known descendants all are too (the rule of
+        ``fluster.controller.retention``), found from the finished-order heap: O(what expires)."""
+        cutoff = now_ms - retention_ms
+        out: list[str] = []
+        recheck: list[tuple[int, str]] = []
+        while self.finished and self.finished[0][0] <= cutoff:
+            check_at, job_id = heapq.heappop(self.finished)
+            record = self.jobs.get(job_id)
+            if record is None or job_id in out or not _finished_before(record, cutoff):
+                continue  # forgotten already, listed already, or not finished (an entry of an earlier record)
+            family = [self.jobs.get(d) for d in self.descendants(job_id)]
+            young = [r for r in family if r is not None and not _finished_before(r, cutoff)]
+            if young:  # kept for its family: look again once the youngest could have expired
+                latest = max(r.finished_at_ms or now_ms for r in young)
+                recheck.append((max(latest, check_at + 1), job_id))
+            else:
+                out.append(job_id)
+        for entry in recheck:
+            heapq.heappush(self.finished, entry)
+        return out
+
+    # -- the oracle -----------------------------------------------------------------------------------
+
+    def recompute(self) -> Book:
+        """A fresh Book built from this one's records and workers (what the indexes must equal)."""
+        fresh = Book()
+        for wid, entry in self.workers.items():
+            fresh.add_worker(entry.info, entry.last_seen)
+            fresh.workers[wid].unhealthy_until = entry.unhealthy_until
+        for record in sorted(self.jobs.values(), key=lambda r: r.seq):
+            fresh.put(record)
+        return fresh
+
+    def indexes(self) -> dict[str, object]:
+        """The indexes as plain data, for comparing two Books."""
+        return {
+            "placed": {
+                w: {j: (p.attempt, p.incarnation, p.counted) for j, p in jobs.items()}
+                for w, jobs in self.placed.items()
+                if jobs
+            },
+            "usage": {
+                w: (round(e.supply.used_cpu, 6), e.supply.used_memory, e.supply.used_count, e.supply.used_slots)
+                for w, e in self.workers.items()
+            },
+            "pending": {s: dict(jobs) for s, jobs in self.pending.items() if jobs},
+            "children": {p: set(c) for p, c in self.children.items() if c},
+            "states": {s: n for s, n in self.states.items() if n},
+        }
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _demand(self, record: JobRecord) -> JobDemand:
+        demand = self.demands.get(record.job_id)
+        if demand is None:
+            demand = self.demands[record.job_id] = st.demand(record)
+        return demand
+
+    def _index(self, record: JobRecord) -> None:
+        job_id = record.job_id
+        self.states[record.state] += 1
+        demand = self._demand(record)
+        current = st.active_attempt(record)
+        if current is not None:
+            placement = Placement(current.attempt, current.incarnation, current.assigned_at_ms, demand)
+            self.placed.setdefault(current.worker_id, {})[job_id] = placement
+            entry = self.workers.get(current.worker_id)
+            if entry is not None and entry.info.incarnation == current.incarnation:
+                entry.supply.commit(demand)
+                placement.counted = True
+        elif st.is_pending(record):
+            shape = demand.shape
+            jobs = self.pending.get(shape)
+            if jobs is None:
+                jobs = self.pending[shape] = {}
+                self.new_shapes.add(shape)
+            jobs[job_id] = record.seq
+            heapq.heappush(self.queues.setdefault(shape, []), (record.seq, job_id))
+            timeout = record.request.scheduling_timeout_ms
+            if timeout:
+                queued = st.queued_at_ms(record)
+                heapq.heappush(self.deadlines, (queued + timeout, job_id, queued))
+        if record.state.is_terminal and record.finished_at_ms is not None:
+            heapq.heappush(self.finished, (record.finished_at_ms, job_id))
+
+    def _unindex(self, record: JobRecord) -> None:
+        job_id = record.job_id
+        self.states[record.state] -= 1
+        demand = self.demands.get(job_id)
+        current = st.active_attempt(record)
+        if current is not None:
+            on_worker = self.placed.get(current.worker_id)
+            placement = on_worker.pop(job_id, None) if on_worker is not None else None
+            if on_worker is not None and not on_worker:
+                del self.placed[current.worker_id]
+            entry = self.workers.get(current.worker_id)
+            if placement is not None and placement.counted and entry is not None:
+                entry.supply.release(placement.demand)
+                self.freed.add(current.worker_id)
+        elif demand is not None:
+            jobs = self.pending.get(demand.shape)
+            if jobs is not None and jobs.pop(job_id, None) is not None and not jobs:
+                del self.pending[demand.shape]
+                self.queues.pop(demand.shape, None)
+
+
+def _finished_before(record: JobRecord, cutoff_ms: int) -> bool:
+    return record.state.is_terminal and record.finished_at_ms is not None and record.finished_at_ms <= cutoff_ms

@@ -1,0 +1,217 @@
+"""The controller's writes to KV: pipelined, coalesced per key, in order per key, and fenced by the lease.
+
+A handler changes the in-memory view at once and hands the new value to ``KvWriter.put``, which returns a
+future that completes once JetStream has stored that value (or a later one of the same key, which contains
+it: a record is the whole state of its job). Writes leave without waiting for each other: many publishes in
+flight, their acknowledgements gathered on one inbox (a put awaited one after another under a lock capped the
+controller at a few hundred writes a second; pipelined, the server's disk is the limit). Per key, one write is
+in flight at a time and the newest waiting value replaces older waiting ones, so a key's writes land in order.
+
+Before anything is sent, ``fence()`` must say the lease is still held: a controller paused past its lease
+sends nothing when it resumes, and every waiting write fails with ``LeadershipLost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from fluster.bus.retry import backoff
+from fluster.errors import LeadershipLost
+
+log = logging.getLogger(__name__)
+
+WINDOW = 4096  # writes in flight at once
+ACK_TIMEOUT_S = 5.0  # a write not acknowledged within this is sent again (a put of the same value is harmless)
+KV_OP = "KV-Operation"
+
+
+@dataclass
+class _Op:
+    data: bytes
+    headers: dict[str, str] | None
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    failures: int = 0
+
+
+class KvWriter:
+    """Writes to one KV bucket for the controller; ``run()`` sends them (start it in the controller's task group)."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        bucket: str,
+        fence: Callable[[], bool],
+        repair: Callable[[], Awaitable[object]],
+    ) -> None:
+        self._nc = nc
+        self._prefix = f"$KV.{bucket}."
+        self._fence = fence
+        self._repair = repair
+        self._waiting: dict[str, _Op] = {}  # the newest unsent value per key, in the order keys became ready
+        self._in_flight: dict[str, tuple[_Op, asyncio.TimerHandle]] = {}
+        self._by_token: dict[str, str] = {}
+        self._inbox = nc.new_inbox()
+        self._tokens = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._stopped: BaseException | None = None
+
+    # -- the interface --------------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> asyncio.Future[None]:
+        return self._enqueue(key, data, None)
+
+    def delete(self, key: str) -> asyncio.Future[None]:
+        return self._enqueue(key, b"", {KV_OP: "DEL"})
+
+    def purge(self, key: str) -> asyncio.Future[None]:
+        return self._enqueue(key, b"", {KV_OP: "PURGE", "Nats-Rollup": "sub"})
+
+    @property
+    def backlog(self) -> int:
+        return len(self._waiting) + len(self._in_flight)
+
+    async def run(self) -> None:
+        sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+        try:
+            while True:
+                if not self._waiting or len(self._in_flight) >= WINDOW:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if not self._fence():
+                    self.stop(LeadershipLost("the controller lease lapsed: its writes are not sent"))
+                    raise self._stopped or LeadershipLost("lease lapsed")
+                await self._send_ready()
+        finally:
+            self.stop(LeadershipLost("the controller stopped leading"))
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # the connection is closing: nothing to unsubscribe
+                log.debug("ack subscription unsubscribe failed: %r", exc)
+
+    def stop(self, error: BaseException) -> None:
+        """Fail every write not yet acknowledged with ``error``; later puts fail at once."""
+        if self._stopped is None:
+            self._stopped = error
+        for op in list(self._waiting.values()):
+            _fail(op, error)
+        self._waiting.clear()
+        for op, timer in self._in_flight.values():
+            timer.cancel()
+            _fail(op, error)
+        self._in_flight.clear()
+        self._by_token.clear()
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _enqueue(self, key: str, data: bytes, headers: dict[str, str] | None) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._stopped is not None:
+            future.set_exception(self._stopped)
+            return future
+        previous = self._waiting.pop(key, None)
+        op = _Op(data, headers)
+        if previous is not None:  # never sent: the new value supersedes it, and answers its waiters
+            op.waiters = previous.waiters
+        op.waiters.append(future)
+        self._waiting[key] = op
+        self._wake.set()
+        return future
+
+    async def _send_ready(self) -> None:
+        sent = 0
+        for key in list(self._waiting):
+            if len(self._in_flight) >= WINDOW:
+                break
+            if key in self._in_flight:
+                continue  # its previous value is in flight; this one goes after its ack
+            op = self._waiting.pop(key)
+            await self._send(key, op)
+            sent += 1
+        if not sent:  # every waiting key has a write in flight: wait for an ack
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _send(self, key: str, op: _Op) -> None:
+        token = str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(ACK_TIMEOUT_S, self._timed_out, token)
+        self._in_flight[key] = (op, timer)
+        self._by_token[token] = key
+        try:
+            await self._nc.publish(self._prefix + key, op.data, reply=f"{self._inbox}.{token}", headers=op.headers)
+        except Exception as exc:  # reconnecting with a full buffer, closed: try again later
+            log.warning("kv write key=%s not sent: %r", key, exc)
+            self._retry(token, key)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        token = msg.subject.rsplit(".", 1)[-1]
+        key = self._by_token.pop(token, None)
+        if key is None:
+            return  # a late ack of a write already sent again
+        op, timer = self._in_flight.pop(key)
+        timer.cancel()
+        status = (msg.headers or {}).get("Status")
+        error = status or _ack_error(msg.data)
+        if error:
+            log.warning("kv write key=%s refused (%s); retrying", key, error)
+            if status == "503":  # no stream: the bucket is gone; re-create it before writing again
+                await self._repair()
+            self._resend_later(key, op)
+            return
+        for waiter in op.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._wake.set()
+
+    def _timed_out(self, token: str) -> None:
+        key = self._by_token.pop(token, None)
+        if key is not None:
+            log.warning("kv write key=%s not acknowledged in %gs; sending it again", key, ACK_TIMEOUT_S)
+            self._retry(token, key)
+
+    def _retry(self, token: str, key: str) -> None:
+        self._by_token.pop(token, None)
+        found = self._in_flight.pop(key, None)
+        if found is not None:
+            found[1].cancel()
+            self._resend_later(key, found[0])
+
+    def _resend_later(self, key: str, op: _Op) -> None:
+        op.failures += 1
+        asyncio.get_running_loop().call_later(backoff(op.failures, 0.05, 2.0), self._requeue, key, op)
+
+    def _requeue(self, key: str, op: _Op) -> None:
+        if self._stopped is not None:
+            _fail(op, self._stopped)
+            return
+        newer = self._waiting.get(key)
+        if newer is not None:  # superseded while waiting to be sent again
+            newer.waiters[:0] = op.waiters
+        else:
+            self._waiting[key] = op
+        self._wake.set()
+
+
+def _ack_error(data: bytes) -> str | None:
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        return f"unreadable ack {data[:80]!r}"
+    error = reply.get("error") if isinstance(reply, dict) else None
+    return str(error) if error else None
+
+
+def _fail(op: _Op, error: BaseException) -> None:
+    for waiter in op.waiters:
+        if not waiter.done():
+            waiter.set_exception(error)
+            waiter.exception()  # retrieved: a write nobody awaits must not log "exception never retrieved"
