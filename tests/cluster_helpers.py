@@ -59,10 +59,10 @@ class Processes:
         self.url, self.namespace, self.log_dir = url, namespace, log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str, name: str = "proc") -> subprocess.Popen[bytes]:
+    def start(self, *args: str, name: str = "proc", url: str | None = None) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fluster.cli", *args, "--url", self.url, "--namespace", self.namespace],
+            [sys.executable, "-m", "fluster.cli", *args, "--url", url or self.url, "--namespace", self.namespace],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -73,7 +73,7 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def worker(self, worker_id: str, *extra: str) -> subprocess.Popen[bytes]:
+    def worker(self, worker_id: str, *extra: str, url: str | None = None) -> subprocess.Popen[bytes]:
         return self.start(
             "worker",
             "--worker-id",
@@ -86,10 +86,16 @@ class Processes:
             "0.2",
             *extra,
             name=worker_id,
+            url=url,
         )
 
-    def controller(self, *extra: str) -> subprocess.Popen[bytes]:
-        return self.start("controller", "--worker-timeout", "3", *extra, name="controller")
+    def controller(self, *extra: str, url: str | None = None) -> subprocess.Popen[bytes]:
+        return self.start("controller", "--worker-timeout", "3", *extra, name="controller", url=url)
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        """What a process started here has written so far."""
+        index = self.procs.index(proc)
+        return "".join(p.read_text(errors="replace") for p in self.log_dir.glob(f"*-{index}.log"))
 
     def stop_all(self) -> None:
         for proc in self.procs:

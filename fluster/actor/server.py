@@ -361,8 +361,9 @@ class ActorServer:
                             log.error("actor lost its exclusive claim name=%s", reg.name)
                 except anyio.get_cancelled_exc_class():
                     raise
-                except Exception as exc:  # NATS briefly away: the next refresh tries again
+                except Exception as exc:  # NATS briefly away, or the bucket lost: the next refresh tries again
                     log.warning("endpoint refresh failed name=%s: %r", reg.name, exc)
+                    await self.client.assets.repair()
 
     async def _withdraw(self, registrations: list[_Registration], subs: list[Subscription]) -> None:
         kv = self.client.assets.endpoints

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from fluster.actor import wire
@@ -27,6 +28,22 @@ log = logging.getLogger(__name__)
 
 PROBE_S = 5.0  # silence after which a tracked call is probed
 UNREACHABLE_S = 60.0  # a server that answers nothing for this long is given up on
+
+
+async def call(
+    resolver: ClusterResolver,
+    subject: str,
+    actor: str,
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    probe_s: float = PROBE_S,
+    unreachable_s: float = UNREACHABLE_S,
+) -> Any:
+    """Call ``method`` as a tracked call and return its result (raising as ``result`` does)."""
+    call_id = uuid.uuid4().hex
+    pending = await resolver.send(subject, method, args, kwargs, None, call_id)
+    return await result(resolver, pending, subject, actor, method, (args, kwargs), call_id, probe_s, unreachable_s)
 
 
 async def result(

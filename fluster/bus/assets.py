@@ -24,6 +24,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from fluster.bus.kv import REPAIR_ATTRIBUTE
 from fluster.protocol.subjects import Subjects, actor_transfer_all, actor_transfer_stream
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
     for stream in _stream_configs(subjects, r):
         await _stream(js, stream, replicas)
     objects = await _object_store(js, subjects.object_bucket, replicas)
-    return Assets(
+    assets = Assets(
         jobs=made[subjects.jobs_bucket],
         workers=made[subjects.workers_bucket],
         endpoints=made[subjects.endpoints_bucket],
@@ -128,6 +129,9 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
         _subjects=subjects,
         _replicas=replicas,
     )
+    for bound in (*made.values(), objects):
+        setattr(bound, REPAIR_ATTRIBUTE, assets.repair)  # bus.kv's retries re-create a missing bucket with it
+    return assets
 
 
 def _kv_configs(subjects: Subjects, r: int) -> list[KeyValueConfig]:

@@ -30,6 +30,7 @@ from nats.js.object_store import (
     ObjectStore,
 )
 
+from fluster.bus.kv import repair_of
 from fluster.bus.retry import with_retries
 from fluster.errors import FlusterError, FlusterTimeout
 from fluster.protocol.messages import Payload
@@ -52,11 +53,23 @@ class NoStream(FlusterError):
 
 
 async def put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
-    """Store ``data`` as object ``name``, replacing any object of that name.
+    """Store ``data`` as object ``name``, replacing any object of that name (re-creating the object store
+    first when it has gone missing).
 
     Raises:
         FlusterTimeout: JetStream did not acknowledge every chunk in time.
     """
+    try:
+        await _put_blob(objects, name, data)
+    except NoStream:
+        repair = repair_of(objects)
+        if repair is None:
+            raise
+        await repair()
+        await _put_blob(objects, name, data)
+
+
+async def _put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
     js = objects._js
     nc = js._nc
     bucket = objects._name
@@ -69,21 +82,19 @@ async def put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
     except (ObjectNotFoundError, NotFoundError):
         previous = None
 
-    digest = b""
+    # the digest is computed in a thread while the chunks are published
+    hashing = asyncio.get_running_loop().run_in_executor(None, lambda: hashlib.sha256(data).digest())
     try:
-        async with anyio.create_task_group() as tg:
-
-            async def hash_in_thread() -> None:
-                nonlocal digest
-                digest = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).digest())
-
-            tg.start_soon(hash_in_thread)
-            count = await publish_chunks(
-                objects._js._nc, chunk_subject, data, chunk, timeout=BLOB_TIMEOUT_S, what="the object store"
-            )
+        count = await publish_chunks(
+            objects._js._nc, chunk_subject, data, chunk, timeout=BLOB_TIMEOUT_S, what="the object store"
+        )
+        digest = await hashing
     except BaseException:
         with anyio.move_on_after(5, shield=True):
-            await js.purge_stream(objects._stream, subject=chunk_subject)
+            try:
+                await js.purge_stream(objects._stream, subject=chunk_subject)
+            except Exception as exc:  # the stream itself is gone (or unreachable): nothing to clean
+                log.debug("cannot purge the chunks of %s: %r", name, exc)
         raise
 
     info = api.ObjectInfo(
@@ -209,7 +220,9 @@ async def from_payload(objects: ObjectStore, payload: Payload, entries: KeyValue
         if entries is None:
             raise BlobNotFound(f"entry {payload.entry!r} is in the entrypoints bucket, which was not given")
         try:
-            entry = await with_retries(lambda: entries.get(payload.entry or ""), f"read entry {payload.entry}")
+            entry = await with_retries(
+                lambda: entries.get(payload.entry or ""), f"read entry {payload.entry}", repair=repair_of(entries)
+            )
         except (KeyNotFoundError, NotFoundError) as exc:
             raise BlobNotFound(f"entry {payload.entry!r} not found") from exc
         if entry.operation in ("DEL", "PURGE") or entry.value is None:
@@ -224,7 +237,7 @@ async def store_entrypoint(objects: ObjectStore, entries: KeyValue, token: str, 
     """Store a job's entrypoint where its worker reads it: a key of the entrypoints bucket named by the
     submission's token, or (when large) an object of the same name. Job records carry only the reference."""
     if len(data) <= INLINE_LIMIT:
-        await with_retries(lambda: entries.put(token, data), "store the entrypoint")
+        await with_retries(lambda: entries.put(token, data), "store the entrypoint", repair=repair_of(entries))
         return Payload(entry=token, size=len(data))
     name = entrypoint_object(token)
     await put_blob(objects, name, data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 import anyio
@@ -15,11 +15,20 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from fluster.bus.retry import with_retries
+from fluster.bus.retry import Repair, with_retries
 from fluster.errors import ProtocolError
 from fluster.protocol.codec import decode
 
 M = TypeVar("M", bound=BaseModel)
+
+REPAIR_ATTRIBUTE = "_fluster_repair"  # set by ``ensure_assets`` on the buckets it binds: re-creates them
+
+
+def repair_of(kv: object) -> Repair | None:
+    """What re-creates ``kv``'s bucket when it has gone missing (None for a bucket fluster did not bind)."""
+    repair: Repair | None = getattr(kv, REPAIR_ATTRIBUTE, None)
+    return repair
+
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +40,7 @@ _DIRECT_TIMEOUT_S = 10.0
 async def get_model(kv: KeyValue, key: str, model: type[M]) -> tuple[M, int] | None:
     """The decoded value of ``key`` and its revision, or None when absent (deleted, purged or expired)."""
     try:
-        entry = await with_retries(lambda: kv.get(key), f"read {key}")
+        entry = await with_retries(lambda: kv.get(key), f"read {key}", repair=repair_of(kv))
     except (KeyNotFoundError, NotFoundError):
         return None
     if entry.operation in _DELETED or not entry.value:  # an expired key's marker comes back with no value
@@ -55,7 +64,7 @@ async def snapshot(
 async def latest_valid(kv: KeyValue, key: str, model: type[M]) -> M | None:
     """The newest revision of ``key`` in its history that decodes as ``model`` (None when there is none)."""
     try:
-        entries = await with_retries(lambda: kv.history(key), f"history of {key}")
+        entries = await with_retries(lambda: kv.history(key), f"history of {key}", repair=repair_of(kv))
     except (KeyNotFoundError, NotFoundError):
         return None
     for entry in reversed(entries):
@@ -110,7 +119,7 @@ async def _direct_snapshot(
 
 
 async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str, corrupt: dict[str, bytes] | None) -> dict[str, M]:
-    watcher = await with_retries(lambda: kv.watch(pattern), f"watch {pattern}")
+    watcher = await with_retries(lambda: kv.watch(pattern), f"watch {pattern}", repair=repair_of(kv))
     found: dict[str, M] = {}
     try:
         async for entry in watcher:
@@ -128,13 +137,13 @@ async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str, corrupt: d
     return found
 
 
-async def watch_model(kv: KeyValue, key: str, model: type[M]) -> AsyncIterator[M | None]:
+async def watch_model(kv: KeyValue, key: str, model: type[M]) -> AsyncGenerator[M | None, None]:
     """The current value of ``key`` (None when absent), then every change, until the caller stops iterating.
 
     A watcher's "no initial value" marker can overtake the value itself (nats-py decides it from a
     consumer-info reply), so an absence it reports is checked with a direct read before it is believed.
     """
-    watcher = await with_retries(lambda: kv.watch(key), f"watch {key}")
+    watcher = await with_retries(lambda: kv.watch(key), f"watch {key}", repair=repair_of(kv))
     try:
         initial = True
         async for entry in watcher:
@@ -154,7 +163,8 @@ async def watch_model(kv: KeyValue, key: str, model: type[M]) -> AsyncIterator[M
 
 
 async def _stop(watcher: Any) -> None:
-    try:
-        await watcher.stop()
-    except (ConnectionClosedError, ConnectionDrainingError):  # the connection went first: nothing to stop
-        pass
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        try:
+            await watcher.stop()
+        except (ConnectionClosedError, ConnectionDrainingError):  # the connection went first: nothing to stop
+            pass

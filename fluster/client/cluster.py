@@ -6,9 +6,11 @@ submit and kill. ``fluster.Client`` is the blocking facade over it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any
 
@@ -19,10 +21,11 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from fluster.bus.assets import Assets, ensure_assets
+from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.blobs import from_payload, store_entrypoint
 from fluster.bus.connection import HOW_TO_START, connect
 from fluster.bus.kv import get_model, snapshot, watch_model
+from fluster.bus.retry import backoff
 from fluster.bus.rpc import request
 from fluster.environ import JobEnv, default_namespace, default_url, job_env
 from fluster.errors import (
@@ -30,6 +33,7 @@ from fluster.errors import (
     FlusterTimeout,
     JobFailed,
     JobNotFound,
+    LeadershipLost,
     Unschedulable,
     from_wire,
 )
@@ -54,6 +58,7 @@ from fluster.types import Entrypoint, Environment, JobStatus
 log = logging.getLogger(__name__)
 
 SUBMIT_DEADLINE_S = 30.0
+WATCH_RECHECK_S = 30.0  # a wait reads the job's record directly this often, besides watching it
 REQUEST_TIMEOUT_S = 5.0
 KILL_TIMEOUT_S = 60.0
 
@@ -95,6 +100,7 @@ class ClusterClient:
         except BaseException:
             await nc.close()
             raise
+        watch_reconnects(nc, assets)
         if job is not None and job.namespace != namespace:
             job = None
         return cls(nc, url, namespace, assets, job)
@@ -291,11 +297,19 @@ class ClusterClient:
     async def _wait_record(self, job_id: str, timeout: float | None) -> JobRecord:
         validate_job_id(job_id)
         with anyio.move_on_after(timeout) as scope:
-            async for record in watch_model(self.assets.jobs, job_id, JobRecord):
-                if record is None:
-                    raise JobNotFound(f"no job {job_id!r} in namespace {self.namespace!r}")
-                if record.state.is_terminal:
-                    return record
+            while True:
+                # A watch can go quiet for good (its consumer lost with a restarted server): every so often
+                # the record is read directly, and the watch made anew.
+                async with aclosing(watch_model(self.assets.jobs, job_id, JobRecord)) as records:
+                    with anyio.move_on_after(WATCH_RECHECK_S):
+                        async for record in records:
+                            if record is None:
+                                raise JobNotFound(f"no job {job_id!r} in namespace {self.namespace!r}")
+                            if record.state.is_terminal:
+                                return record
+                current = await self._record(job_id)
+                if current.state.is_terminal:
+                    return current
         assert scope.cancelled_caught
         raise FlusterTimeout(f"job {job_id} did not finish within {timeout:g}s")
 
@@ -323,15 +337,13 @@ class ClusterClient:
         return int(msg.seq or 0)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[SubmitJobReply]], deadline: float) -> SubmitJobReply:
-        delay = 0.05
         with anyio.move_on_after(deadline):
-            while True:
+            for failures in itertools.count():
                 try:
                     return await attempt()
-                except (ClusterUnavailable, FlusterTimeout) as exc:
+                except (ClusterUnavailable, FlusterTimeout, LeadershipLost) as exc:
                     log.info("controller not answering, retrying: %s", exc)
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    await anyio.sleep(backoff(failures))
         raise ClusterUnavailable(
             f"no controller answered for namespace {self.namespace!r} at {self.url} within {deadline:g}s: "
             "start one with `fluster controller` (or `fluster up` for a local cluster)"

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from fluster.actor import registry
+from fluster.actor import registry, tracked
 from fluster.actor.pool import ActorPool, ClusterResolver
 from fluster.bus.assets import ENDPOINT_TTL_S
 from fluster.client.cluster import ClusterClient
@@ -257,7 +257,8 @@ class ClusterContext(JobContext):
         async def call() -> None:
             try:
                 ready_args, ready_kwargs = await self.objects.materialize((args, kwargs))
-                reply = self._resolver.call(subject, handle.name, method, ready_args, ready_kwargs, None)
+                # tracked: a request or reply lost in a reconnect is noticed (probed) instead of hanging
+                reply = tracked.call(self._resolver, subject, handle.name, method, ready_args, ready_kwargs)
                 if handle.job_id is None:
                     value = await reply
                 else:
@@ -270,7 +271,12 @@ class ClusterContext(JobContext):
         if asyncio._get_running_loop() is self._loop:
             self._spawn(call())
         else:
-            self._loop.call_soon_threadsafe(self._spawn, call())
+            coro = call()
+            try:
+                self._loop.call_soon_threadsafe(self._spawn, coro)
+            except RuntimeError:  # the context's loop has stopped
+                coro.close()
+                future.set_exception(RuntimeError("this ClusterContext is closed"))
         return future
 
     async def _unless_ended(self, job_id: str, reply: Coroutine[Any, Any, Any], call: str) -> Any:
@@ -299,7 +305,11 @@ class ClusterContext(JobContext):
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` on the loop (call it there), cancelled if still running when the context closes."""
-        task = self._calls.create_task(coro)
+        try:
+            task = self._calls.create_task(coro)
+        except RuntimeError:  # the context has closed: nothing more runs
+            coro.close()
+            return
         self._call_tasks.add(task)
         task.add_done_callback(self._call_tasks.discard)
 

@@ -189,7 +189,11 @@ class ContextObjects:
         if asyncio._get_running_loop() is self._loop:
             self._spawn(coro)
         else:
-            self._loop.call_soon_threadsafe(self._spawn, coro)
+            try:
+                self._loop.call_soon_threadsafe(self._spawn, coro)
+            except RuntimeError:  # the context's loop has stopped: nothing will run it again
+                coro.close()
+                return False
         return True
 
     async def _rebuild_then_run(self, future: StoredFuture[Any], source: RemoteRef, lost: str) -> None:
@@ -244,8 +248,8 @@ class ContextObjects:
         if self._closed or key not in self._keys:
             return
         self._keys.discard(key)
-        try:
-            self._loop.call_soon_threadsafe(self._spawn, self._delete(key))
+        try:  # the coroutine is made on the loop: one made here would never be awaited if the loop is gone
+            self._loop.call_soon_threadsafe(lambda: self._spawn(self._delete(key)))
         except RuntimeError:  # the loop is gone; close() already deleted what it could
             pass
 

@@ -180,9 +180,13 @@ def _callback(
     cheap, no awaits) run in the subscription's own task; the others run as term tasks, so one that awaits a
     write does not hold up the messages behind it."""
 
+    async def handle(message: Any, sender: str) -> Any:
+        _check_leading(term)
+        return await handler(message, sender)
+
     async def serve(msg: Msg) -> None:
         sender = msg.subject.rsplit(".", 1)[-1]
-        await serve_requests(msg, model, lambda m: handler(m, sender), what=model.__name__)
+        await serve_requests(msg, model, lambda m: handle(m, sender), what=model.__name__)
 
     if inline:
         return serve
@@ -203,6 +207,13 @@ def _callback(
             limit.release()
 
     return spawn
+
+
+def _check_leading(term: Term) -> None:
+    """Nothing is answered (a heartbeat's lease grant least of all) by a controller whose lease has lapsed:
+    one resuming from a pause handles what queued up meanwhile only after it has stood down."""
+    if not term.lease.valid():
+        raise LeadershipLost("this controller's lease lapsed: ask again (another controller takes over)")
 
 
 def _start(term: Term, coro: Any) -> bool:

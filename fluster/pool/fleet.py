@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from fluster.errors import FlusterTimeout
+from fluster.bus import retry
+from fluster.errors import FlusterTimeout, JobNotFound
 from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.executor import serve_executor
 from fluster.protocol.ids import JobId
-from fluster.types import Entrypoint
+from fluster.types import Entrypoint, JobStatus
 
 if TYPE_CHECKING:
     from fluster.actor.pool import ClusterResolver
@@ -119,7 +120,7 @@ class ExecutorFleet:
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch_ready, executor, resolver)
-                    final = await self.client.wait(job_id)
+                    final = await self._until_ended(job_id)
                     tg.cancel_scope.cancel()
             finally:
                 executor.kill()
@@ -136,9 +137,28 @@ class ExecutorFleet:
             if failures:  # it ended before serving: do not spin on a job that cannot start
                 await anyio.sleep(backoff(failures))
 
+    async def _until_ended(self, job_id: str) -> JobStatus:
+        """The executor job's final status; a lost watch (JetStream restarting, say) is watched again, so
+        nothing but the job's end (or the pool stopping) ends this."""
+        for failures in itertools.count():
+            try:
+                return await self.client.wait(job_id)
+            except JobNotFound:
+                raise
+            except Exception as exc:
+                log.warning("pool=%s cannot watch executor job %s (%r); watching again", self.pool_id, job_id, exc)
+                await anyio.sleep(backoff(failures))
+        raise AssertionError("unreachable")
+
     async def _watch_ready(self, executor: Executor, resolver: ClusterResolver) -> None:
-        actor = await resolver.lookup(executor.name)
-        await actor.wait_for_size(1)
+        for failures in itertools.count():
+            try:
+                actor = await resolver.lookup(executor.name)
+                await actor.wait_for_size(1)
+                break
+            except Exception as exc:  # the endpoints bucket briefly missing or unreachable: look again
+                log.warning("pool=%s cannot watch executor %s (%r); looking again", self.pool_id, executor.name, exc)
+                await anyio.sleep(backoff(failures))
         executor.ready = executor.served = True
         self._ready_changed.set()
         self._changed()
@@ -158,4 +178,4 @@ class ExecutorFleet:
 
 
 def backoff(failures: int) -> float:
-    return float(min(BACKOFF_MAX_S, 0.5 * 2.0**failures))
+    return retry.backoff(failures, 0.5, BACKOFF_MAX_S)

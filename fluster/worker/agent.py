@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
-from fluster.bus.assets import Assets, ensure_assets
+from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import serve_requests
 from fluster.environ import job_env_vars
@@ -127,6 +127,7 @@ class Worker:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._assets = await ensure_assets(self.nc.jetstream(), self.subjects)
+        watch_reconnects(self.nc, self._assets)
         self.work_root.mkdir(parents=True, exist_ok=True)
         await self.runtime.cleanup_stale()
         self._run_sub = await self.nc.subscribe(self.subjects.worker_run(self.worker_id))
