@@ -175,12 +175,13 @@ def to_wire(exc: BaseException, code: str = "error") -> ErrorInfo:
 
     tb = getattr(exc, "remote_traceback", None) if exc.__traceback__ is None else None
     text = tb or "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+    own_tb = exc.__traceback__
     try:
         pickled: bytes | None = cloudpickle.dumps(exc.with_traceback(None))
     except Exception:  # an exception holding an unpicklable value still reaches the caller as RemoteError
         pickled = None
     finally:
-        exc.with_traceback(exc.__traceback__)
+        exc.with_traceback(own_tb)  # the caller keeps the traceback it had
     return ErrorInfo(
         type_name=f"{type(exc).__module__}.{type(exc).__qualname__}",
         message=str(exc),

@@ -138,7 +138,9 @@ def main() -> int:
     except BaseException as exc:  # noqa: B036 - SystemExit and KeyboardInterrupt from user code are results too
         _write(workdir, _error(exc))
         sys.stdout.flush()
-        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        import traceback  # the job's stderr log holds its traceback (without this file's frame)
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
         return 1
     try:
         import cloudpickle
