@@ -3,6 +3,7 @@ the credentials and TLS of its ``ConnectOptions``."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from typing import Any
@@ -67,11 +68,22 @@ async def connect(url: str, name: str, options: ConnectOptions | None = None, **
         raise
     except Exception as exc:  # nats-py raises several unrelated types for "nothing there"
         with anyio.CancelScope(shield=True):
-            await nc.close()
+            await _abandon(nc)
         raise ClusterUnavailable(_explain(redact_url(clean), options, exc, errors)) from exc
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = 0.5
     return nc
+
+
+async def _abandon(nc: NATS) -> None:
+    """Close a client whose first connect failed, its socket included (nats-py leaves it open when a connect
+    is cancelled while the server refuses the credentials)."""
+    await nc.close()
+    transport = getattr(nc, "_transport", None)
+    if transport is not None:
+        transport.close()
+        with contextlib.suppress(Exception):
+            await transport.wait_closed()
 
 
 def _refused(exc: Exception) -> bool:

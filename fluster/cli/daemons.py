@@ -148,6 +148,9 @@ async def _up(args: argparse.Namespace) -> int:
             if args.port is None and port != local_state.DEFAULT_PORT:
                 print(f"port {local_state.DEFAULT_PORT} is in use: nats-server took port {port}")
             print(f"fluster is up: {args.workers} worker(s), namespace {args.namespace!r}")
+            if cluster.server is not None:
+                server = cluster.server
+                print(f"nats-server: config {server.store_dir / 'nats-server.conf'}, log {server.log_file}")
             print(f"export FLUSTER_URL={cluster.url}")
             dashboard = local_state.dashboard_address(cluster)
             if dashboard:

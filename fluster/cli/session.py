@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -16,7 +17,8 @@ from fluster.cli.args import need_connection
 from fluster.client.cluster import ClusterClient
 from fluster.errors import ClusterUnavailable
 
-LOST_AFTER_S = 10.0  # a follow that has had no connection to NATS this long gives up
+# a follow that has had no connection to NATS this long gives up (FLUSTER_CONNECTION_LOST_AFTER: tests)
+LOST_AFTER_S = float(os.environ.get("FLUSTER_CONNECTION_LOST_AFTER", "10"))
 
 
 @contextlib.asynccontextmanager

@@ -136,11 +136,13 @@ def main() -> int:
         os.kill(os.getpid(), signal.SIGTERM)
         return 143
     except BaseException as exc:  # noqa: B036 - SystemExit and KeyboardInterrupt from user code are results too
-        _write(workdir, _error(exc))
-        sys.stdout.flush()
-        import traceback  # the job's stderr log holds its traceback (without this file's frame)
+        import traceback  # the job's stderr log and its error hold its traceback, without this file's frame
 
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
+        if exc.__traceback__ is not None:
+            exc.with_traceback(exc.__traceback__.tb_next)
+        sys.stdout.flush()
+        traceback.print_exception(exc)
+        _write(workdir, _error(exc))
         return 1
     try:
         import cloudpickle
