@@ -14,8 +14,34 @@ from fluster.bus.natscontext import URL_VARS, ConnectionFlags, resolve
 from fluster.bus.options import ConnectOptions, read_connection_file
 
 CONNECTION_VAR = "FLUSTER_CONNECTION"  # the path of the job's connection file (see bus/options.py)
+# natscli's connection variables: a worker's own credentials, which its jobs must not inherit
+NATS_VARS = frozenset(
+    {
+        *URL_VARS,
+        "NATS_CONTEXT",
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_TOKEN",
+        "NATS_CREDS",
+        "NATS_NKEY",
+        "NATS_JWT",
+        "NATS_SEED",
+        "NATS_CERT",
+        "NATS_KEY",
+        "NATS_CA",
+    }
+)
 
-__all__ = ["URL_VARS", "JobEnv", "default_connection", "default_namespace", "default_url", "job_env", "job_env_vars"]
+__all__ = [
+    "URL_VARS",
+    "JobEnv",
+    "default_connection",
+    "default_namespace",
+    "default_url",
+    "inherited_job_environment",
+    "job_env",
+    "job_env_vars",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,12 @@ def default_connection(url: str | None = None) -> tuple[str | None, ConnectOptio
         ConfigurationError: ``NATS_CONTEXT`` names a context that cannot be read.
     """
     return resolve(ConnectionFlags(url=url), os.environ)
+
+
+def inherited_job_environment() -> dict[str, str]:
+    """The worker's environment as a job process inherits it (PATH, HOME, ...): without the worker's NATS
+    connection variables, so no credential reaches a job through its environment (it gets a file instead)."""
+    return {key: value for key, value in os.environ.items() if key not in NATS_VARS}
 
 
 def default_namespace() -> str | None:

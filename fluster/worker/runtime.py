@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 
 import anyio
 
+from fluster.environ import inherited_job_environment
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.resources import ResourceSpec, parse_memory
 from fluster.worker.memory import MemoryWatch
@@ -123,8 +124,9 @@ class ProcessRuntime:
         self._memory = MemoryWatch()  # enforces each job's memory request (see memory.py for how and why)
 
     async def start(self, spec: AttemptSpec) -> RunningAttempt:
-        # a job process inherits the worker's environment (PATH, HOME, ...) like any child, plus its own vars
-        env = {**os.environ, **spec.env}
+        # a job process inherits the worker's environment (PATH, HOME, ...) like any child, minus the worker's
+        # NATS credentials, plus its own vars
+        env = {**inherited_job_environment(), **spec.env}
         env["PYTHONUNBUFFERED"] = "1"
         paths = [str(p) for p in spec.python_path]
         if paths:

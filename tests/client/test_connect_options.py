@@ -103,3 +103,15 @@ def test_the_connection_file_carries_secrets_privately_and_the_url_without_them(
 
     path = write_connection_file(workdir, "nats://h:1", ConnectOptions(nkey=str(nkey)))
     assert read_connection_file(path)[1] == ConnectOptions(nkey_seed="SUAEXAMPLE")
+
+
+def test_jobs_do_not_inherit_the_workers_nats_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fluster.environ import inherited_job_environment
+
+    monkeypatch.setenv("NATS_PASSWORD", "s3cret")
+    monkeypatch.setenv("NATS_URL", "nats://ada:s3cret@h:1")
+    monkeypatch.setenv("NATS_CREDS", "/etc/worker.creds")
+    monkeypatch.setenv("MY_SETTING", "kept")
+    inherited = inherited_job_environment()
+    assert not {"NATS_PASSWORD", "NATS_URL", "NATS_CREDS"} & set(inherited)
+    assert inherited["MY_SETTING"] == "kept"
