@@ -7,7 +7,8 @@ breaks programs that map large regions they never touch, thread arenas, JITs). A
 worker starts it with ``start_new_session``, and its children stay in that session unless they call
 ``setsid`` themselves. Memory is the proportional set size (``Pss`` in ``/proc/<pid>/smaps_rollup``), so
 pages shared by forked children count once, with the resident set as the fallback. The price of sampling: a
-spike shorter than the interval can go unseen. One pass over ``/proc`` per interval serves every job.
+spike shorter than the interval can go unseen. The known processes of every job are measured ten times a
+second; one pass over ``/proc`` a second, for every job at once, finds the processes they started since.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-SAMPLE_INTERVAL_S = 0.1
+SAMPLE_INTERVAL_S = 0.1  # how often the known processes of each job are measured
+RESCAN_EVERY = 10  # samples between passes over /proc that find each job's new processes (once a second)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -39,17 +41,21 @@ class MemoryWatch:
     def __init__(self, interval: float = SAMPLE_INTERVAL_S) -> None:
         self._interval = interval
         self._jobs: dict[int, _Watched] = {}
+        self._members: dict[int, list[int]] = {}  # each job's processes as of the last pass over /proc
+        self._samples = 0
         self._timer: asyncio.TimerHandle | None = None
 
     def watch(self, session: int, limit: int, on_exceeded: Callable[[int], None]) -> None:
         if limit <= 0 or not os.path.isdir("/proc"):
             return
         self._jobs[session] = _Watched(limit, on_exceeded)
+        self._members[session] = [session]  # the session leader is the job's own process
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._interval, self._sample)
 
     def unwatch(self, session: int) -> None:
         self._jobs.pop(session, None)
+        self._members.pop(session, None)
         if not self._jobs and self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -57,18 +63,18 @@ class MemoryWatch:
     def _sample(self) -> None:
         self._timer = None
         try:
-            members = session_members(set(self._jobs))
-            for gone in set(self._jobs) - set(members):  # its processes have all ended
-                self._jobs.pop(gone, None)
-            for session, pids in members.items():
-                watched = self._jobs.get(session)
-                if watched is None:
-                    continue
+            if self._samples % RESCAN_EVERY == 0:
+                self._members = session_members(set(self._jobs))
+                for gone in set(self._jobs) - set(self._members):  # its processes have all ended
+                    self._jobs.pop(gone, None)
+            self._samples += 1
+            for session, watched in list(self._jobs.items()):
+                pids = self._members.get(session, [session])
                 used = sum(process_memory(pid) for pid in pids)
                 if used > watched.limit:
                     log.warning("job over its memory limit session=%d used=%d limit=%d", session, used, watched.limit)
-                    _kill(session, pids)
-                    self._jobs.pop(session, None)
+                    _kill(session, session_members({session}).get(session, pids))
+                    self.unwatch(session)
                     watched.on_exceeded(used)
         except Exception as exc:  # a sampler failure must not end the worker; the next pass tries again
             log.warning("memory sampling failed: %r", exc)
