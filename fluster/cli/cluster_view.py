@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fluster.actor import registry
 from fluster.bus.options import redact_url
 from fluster.cli import format as fmt
-from fluster.cli.jobs import current_attempt, print_status, status_dict
+from fluster.cli.job_status import current_attempt, print_status, status_dict
 from fluster.cli.session import connected
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.messages import JobState, WorkerInfo
