@@ -8,6 +8,7 @@ removes their endpoints.
 from __future__ import annotations
 
 import os
+import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
 
@@ -30,14 +31,14 @@ class InferenceActor:
         return "ok"
 
 
-def serve_inference(scale: int) -> None:
+def serve_inference(name: str, scale: int) -> None:
     """A job's entrypoint: serve the actor until the job is killed. ``fluster.run_async`` turns the stop (SIGTERM)
     into a cancellation, so ``async with server`` withdraws the endpoint before the process ends."""
 
     async def main() -> None:
         async with ClusterClient.connect() as client:  # the job's FLUSTER_* variables say where
             server = ActorServer(client)
-            server.register("inference", InferenceActor(scale), max_concurrency=4)
+            server.register(name, InferenceActor(scale), max_concurrency=4)
             async with server:
                 await anyio.sleep_forever()
 
@@ -50,24 +51,32 @@ async def main() -> None:
             client = await stack.enter_async_context(ClusterClient.connect())
         else:
             client = await stack.enter_async_context(LocalCluster(workers=3))
-        jobs = [await client.submit(f"inference-{i}", Entrypoint.from_callable(serve_inference, 2)) for i in range(3)]
+        # unique names: on a cluster that outlives this script, a second run must not meet the first one's
+        run = uuid.uuid4().hex[:6]
+        actor = f"inference-{run}"
+        jobs = []
         resolver = ClusterResolver(client)
-        pool = await resolver.lookup("inference")
-        await pool.wait_for_size(3, timeout=60)
-        owners = sorted(e.job_id or "" for e in pool.endpoints)
-        print(f"pool 'inference' has {pool.size} endpoints, owned by jobs {owners}")
+        try:
+            for i in range(3):
+                jobs.append(await client.submit(f"{actor}-{i}", Entrypoint.from_callable(serve_inference, actor, 2)))
+            pool = await resolver.lookup(actor)
+            await pool.wait_for_size(3, timeout=60)
+            owners = sorted(e.job_id or "" for e in pool.endpoints)
+            print(f"pool {actor!r} has {pool.size} endpoints, owned by jobs {owners}")
 
-        job, result = await pool.call().predict([1, 2, 3])
-        print(f"call -> {result} (served by job {job})")
-        served_by = Counter([(await pool.call().predict([0]))[0] for _ in range(30)])
-        print(f"30 calls spread over the pool: {dict(served_by)}")
-        for reply in await (await pool.broadcast().health()).wait_all():
-            print(f"broadcast -> job {reply.endpoint.job_id}: {reply.result()}")
-
-        for job_id in jobs:
-            await client.kill(job_id)
-        print(f"after killing the jobs the pool has {len(await pool.refresh())} endpoints")
-        await resolver.close()
+            job, result = await pool.call().predict([1, 2, 3])
+            print(f"call -> {result} (served by job {job})")
+            served_by = Counter([(await pool.call().predict([0]))[0] for _ in range(30)])
+            print(f"30 calls spread over the pool: {dict(served_by)}")
+            for reply in await (await pool.broadcast().health()).wait_all():
+                print(f"broadcast -> job {reply.endpoint.job_id}: {reply.result()}")
+            for job_id in jobs:
+                await client.kill(job_id)
+            print(f"after killing the jobs the pool has {len(await pool.refresh())} endpoints")
+        finally:
+            for job_id in jobs:  # what this script started, it stops, whatever happened (a no-op when done)
+                await client.kill(job_id)
+            await resolver.close()
 
 
 if __name__ == "__main__":

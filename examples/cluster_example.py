@@ -1,6 +1,8 @@
 """Resource-aware scheduling on a local cluster: jobs queue for CPUs, and a job no worker can take times out.
 
 python examples/cluster_example.py
+
+It always starts its own LocalCluster (one 4-CPU worker): the timings it shows depend on that shape.
 """
 
 import time

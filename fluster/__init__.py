@@ -1,5 +1,6 @@
 """fluster: distributed jobs, actors and tasks for Python, on NATS."""
 
+from fluster.bus.options import ConnectOptions
 from fluster.client.cluster import ClusterClient
 from fluster.client.sync import Client
 from fluster.errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "Client",
     "ClusterClient",
     "ClusterUnavailable",
+    "ConnectOptions",
     "CpuDevice",
     "Entrypoint",
     "Environment",

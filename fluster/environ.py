@@ -1,4 +1,6 @@
-"""The job-context bootstrap: where a process learns, from ``FLUSTER_*`` variables, whether it runs inside a job.
+"""The job-context bootstrap: where a process learns, from ``FLUSTER_*`` variables, whether it runs inside a job,
+and where library defaults for the cluster URL and NATS credentials come from (``FLUSTER_URL``, ``NATS_*``,
+natscli contexts).
 
 This module and ``fluster/cli`` are the only places that read environment variables.
 """
@@ -8,7 +10,38 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-URL_VARS = ("FLUSTER_URL", "NATS_URL")
+from fluster.bus.natscontext import URL_VARS, ConnectionFlags, resolve
+from fluster.bus.options import ConnectOptions, read_connection_file
+
+CONNECTION_VAR = "FLUSTER_CONNECTION"  # the path of the job's connection file (see bus/options.py)
+# natscli's connection variables: a worker's own credentials, which its jobs must not inherit
+NATS_VARS = frozenset(
+    {
+        *URL_VARS,
+        "NATS_CONTEXT",
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_TOKEN",
+        "NATS_CREDS",
+        "NATS_NKEY",
+        "NATS_JWT",
+        "NATS_SEED",
+        "NATS_CERT",
+        "NATS_KEY",
+        "NATS_CA",
+    }
+)
+
+__all__ = [
+    "URL_VARS",
+    "JobEnv",
+    "default_connection",
+    "default_namespace",
+    "default_url",
+    "inherited_job_environment",
+    "job_env",
+    "job_env_vars",
+]
 
 
 @dataclass(frozen=True)
@@ -20,6 +53,17 @@ class JobEnv:
     job_id: str
     attempt: int
     worker_id: str
+    connection_file: str | None = None  # credentials and TLS material, mode 0600, in the attempt's work dir
+
+    def connect_options(self) -> tuple[str, ConnectOptions]:
+        """The URL and options to reach the job's cluster: from the connection file when the worker wrote one.
+
+        Raises:
+            ConfigurationError: the connection file cannot be read.
+        """
+        if self.connection_file:
+            return read_connection_file(self.connection_file)
+        return self.url, ConnectOptions()
 
 
 def job_env() -> JobEnv | None:
@@ -34,6 +78,7 @@ def job_env() -> JobEnv | None:
         job_id=job_id,
         attempt=int(os.environ.get("FLUSTER_ATTEMPT", "0") or 0),
         worker_id=os.environ.get("FLUSTER_WORKER_ID", ""),
+        connection_file=os.environ.get(CONNECTION_VAR) or None,
     )
 
 
@@ -46,16 +91,38 @@ def default_url() -> str | None:
     return None
 
 
+def default_connection(url: str | None = None) -> tuple[str | None, ConnectOptions]:
+    """The URL (``url``, else ``FLUSTER_URL``, ``NATS_URL``, the natscli context) and the credentials and TLS
+    options that the environment gives (``NATS_USER``, ``NATS_PASSWORD``, ``NATS_TOKEN``, ``NATS_CREDS``,
+    ``NATS_NKEY``, ``NATS_CERT``, ``NATS_KEY``, ``NATS_CA``, ``NATS_CONTEXT``).
+
+    Raises:
+        ConfigurationError: ``NATS_CONTEXT`` names a context that cannot be read.
+    """
+    return resolve(ConnectionFlags(url=url), os.environ)
+
+
+def inherited_job_environment() -> dict[str, str]:
+    """The worker's environment as a job process inherits it (PATH, HOME, ...): without the worker's NATS
+    connection variables, so no credential reaches a job through its environment (it gets a file instead)."""
+    return {key: value for key, value in os.environ.items() if key not in NATS_VARS}
+
+
 def default_namespace() -> str | None:
     return os.environ.get("FLUSTER_NAMESPACE") or None
 
 
-def job_env_vars(url: str, namespace: str, job_id: str, attempt: int, worker_id: str) -> dict[str, str]:
+def job_env_vars(
+    url: str, namespace: str, job_id: str, attempt: int, worker_id: str, connection_file: str | None = None
+) -> dict[str, str]:
     """The ``FLUSTER_*`` variables a worker gives a job process (the inverse of ``job_env``)."""
-    return {
+    env = {
         "FLUSTER_URL": url,
         "FLUSTER_NAMESPACE": namespace,
         "FLUSTER_JOB_ID": job_id,
         "FLUSTER_ATTEMPT": str(attempt),
         "FLUSTER_WORKER_ID": worker_id,
     }
+    if connection_file:
+        env[CONNECTION_VAR] = connection_file
+    return env

@@ -3,9 +3,11 @@
 ::
 
     FlusterError
+      ConfigurationError   bad settings: connection options, a natscli context, a file they name (a ValueError)
       ProtocolError        undecodable or unexpected message
       ClusterUnavailable   no responders / cannot connect
         NobodyListening    nothing was subscribed to the subject a request went to
+        WorkerIdInUse      a live worker already registered this worker id
       FlusterTimeout       also a TimeoutError
       JobError
         JobNotFound
@@ -42,6 +44,10 @@ class FlusterError(Exception):
     """Base of every error fluster raises."""
 
 
+class ConfigurationError(FlusterError, ValueError):
+    """Settings that cannot work: connection options, a natscli context, or a file they name."""
+
+
 class ProtocolError(FlusterError):
     """A message could not be decoded, or was not what the receiver expected."""
 
@@ -52,6 +58,10 @@ class ClusterUnavailable(FlusterError):
 
 class NobodyListening(ClusterUnavailable):
     """A request found nothing subscribed to its subject (the server said so at once: it is reachable)."""
+
+
+class WorkerIdInUse(ClusterUnavailable):
+    """The controller refused a worker's registration: a live worker already uses that worker id."""
 
 
 class FlusterTimeout(FlusterError, TimeoutError):
@@ -165,12 +175,13 @@ def to_wire(exc: BaseException, code: str = "error") -> ErrorInfo:
 
     tb = getattr(exc, "remote_traceback", None) if exc.__traceback__ is None else None
     text = tb or "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+    own_tb = exc.__traceback__
     try:
         pickled: bytes | None = cloudpickle.dumps(exc.with_traceback(None))
     except Exception:  # an exception holding an unpicklable value still reaches the caller as RemoteError
         pickled = None
     finally:
-        exc.with_traceback(exc.__traceback__)
+        exc.with_traceback(own_tb)  # the caller keeps the traceback it had
     return ErrorInfo(
         type_name=f"{type(exc).__module__}.{type(exc).__qualname__}",
         message=str(exc),

@@ -10,6 +10,7 @@ from typing import Any
 import cloudpickle
 
 from fluster.protocol.messages import AttemptRecord, JobRecord, JobState
+from fluster.protocol.resources import ResourceSpec
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class JobStatus:
     preemption_count: int
     attempts: tuple[AttemptRecord, ...]
     parent_id: str | None
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    error_traceback: str | None = None  # the remote traceback of a job that raised
+    pending_reason: str | None = None  # why the scheduler has not placed it, when the record says
 
     @property
     def finished(self) -> bool:
@@ -124,4 +128,7 @@ class JobStatus:
             preemption_count=record.preemption_count,
             attempts=tuple(record.attempts),
             parent_id=record.request.parent_id,
+            resources=record.request.resources,
+            error_traceback=record.error_info.traceback if record.error_info is not None else None,
+            pending_reason=getattr(record, "pending_reason", None),
         )

@@ -63,4 +63,4 @@ def test_cli_without_url_explains_what_to_do() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "fluster.cli", "jobs"], capture_output=True, text=True, env=env, timeout=60
     )
-    assert out.returncode == 1 and "fluster up" in out.stderr
+    assert out.returncode == 3 and "fluster up" in out.stderr

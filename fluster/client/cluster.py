@@ -25,9 +25,10 @@ from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.blobs import from_payload, store_entrypoint
 from fluster.bus.connection import HOW_TO_START, connect
 from fluster.bus.kv import get_model, snapshot, watch_model
+from fluster.bus.options import ConnectOptions, split_url
 from fluster.bus.retry import backoff
 from fluster.bus.rpc import request
-from fluster.environ import JobEnv, default_namespace, default_url, job_env
+from fluster.environ import JobEnv, default_connection, default_namespace, job_env
 from fluster.errors import (
     ClusterUnavailable,
     FlusterTimeout,
@@ -66,35 +67,55 @@ KILL_TIMEOUT_S = 60.0
 class ClusterClient:
     """A connection to one namespace of a fluster cluster. Create it with ``await ClusterClient.connect()``."""
 
-    def __init__(self, nc: NATS, url: str, namespace: str, assets: Assets, job: JobEnv | None) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        url: str,
+        namespace: str,
+        assets: Assets,
+        job: JobEnv | None,
+        options: ConnectOptions | None = None,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
-        self.url = url
+        self.url = url  # without credentials: they are in ``options``
+        self.options = options or ConnectOptions()
         self.namespace = namespace
         self.subjects = Subjects(namespace)
         self.assets = assets
         self.job = job  # set when this process runs inside a fluster job of this namespace
 
     @staticmethod
-    def connect(url: str | None = None, namespace: str | None = None) -> _Connect:
-        """Connect to the cluster at ``url`` (default ``FLUSTER_URL``, then ``NATS_URL``).
+    def connect(
+        url: str | None = None, namespace: str | None = None, *, options: ConnectOptions | None = None
+    ) -> _Connect:
+        """Connect to the cluster at ``url`` with ``options``' credentials and TLS.
 
-        Use ``client = await ClusterClient.connect()`` or ``async with ClusterClient.connect() as client``.
+        Inside a job, the defaults are the job's own cluster (its worker's connection file); elsewhere
+        ``FLUSTER_URL``, then ``NATS_URL``, and the ``NATS_*`` credentials and TLS variables or the natscli
+        context (``NATS_CONTEXT``). Use ``client = await ClusterClient.connect()`` or
+        ``async with ClusterClient.connect() as client``.
 
         Raises:
             ClusterUnavailable: no URL is configured, or nothing answers there.
+            ConfigurationError: the options (or the context or connection file behind them) cannot work.
         """
-        return _Connect(url, namespace)
+        return _Connect(url, namespace, options)
 
     @classmethod
-    async def _open(cls, url: str | None, namespace: str | None) -> ClusterClient:
+    async def _open(cls, url: str | None, namespace: str | None, options: ConnectOptions | None) -> ClusterClient:
         job = job_env()
-        url = url or (job.url if job else None) or default_url()
+        if options is None and job is not None and url in (None, job.url):
+            url, options = job.connect_options()
+        elif options is None:
+            url, options = default_connection(url)
         if not url:
             raise ClusterUnavailable(f"no cluster URL: set FLUSTER_URL or NATS_URL, or {HOW_TO_START}")
+        url, in_url = split_url(url)
+        options = in_url.merged(options)
         namespace = namespace or (job.namespace if job else None) or default_namespace() or "default"
         subjects = Subjects(namespace)
-        nc = await connect(url, name=f"fluster-client-{uuid.uuid4().hex[:6]}")
+        nc = await connect(url, name=f"fluster-client-{uuid.uuid4().hex[:6]}", options=options)
         try:
             assets = await ensure_assets(nc.jetstream(), subjects)
         except BaseException:
@@ -103,7 +124,7 @@ class ClusterClient:
         watch_reconnects(nc, assets)
         if job is not None and job.namespace != namespace:
             job = None
-        return cls(nc, url, namespace, assets, job)
+        return cls(nc, url, namespace, assets, job, options)
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -353,15 +374,15 @@ class ClusterClient:
 class _Connect:
     """What ``ClusterClient.connect`` returns: awaitable, and an async context manager that closes the client."""
 
-    def __init__(self, url: str | None, namespace: str | None) -> None:
-        self._url, self._namespace = url, namespace
+    def __init__(self, url: str | None, namespace: str | None, options: ConnectOptions | None) -> None:
+        self._url, self._namespace, self._options = url, namespace, options
         self._client: ClusterClient | None = None
 
     def __await__(self) -> Generator[Any, None, ClusterClient]:
-        return ClusterClient._open(self._url, self._namespace).__await__()
+        return ClusterClient._open(self._url, self._namespace, self._options).__await__()
 
     async def __aenter__(self) -> ClusterClient:
-        self._client = await ClusterClient._open(self._url, self._namespace)
+        self._client = await ClusterClient._open(self._url, self._namespace, self._options)
         return self._client
 
     async def __aexit__(

@@ -13,6 +13,7 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from fluster.bus.options import ConnectOptions
 from fluster.client.cluster import ClusterClient
 from fluster.protocol.ids import JobId
 from fluster.protocol.messages import JobState, KillJobReply, LogLine, WorkerInfo
@@ -21,13 +22,15 @@ from fluster.types import Entrypoint, Environment, JobStatus
 
 
 class Client:
-    """``Client(url=None, namespace=None)``: the same methods as ``ClusterClient``, blocking."""
+    """``Client(url=None, namespace=None, options=None)``: the same methods as ``ClusterClient``, blocking."""
 
-    def __init__(self, url: str | None = None, namespace: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, namespace: str | None = None, *, options: ConnectOptions | None = None
+    ) -> None:
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
         try:
-            self._client: ClusterClient = self._portal.call(_connect, url, namespace)
+            self._client: ClusterClient = self._portal.call(_connect, url, namespace, options)
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             raise
@@ -126,5 +129,5 @@ class Client:
         self.close()
 
 
-async def _connect(url: str | None, namespace: str | None) -> ClusterClient:
-    return await ClusterClient.connect(url, namespace)
+async def _connect(url: str | None, namespace: str | None, options: ConnectOptions | None) -> ClusterClient:
+    return await ClusterClient.connect(url, namespace, options=options)

@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from fluster.bus.connection import connect
+from fluster.bus.options import ConnectOptions, split_url
 from fluster.client.cluster import ClusterClient
 from fluster.client.sync import Client
 from fluster.controller.service import Controller, ControllerSettings
@@ -47,10 +48,19 @@ class LocalCluster:
         worker_timeout: float = 5.0,
         store_dir: str | Path | None = None,
         controller: bool = True,
+        options: ConnectOptions | None = None,
+        port: int | None = None,
     ) -> None:
+        """``url``: use the NATS server(s) there (with ``options``' credentials and TLS) instead of starting one;
+        ``port``: the port of the server it starts (default: a free one)."""
         self.n_workers = workers
         self.namespace = namespace
-        self._external_url = url
+        self._external_url: str | None = None
+        self.options = options or ConnectOptions()
+        if url:  # credentials written in the URL join the options, so no URL this cluster hands out carries them
+            self._external_url, in_url = split_url(url)
+            self.options = in_url.merged(self.options)
+        self._port = port
         self._store_dir = store_dir
         self._with_controller = controller
         # worker ids are unique per cluster, so two local clusters on one machine never share work dirs or containers
@@ -59,6 +69,7 @@ class LocalCluster:
             WorkerSettings(
                 url="",
                 namespace=namespace,
+                connect=self.options,
                 worker_id=f"local-{cluster_id}-{index}",
                 cpu=cpu,
                 memory=memory,
@@ -104,14 +115,14 @@ class LocalCluster:
     @contextlib.asynccontextmanager
     async def _run(self) -> AsyncIterator[ClusterClient]:
         with self._nats_server():
-            nc = await connect(self.url, name="fluster-local")
+            nc = await connect(self.url, name="fluster-local", options=self.options)
             try:
                 async with anyio.create_task_group() as tg:
                     if self._with_controller:
                         self.controller = Controller(nc, self._controller_settings)
                         await tg.start(self.controller.run)
                     await self._start_workers(tg)
-                    client = await ClusterClient.connect(self.url, self.namespace)
+                    client = await ClusterClient.connect(self.url, self.namespace, options=self.options)
                     try:
                         yield client
                     finally:
@@ -128,7 +139,7 @@ class LocalCluster:
 
     async def _start_workers(self, tg: TaskGroup) -> None:
         for settings in self._worker_settings:
-            wnc = await connect(self.url, name=f"fluster-{settings.worker_id}")
+            wnc = await connect(self.url, name=f"fluster-{settings.worker_id}", options=self.options)
             worker = Worker(wnc, dataclasses.replace(settings, url=self.url))
             self.workers.append(worker)
             tg.start_soon(_close_on_exit, wnc)
@@ -139,7 +150,7 @@ class LocalCluster:
         if self._external_url:
             yield
             return
-        self.server = NatsServer(store_dir=self._store_dir)
+        self.server = NatsServer(store_dir=self._store_dir, port=self._port)
         self.server.start()
         try:
             yield

@@ -80,6 +80,7 @@ class NatsServer:
             ClusterUnavailable: it exited or did not listen within ``timeout``.
         """
         binary = find_nats_server()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             port = self.port or free_port()
             config = self.store_dir / "nats-server.conf"

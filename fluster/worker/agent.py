@@ -28,7 +28,6 @@ from pydantic import BaseModel
 from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import serve_requests
-from fluster.environ import job_env_vars
 from fluster.protocol.codec import encode
 from fluster.protocol.ids import Incarnation, new_incarnation, new_worker_id
 from fluster.protocol.messages import (
@@ -45,6 +44,7 @@ from fluster.protocol.messages import (
     now_ms,
 )
 from fluster.protocol.subjects import Subjects, result_object
+from fluster.worker.job_connection import job_connection_env
 from fluster.worker.lease import Lease
 from fluster.worker.link import ControllerLink
 from fluster.worker.runtime import (
@@ -242,7 +242,9 @@ class Worker:
                 python_path, cwd = await self._prepare_environment(attempt)
                 env = {
                     **request_.environment.env_vars,
-                    **job_env_vars(self._job_url(), self.settings.namespace, job_id, attempt.attempt, self.worker_id),
+                    **job_connection_env(
+                        self._job_url(), self.settings, workdir, job_id, attempt.attempt, self.worker_id
+                    ),
                 }
                 spec = AttemptSpec(
                     job_id=job_id,

@@ -136,9 +136,13 @@ def main() -> int:
         os.kill(os.getpid(), signal.SIGTERM)
         return 143
     except BaseException as exc:  # noqa: B036 - SystemExit and KeyboardInterrupt from user code are results too
-        _write(workdir, _error(exc))
+        import traceback  # the job's stderr log and its error hold its traceback, without this file's frame
+
+        if exc.__traceback__ is not None:
+            exc.with_traceback(exc.__traceback__.tb_next)
         sys.stdout.flush()
-        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        traceback.print_exception(exc)
+        _write(workdir, _error(exc))
         return 1
     try:
         import cloudpickle

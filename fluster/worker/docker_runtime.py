@@ -248,7 +248,9 @@ class DockerRuntime:
                 cwd = CWD_DIR
                 mounts.append(_bind(spec.cwd, CWD_DIR))
 
-        env = dict(spec.env)
+        # a variable naming a file in the work dir (the job's connection file) names it where the job sees it
+        workdir = str(spec.workdir)
+        env = {k: JOB_DIR + v[len(workdir) :] if v.startswith(workdir + "/") else v for k, v in spec.env.items()}
         env["PYTHONUNBUFFERED"] = "1"
         paths = [*container_paths, SUPPORT_DIR]
         if env.get("PYTHONPATH"):

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 
 from fluster.bus.retry import backoff
 from fluster.bus.rpc import request
-from fluster.errors import FlusterError, NobodyListening
+from fluster.errors import FlusterError, NobodyListening, WorkerIdInUse
 from fluster.protocol.messages import (
     Ack,
     AttemptRef,
@@ -80,7 +80,11 @@ class ControllerLink:
 
     async def register(self, info: WorkerInfo, lease: Lease) -> None:
         """Register, retrying until a controller acknowledges (it may not be up yet); the reply's lease grant
-        goes into ``lease``."""
+        goes into ``lease``.
+
+        Raises:
+            WorkerIdInUse: the controller refused the id: a live worker uses it (no retry would help).
+        """
         for attempt in itertools.count():
             sent = time.monotonic()
             try:
@@ -95,6 +99,7 @@ class ControllerLink:
                 lease.granted(sent, reply.lease_ms)
                 return
             except FlusterError as exc:
+                raise_if_id_taken(exc)
                 log.info("registration not acknowledged, retrying: %s", exc)
                 await anyio.sleep(backoff(attempt, 0.05, 2.0))
 
@@ -135,3 +140,9 @@ class ControllerLink:
             )
         except FlusterError as exc:
             log.info("deregistration not acknowledged: %s", exc)
+
+
+def raise_if_id_taken(exc: FlusterError) -> None:
+    """Turn the controller's "worker id ... is in use by a live worker" refusal into ``WorkerIdInUse``."""
+    if isinstance(exc, WorkerIdInUse) or "is in use by a live worker" in str(exc):
+        raise WorkerIdInUse(str(exc)) from exc

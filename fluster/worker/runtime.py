@@ -22,8 +22,10 @@ from typing import Literal, Protocol
 
 import anyio
 
+from fluster.environ import inherited_job_environment
 from fluster.protocol.messages import EnvironmentSpec
-from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.resources import ResourceSpec, parse_memory
+from fluster.worker.memory import MemoryWatch
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +121,12 @@ class ProcessRuntime:
 
     def __init__(self, python: str | None = None) -> None:
         self._python = python or sys.executable
+        self._memory = MemoryWatch()  # enforces each job's memory request (see memory.py for how and why)
 
     async def start(self, spec: AttemptSpec) -> RunningAttempt:
-        # a job process inherits the worker's environment (PATH, HOME, ...) like any child, plus its own vars
-        env = {**os.environ, **spec.env}
+        # a job process inherits the worker's environment (PATH, HOME, ...) like any child, minus the worker's
+        # NATS credentials, plus its own vars
+        env = {**inherited_job_environment(), **spec.env}
         env["PYTHONUNBUFFERED"] = "1"
         paths = [str(p) for p in spec.python_path]
         if paths:
@@ -141,7 +145,9 @@ class ProcessRuntime:
             start_new_session=True,  # its own process group, so a stop reaches everything the job started
         )
         pipes.transport = transport
-        return _ProcessAttempt(transport, pipes)
+        attempt = _ProcessAttempt(transport, pipes, self._memory, spec.resources.memory)
+        self._memory.watch(transport.get_pid(), parse_memory(spec.resources.memory), attempt.out_of_memory)
+        return attempt
 
     async def cleanup_stale(self) -> None:
         return None
@@ -203,9 +209,18 @@ _STREAMS: dict[int, Stream] = {1: "stdout", 2: "stderr"}
 
 
 class _ProcessAttempt:
-    def __init__(self, transport: asyncio.SubprocessTransport, pipes: _Pipes) -> None:
+    def __init__(self, transport: asyncio.SubprocessTransport, pipes: _Pipes, memory: MemoryWatch, limit: str) -> None:
         self._transport = transport
         self._pipes = pipes
+        self._memory = memory
+        self._limit = limit
+        self._oom_error: str | None = None
+
+    def out_of_memory(self, used: int) -> None:
+        """Called by the memory watch once it has killed the job for using ``used`` bytes."""
+        self._oom_error = (
+            f"out of memory: the job exceeded its memory limit of {self._limit} (its processes used {used >> 20}m)"
+        )
 
     async def lines(self) -> AsyncIterator[tuple[Stream, str]]:
         while (item := await self._pipes.queue.get()) is not None:
@@ -214,8 +229,11 @@ class _ProcessAttempt:
 
     async def wait(self) -> ExitInfo:
         await self._pipes.exited.wait()
+        self._memory.unwatch(self._transport.get_pid())
         code = self._transport.get_returncode()
         self._transport.close()
+        if self._oom_error is not None:
+            return ExitInfo(exit_code=code if code is not None else -9, oom_killed=True, error=self._oom_error)
         return ExitInfo(exit_code=code if code is not None else -1)
 
     async def stop(self, grace: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fluster.bus.options import ConnectOptions
 from fluster.protocol.messages import WorkerResources
 from fluster.protocol.resources import CpuDevice, Device, GpuDevice, TpuDevice, parse_memory
 from fluster.worker.probe import probe_cpu, probe_gpus, probe_memory
@@ -15,6 +16,7 @@ from fluster.worker.runtime import ProcessRuntime, Runtime
 class WorkerSettings:
     url: str
     namespace: str = "default"
+    connect: ConnectOptions = field(default_factory=ConnectOptions)  # credentials and TLS, also handed to jobs
     worker_id: str | None = None
     cpu: float | None = None  # None: probe
     memory: str | None = None  # None: probe

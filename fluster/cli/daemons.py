@@ -1,0 +1,284 @@
+"""The long-running commands: ``up`` / ``down`` (a local cluster, in the foreground or detached), ``controller``
+and ``worker``, with their signal handling: the first Ctrl-C (or SIGTERM) stops cleanly, a second one says
+what it is waiting for, a third forces the stop."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+from anyio.abc import TaskStatus
+
+from fluster.bus.connection import connect
+from fluster.bus.options import redact_url
+from fluster.cli import args as a
+from fluster.cli import local_state
+from fluster.cli.failures import INTERRUPTED
+from fluster.controller.service import Controller, ControllerSettings
+from fluster.environ import default_namespace
+from fluster.local.cluster import LocalCluster
+from fluster.protocol.resources import CpuDevice, GpuDevice, TpuDevice
+from fluster.worker.agent import Worker
+from fluster.worker.settings import WorkerSettings
+
+Sub = Callable[..., argparse.ArgumentParser]
+
+
+def register(add: Sub, add_plain: Sub) -> None:
+    p = add_plain("up", "run a local cluster (nats-server, controller, workers); --detach for the background", _up)
+    p.add_argument("--workers", type=a.count, default=2, help="workers to start (default: %(default)s)")
+    p.add_argument("--cpu", type=a.cpu, default=None, help="CPUs each worker offers (default: probe the machine)")
+    p.add_argument("--memory", type=a.memory, default=None, help="memory each worker offers, e.g. 8g (default: probe)")
+    p.add_argument(
+        "--port",
+        type=a.port,
+        default=None,
+        help=f"NATS port (default: {local_state.DEFAULT_PORT} when free, else any free port)",
+    )
+    p.add_argument(
+        "--namespace",
+        default=default_namespace() or "default",
+        help="fluster namespace (default: $FLUSTER_NAMESPACE or 'default')",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["process", "docker"],
+        default="process",
+        help="how workers run jobs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--store-dir",
+        default=None,
+        metavar="DIR",
+        help="JetStream directory, created when missing and kept (default: a temporary one, removed at exit)",
+    )
+    p.add_argument("--detach", action="store_true", help="run in the background; `fluster down` stops it")
+
+    p = add_plain("down", "stop the local cluster(s) that `fluster up` started", _down)
+    p.add_argument("--port", type=a.port, default=None, help="only the cluster on this port (default: every one)")
+
+    p = add("controller", "run a controller in the foreground", _controller)
+    p.add_argument(
+        "--worker-timeout",
+        type=a.seconds,
+        default=10.0,
+        help="seconds without a heartbeat before a worker is dead (default: %(default)g)",
+    )
+    p.add_argument(
+        "--kill-grace",
+        type=a.seconds,
+        default=5.0,
+        help="seconds between SIGTERM and SIGKILL when a job is killed (default: %(default)g)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=a.count,
+        default=None,
+        help="JetStream replicas for fluster's buckets and streams (3 on a 3-node NATS cluster)",
+    )
+    p.add_argument(
+        "--finished-job-retention",
+        type=a.seconds,
+        default=24 * 3600.0,
+        help="seconds a finished job (record, result) is kept; 0 keeps them forever (default: a day)",
+    )
+
+    p = add("worker", "run a worker in the foreground", _worker)
+    p.add_argument(
+        "--worker-id",
+        type=a.name,
+        default=a.default_worker_id(),
+        help="stable id of this worker, one per worker (default: the host name)",
+    )
+    p.add_argument("--cpu", type=a.cpu, default=None, help="CPUs offered (default: probe)")
+    p.add_argument("--memory", type=a.memory, default=None, help="memory offered, e.g. 16g (default: probe)")
+    p.add_argument("--gpus", type=a.count, default=None, help="GPUs offered (default: probe with nvidia-smi)")
+    p.add_argument("--gpu-variant", default="auto", help="GPU type offered, e.g. A100 (default: %(default)s)")
+    p.add_argument("--tpus", type=a.count, default=None, help="TPU chips offered (default: none)")
+    p.add_argument("--tpu-variant", default="auto", help="TPU type offered (default: %(default)s)")
+    p.add_argument(
+        "--max-concurrent-jobs", type=a.count, default=10, help="jobs run at once at most (default: %(default)s)"
+    )
+    p.add_argument(
+        "--runtime", choices=["process", "docker"], default="process", help="how jobs run (default: %(default)s)"
+    )
+    p.add_argument(
+        "--image", default="fluster-base:py311", help="base image for the docker runtime (default: %(default)s)"
+    )
+    p.add_argument(
+        "--heartbeat-interval", type=a.seconds, default=1.0, help="seconds between heartbeats (default: %(default)g)"
+    )
+    p.add_argument(
+        "--drain-grace",
+        type=a.seconds,
+        default=10.0,
+        help="on Ctrl-C/SIGTERM, seconds to let running jobs finish before stopping them (default: %(default)g)",
+    )
+    p.add_argument(
+        "--kill-grace",
+        type=a.seconds,
+        default=5.0,
+        help="seconds between SIGTERM and SIGKILL when a job is stopped (default: %(default)g)",
+    )
+
+
+# -- up / down ------------------------------------------------------------------------------------------
+
+
+async def _up(args: argparse.Namespace) -> int:
+    if args.detach:
+        return await anyio.to_thread.run_sync(local_state.start_detached, args.argv)
+    port = local_state.choose_port(args.port)
+    cluster = LocalCluster(
+        workers=args.workers,
+        cpu=args.cpu,
+        memory=args.memory,
+        namespace=args.namespace,
+        runtime=args.runtime,
+        store_dir=args.store_dir,
+        port=port,
+    )
+    async with _stop_signals("the local cluster") as stop, cluster:
+        state = local_state.record(cluster.url, port, args.namespace, args.store_dir)
+        try:
+            if args.port is None and port != local_state.DEFAULT_PORT:
+                print(f"port {local_state.DEFAULT_PORT} is in use: nats-server took port {port}")
+            print(f"fluster is up: {args.workers} worker(s), namespace {args.namespace!r}")
+            if cluster.server is not None:
+                server = cluster.server
+                print(f"nats-server: config {server.store_dir / 'nats-server.conf'}, log {server.log_file}")
+            print(f"export FLUSTER_URL={cluster.url}")
+            dashboard = local_state.dashboard_address(cluster)
+            if dashboard:
+                print(f"dashboard: {dashboard}")
+            print("press Ctrl-C (or run `fluster down`) to stop", flush=True)
+            await stop.requested.wait()
+        finally:
+            local_state.forget(state)
+    return INTERRUPTED if stop.forced else 0
+
+
+async def _down(args: argparse.Namespace) -> int:
+    return await anyio.to_thread.run_sync(local_state.stop_recorded, args.port)
+
+
+# -- controller / worker --------------------------------------------------------------------------------
+
+
+async def _controller(args: argparse.Namespace) -> int:
+    url, options = a.need_connection(args)
+    nc = await connect(url, name="fluster-controller", options=options)
+    settings = ControllerSettings(
+        namespace=args.namespace,
+        worker_timeout=args.worker_timeout,
+        kill_grace=args.kill_grace,
+        replicas=args.replicas,
+        finished_job_retention=args.finished_job_retention or None,
+    )
+    try:
+        async with _stop_signals("the controller") as stop, anyio.create_task_group() as tg:
+            await tg.start(Controller(nc, settings).run)
+            print(f"controller serving namespace {args.namespace!r} at {redact_url(url)}", flush=True)
+            await stop.requested.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.close()
+    return INTERRUPTED if stop.forced else 0
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    url, options = a.need_connection(args)
+    device: CpuDevice | GpuDevice | TpuDevice | None = None
+    if args.gpus is not None:
+        device = GpuDevice(variant=args.gpu_variant, count=args.gpus) if args.gpus > 0 else CpuDevice()
+    elif args.tpus is not None:
+        device = TpuDevice(variant=args.tpu_variant, count=args.tpus)
+    settings = WorkerSettings(
+        url=url,
+        connect=options,
+        namespace=args.namespace,
+        worker_id=args.worker_id,
+        cpu=args.cpu,
+        memory=args.memory,
+        device=device,
+        max_concurrent_jobs=args.max_concurrent_jobs,
+        heartbeat_interval=args.heartbeat_interval,
+        runtime=args.runtime,
+        docker_image=args.image,
+        kill_grace=args.kill_grace,
+    )
+    nc = await connect(url, name=f"fluster-worker-{args.worker_id}", options=options)
+    worker = Worker(nc, settings)
+    try:
+        async with _stop_signals(f"worker {worker.worker_id}") as stop, anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            print(f"worker {worker.worker_id} serving namespace {args.namespace!r}", flush=True)
+            await stop.requested.wait()
+            await _drain(worker, args.drain_grace)
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.close()
+    return INTERRUPTED if stop.forced else 0
+
+
+async def _drain(worker: Worker, grace: float) -> None:
+    running = len(worker.attempts)
+    if running:
+        print(
+            f"draining: letting {running} job(s) finish for up to {grace:g}s, then stopping them "
+            "(they are retried elsewhere)",
+            flush=True,
+        )
+    await worker.drain(grace)
+
+
+class _Stop:
+    """Signals for a long-running command, watched for its whole life: the first Ctrl-C or SIGTERM sets
+    ``requested`` (the command then leaves cleanly), a second says what it still waits for, a third cancels
+    ``force`` (the command stops without finishing, and says so)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.requested = anyio.Event()
+        self.force = anyio.CancelScope()
+        self.forced = False
+
+    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            count = 0
+            async for _ in signals:
+                count += 1
+                if count == 1:
+                    print(f"stopping {self.what} (Ctrl-C again to see what it waits for)", file=sys.stderr, flush=True)
+                    self.requested.set()
+                elif count == 2:
+                    print(
+                        f"still stopping {self.what} cleanly: running jobs get their grace period and their last log "
+                        "lines and reports are sent; Ctrl-C once more forces it (its jobs are then lost with it)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                else:
+                    print(f"forced: {self.what} stops now without finishing", file=sys.stderr, flush=True)
+                    self.forced = True
+                    self.force.cancel()
+                    return
+
+
+@contextlib.asynccontextmanager
+async def _stop_signals(what: str) -> AsyncIterator[_Stop]:
+    stop = _Stop(what)
+    async with anyio.create_task_group() as tg:
+        await tg.start(stop.watch)
+        try:
+            with stop.force:
+                yield stop
+        finally:
+            tg.cancel_scope.cancel()

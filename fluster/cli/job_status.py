@@ -1,0 +1,81 @@
+"""How one job looks from the terminal: its current attempt, ``fluster status JOB`` and its JSON form."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from fluster.cli import format as fmt
+from fluster.protocol.messages import AttemptRecord, JobState
+from fluster.types import JobStatus
+
+
+def current_attempt(status: JobStatus) -> AttemptRecord | None:
+    """The attempt the job is on now: None while it waits for a new one (after a preemption, say)."""
+    if not status.attempts:
+        return None
+    last = status.attempts[-1]
+    if not status.state.is_terminal and (last.state.is_terminal or last.state == JobState.PREEMPTED):
+        return None
+    return last
+
+
+def current_error(status: JobStatus, attempt: AttemptRecord | None) -> str:
+    if status.state.is_terminal:
+        text = status.error
+    elif attempt is not None:
+        text = attempt.error
+    else:
+        text = status.pending_reason
+    return fmt.shorten(text, 70)
+
+
+def status_dict(status: JobStatus) -> dict[str, Any]:
+    fields = dataclasses.asdict(status)
+    fields["state"] = status.state.value
+    fields["resources"] = status.resources.model_dump(mode="json")
+    fields["attempts"] = [attempt.model_dump(mode="json") for attempt in status.attempts]
+    return fields
+
+
+def print_status(status: JobStatus) -> None:
+    """``fluster status JOB``: everything about one job, with its whole error."""
+    now = time.time()
+    lines = [
+        ("job", status.job_id + (f" (child of {status.parent_id})" if status.parent_id else "")),
+        ("state", status.state.value + (f", exit code {status.exit_code}" if status.exit_code is not None else "")),
+        ("resources", status.resources.describe()),
+        ("submitted", f"{fmt.timestamp(status.submitted_at_ms)} ({fmt.age(status.submitted_at_ms, now)})"),
+        ("started", fmt.timestamp(status.started_at_ms)),
+        ("finished", fmt.timestamp(status.finished_at_ms)),
+        ("ran", fmt.span(status.started_at_ms, status.finished_at_ms, now)),
+        ("failures", f"{status.failure_count} (preemptions: {status.preemption_count})"),
+    ]
+    if status.pending_reason and not status.state.is_terminal:
+        lines.append(("waiting", status.pending_reason))
+    for key, value in lines:
+        print(f"{key:>10}: {value}")
+    if status.error:
+        print(f"{'error':>10}:")
+        for line in status.error.rstrip().splitlines():
+            print(f"    {line}")
+    if status.error_traceback:
+        print(f"{'traceback':>10}:")
+        for line in status.error_traceback.rstrip().splitlines():
+            print(f"    {line}")
+    if status.attempts:
+        rows = [
+            [
+                str(t.attempt),
+                t.worker_id,
+                t.state.value,
+                fmt.timestamp(t.started_at_ms),
+                fmt.span(t.started_at_ms, t.finished_at_ms, now),
+                "-" if t.exit_code is None else str(t.exit_code),
+                fmt.shorten(t.error, 60),
+            ]
+            for t in status.attempts
+        ]
+        print()
+        print(fmt.table(["ATTEMPT", "WORKER", "STATE", "STARTED", "RAN", "EXIT", "ERROR"], rows))
