@@ -3,6 +3,7 @@ and helpers to run controllers and workers in this process or as real subprocess
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,22 @@ from fluster.client.cluster import ClusterClient
 from fluster.local.server import NatsServer
 
 T = TypeVar("T")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fluster chaos soak (tests/chaos)")
+    group.addoption(
+        "--chaos-seconds",
+        type=float,
+        default=float(os.environ.get("FLUSTER_CHAOS_SECONDS", "90")),
+        help="how long the chaos soak injects faults (default 90, the short soak CI runs)",
+    )
+    group.addoption(
+        "--chaos-seed",
+        type=int,
+        default=int(os.environ.get("FLUSTER_CHAOS_SEED", "1")),
+        help="the seed of the soak's fault schedule and workload",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.aio.subscription import DEFAULT_SUB_PENDING_MSGS_LIMIT, Subscription
 
 from fluster.actor import registry, wire
 from fluster.actor.calls import CallLog
@@ -61,6 +61,7 @@ class _Registration:
     max_concurrency: int
     record: EndpointRecord
     threaded: bool = True
+    max_pending: int | None = None
     claim_revision: int | None = None
 
 
@@ -221,6 +222,7 @@ class ActorServer:
         exclusive: bool = False,
         metadata: dict[str, str] | None = None,
         threaded: bool = True,
+        max_pending_calls: int | None = None,
     ) -> EndpointId:
         """Serve ``obj``'s public methods as actor ``name`` once the server runs; returns the endpoint id.
 
@@ -230,6 +232,10 @@ class ActorServer:
 
         ``exclusive`` makes the server fail to start (``ActorNameTaken``) when another live endpoint serves
         the name, and keeps other servers from joining it while this one lives.
+
+        ``max_pending_calls`` bounds the calls queued for the actor (beyond those running): past it, NATS
+        drops calls (a slow consumer). A plain call that is dropped times out; a tracked one (WorkerPool
+        batches, context actor calls) is noticed by its probe and sent again.
 
         Raises:
             ValueError: a bad name, a name registered twice, or ``max_concurrency`` < 1.
@@ -258,7 +264,7 @@ class ActorServer:
             registered_ms=now,
             refreshed_ms=now,
         )
-        self._registrations[name] = _Registration(name, obj, max_concurrency, record, threaded)
+        self._registrations[name] = _Registration(name, obj, max_concurrency, record, threaded, max_pending_calls)
         return endpoint_id
 
     @property
@@ -319,7 +325,12 @@ class ActorServer:
                 live.dispatchers.append(dispatcher)
                 pool_subject = self.client.subjects.actor(reg.name)
                 for subject, queue in ((pool_subject, reg.name), (reg.record.subject, "")):
-                    sub = await self.client.nc.subscribe(subject, queue=queue, cb=dispatcher.dispatch)
+                    sub = await self.client.nc.subscribe(
+                        subject,
+                        queue=queue,
+                        cb=dispatcher.dispatch,
+                        pending_msgs_limit=reg.max_pending or DEFAULT_SUB_PENDING_MSGS_LIMIT,
+                    )
                     live.subscriptions.append(sub)
             await self.client.nc.flush()  # subscribed at the server before any caller can find us
             for reg in live.registrations:

@@ -21,7 +21,7 @@ import anyio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import MSG_ROLLUP_SUBJECT, KeyValue
 from nats.js.object_store import (
     OBJ_CHUNKS_PRE_TEMPLATE,
@@ -60,13 +60,16 @@ async def put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
         FlusterTimeout: JetStream did not acknowledge every chunk in time.
     """
     try:
-        await _put_blob(objects, name, data)
-    except NoStream:
-        repair = repair_of(objects)
-        if repair is None:
-            raise
-        await repair()
-        await _put_blob(objects, name, data)
+        try:
+            await _put_blob(objects, name, data)
+        except NoStream:
+            repair = repair_of(objects)
+            if repair is None:
+                raise
+            await repair()
+            await _put_blob(objects, name, data)
+    except APIError as exc:  # a full disk ("insufficient resources"), a limit: say what could not be stored
+        raise FlusterError(f"the object store refused {name!r} ({len(data)} bytes): {exc.description}") from exc
 
 
 async def _put_blob(objects: ObjectStore, name: str, data: bytes) -> None:

@@ -18,7 +18,7 @@ import anyio
 
 from fluster.controller import state as st
 from fluster.controller.term import Term
-from fluster.errors import FlusterError, LeadershipLost, ProtocolError
+from fluster.errors import LeadershipLost, ProtocolError, WorkerIdInUse
 from fluster.protocol.codec import encode
 from fluster.protocol.messages import (
     Ack,
@@ -41,7 +41,7 @@ async def on_register(term: Term, msg: RegisterWorker, sender: str) -> RegisterW
     registry key is stored.
 
     Raises:
-        FlusterError: another live worker (another process) uses the same id.
+        WorkerIdInUse: another live worker (another process) uses the same id.
     """
     info = msg.info
     _check_sender(info.worker_id, sender)
@@ -53,7 +53,7 @@ async def on_register(term: Term, msg: RegisterWorker, sender: str) -> RegisterW
         and (old.info.pid, old.info.hostname) != (info.pid, info.hostname)
         and time.monotonic() - old.last_seen < term.settings.worker_timeout
     ):
-        raise FlusterError(
+        raise WorkerIdInUse(
             f"worker id {info.worker_id!r} is in use by a live worker (pid {old.info.pid} on "
             f"{old.info.hostname}); give each worker its own --worker-id"
         )

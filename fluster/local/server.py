@@ -56,6 +56,7 @@ class NatsServer:
         log_file: str | Path | None = None,
         max_payload: int = MAX_PAYLOAD,
         extra_config: str = "",
+        max_file_store: int | None = None,
     ) -> None:
         self._own_dir = store_dir is None
         self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="fluster-nats-"))
@@ -63,6 +64,7 @@ class NatsServer:
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         self.max_payload = max_payload
         self.extra_config = extra_config  # appended to the generated config (authorization, tls, ...)
+        self.max_file_store = max_file_store  # JetStream's disk budget (None: the server's default)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -88,7 +90,7 @@ class NatsServer:
                 f'listen: "127.0.0.1:{port}"\n'
                 f"max_payload: {self.max_payload}\n"
                 'ping_interval: "10s"\n'
-                f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"\n}}\n' + self.extra_config
+                f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"\n{self._limits()}}}\n' + self.extra_config
             )
             with open(self.log_file, "ab") as out:
                 self._proc = subprocess.Popen(
@@ -106,6 +108,9 @@ class NatsServer:
             if self.port:  # a fixed port that failed will not get better
                 break
         raise ClusterUnavailable(f"nats-server did not start; see {self.log_file}")
+
+    def _limits(self) -> str:
+        return f"  max_file_store: {self.max_file_store}\n" if self.max_file_store else ""
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None

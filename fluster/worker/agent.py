@@ -49,6 +49,7 @@ from fluster.worker.lease import Lease
 from fluster.worker.link import ControllerLink
 from fluster.worker.runtime import (
     ENTRYPOINT_FILE,
+    LIFELINE_ENDED_FILE,
     RESULT_FILE,
     AttemptSpec,
     ExitInfo,
@@ -62,7 +63,8 @@ log = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=BaseModel)
 
-RESULT_INLINE_LIMIT = 64 * 1024  # larger return values go to the object store, not into the job record
+RESULT_INLINE_LIMIT = 64 * 1024
+HEARTBEATS_IN_FLIGHT = 4  # larger return values go to the object store, not into the job record
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Worker:
         self.attempts: dict[tuple[str, int], _Attempt] = {}
         self.link = ControllerLink(nc, self.subjects)
         self.lease = Lease()
+        self._reincarnating = anyio.Lock()
         self._draining = False
         self._assets: Assets | None = None
         self._tg: TaskGroup | None = None
@@ -303,6 +306,10 @@ class Worker:
         return await running.wait()
 
     async def _outcome(self, attempt: _Attempt, workdir: Path, exit_info: ExitInfo) -> JobUpdated:
+        ended = workdir / LIFELINE_ENDED_FILE
+        if attempt.stop_state is None and ended.exists():  # its lease ran out: lost, not failed
+            attempt.stop_state = JobState.PREEMPTED
+            attempt.stop_reason = f"stopped by its lifeline: {ended.read_text(errors='replace')[:500]}"
         if attempt.stop_state is not None:
             return self._update(
                 attempt,
@@ -387,20 +394,35 @@ class Worker:
     # -- controller link --------------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.heartbeat_interval)
+        """A heartbeat every interval, whether or not the last one was answered: a reply that does not come
+        (a paused controller still in the queue group takes some of them) must not delay the next one, or
+        the controller that is alive would hear too little and declare this worker dead."""
+        async with anyio.create_task_group() as beats:
+            in_flight = anyio.Semaphore(HEARTBEATS_IN_FLIGHT)
+            while True:
+                await anyio.sleep(self.settings.heartbeat_interval)
+                if in_flight.value == 0:
+                    continue  # every earlier one still waits: skip this beat rather than pile up
+                await in_flight.acquire()
+                beats.start_soon(self._heartbeat, in_flight)
+
+    async def _heartbeat(self, in_flight: anyio.Semaphore) -> None:
+        try:
             known = {a.key for a in self.attempts.values() if not a.fenced}
             timeout = max(1.0, self.settings.heartbeat_interval * 2)
-            reply = await self.link.heartbeat(self.worker_id, self.incarnation, known, timeout, self.lease)
+            incarnation = self.incarnation
+            reply = await self.link.heartbeat(self.worker_id, incarnation, known, timeout, self.lease)
             self._renew_lifelines()
-            if reply is None:
-                continue
+            if reply is None or incarnation != self.incarnation:
+                return
             if reply.status == "reregister":
-                await self._reincarnate()
-                continue
+                async with self._reincarnating:
+                    if incarnation == self.incarnation:  # not already done by another beat's reply
+                        await self._reincarnate()
+                return
             for ref in reply.kill:
                 stale = self.attempts.get((ref.job_id, ref.attempt))
-                if stale is not None and self._tg is not None:
+                if stale is not None and not stale.fenced and self._tg is not None:
                     log.warning(
                         "stopping attempt the controller does not know job_id=%s attempt=%d",
                         ref.job_id,
@@ -408,6 +430,8 @@ class Worker:
                     )
                     stale.fenced = True
                     self._tg.start_soon(self._stop, stale, JobState.KILLED, self.settings.kill_grace)
+        finally:
+            in_flight.release()
 
     def _renew_lifelines(self) -> None:
         for attempt in self.attempts.values():

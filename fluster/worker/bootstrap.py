@@ -53,6 +53,9 @@ def _hold_lifeline(workdir: str) -> None:
 
     def end(why: str) -> None:
         try:
+            # tells a live worker why its attempt died (a lease that ran out is a preemption, not a failure)
+            with open(os.path.join(workdir, "lifeline.ended"), "w") as f:
+                f.write(why)
             os.write(2, f"fluster: {why}: stopping the job\n".encode())
         finally:
             os.killpg(os.getpgid(0), signal.SIGKILL)

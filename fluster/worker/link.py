@@ -30,6 +30,7 @@ from fluster.worker.lease import Lease
 log = logging.getLogger(__name__)
 
 CONTROLLER = "the controller"
+REPORT_TIMEOUT_S = 2.0
 
 
 class ControllerLink:
@@ -143,6 +144,6 @@ class ControllerLink:
 
 
 def raise_if_id_taken(exc: FlusterError) -> None:
-    """Turn the controller's "worker id ... is in use by a live worker" refusal into ``WorkerIdInUse``."""
-    if isinstance(exc, WorkerIdInUse) or "is in use by a live worker" in str(exc):
-        raise WorkerIdInUse(str(exc)) from exc
+    """The controller refused the id (it sends ``WorkerIdInUse``, rebuilt here as its own type): stop."""
+    if isinstance(exc, WorkerIdInUse):
+        raise exc

@@ -34,6 +34,7 @@ ENTRYPOINT_FILE = "entrypoint.pkl"
 RESULT_FILE = "result.pkl"
 LIFELINE_FILE = "lifeline"  # a FIFO the worker holds open; the job sees end-of-file when the worker dies
 LEASE_FORMAT = "!d"  # each lease renewal on the lifeline: the monotonic time it runs until (bootstrap.py reads it)
+LIFELINE_ENDED_FILE = "lifeline.ended"  # written by the bootstrap when its lifeline ends the job: why
 
 Stream = Literal["stdout", "stderr"]
 

@@ -212,3 +212,30 @@ async def _running(client: ClusterClient, job_id: str) -> bool:
 
 async def _logged(processes: Processes, proc: object, text: str) -> bool:
     return text in processes.log(proc)  # type: ignore[arg-type]
+
+
+async def test_a_full_disk_fails_large_values_clearly_and_loses_nothing(tmp_path: Path, namespace: str) -> None:
+    from fluster.bus.blobs import put_blob
+    from fluster.errors import FlusterError
+
+    store = tmp_path / "small-disk"
+    store.mkdir()
+    server = NatsServer(store_dir=store, max_file_store=48 << 20)
+    with server:
+        async with local_cluster(server.url, namespace, workers=1) as client:
+            assert isinstance(client, ClusterClient)
+            before = await client.submit("before", Entrypoint.from_callable(slow_square, 7))
+            assert await client.result(before, timeout=60) == 49
+            stored: list[str] = []
+            with pytest.raises(FlusterError, match="(?i)insufficient|storage|resources") as failure:
+                for i in range(6):
+                    await put_blob(client.assets.objects, f"blobs/filler-{i}", b"x" * (12 << 20))
+                    stored.append(f"blobs/filler-{i}")
+            assert "Traceback" not in str(failure.value)
+            with pytest.raises(FlusterError):  # a large entrypoint cannot be stored either: the submit says so
+                await client.submit("too-big", Entrypoint.from_callable(len, b"y" * (12 << 20)))
+            # the operator frees space (a delete would write a tombstone, which a full disk refuses too)
+            await client.js.purge_stream(f"OBJ_{client.subjects.object_bucket}")
+            after = await client.submit("after", Entrypoint.from_callable(slow_square, 8))
+            assert await client.result(after, timeout=60) == 64
+            assert (await client.status(before)).state == JobState.SUCCEEDED
