@@ -2,7 +2,7 @@
 or ``ray`` backend (``create_context``), and the current context (``get_job_context``, ``job_context``).
 
 See ``docs/tasks.md`` and ``docs/ray.md``. ``fluster.context.env`` is the ``FLUSTER_*`` bootstrap this builds
-on. ``RayContext`` is imported on first use, so ``import fluster.context`` never imports Ray.
+on. ``RayCluster`` and ``RayContext`` are imported on first use, so ``import fluster.context`` never imports Ray.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -23,8 +23,9 @@ from fluster.context.jobs import Cluster, JobInfo, JobRequest
 
 if TYPE_CHECKING:
     from fluster.context.ray_backend import RayContext
+    from fluster.context.ray_cluster import RayCluster
 
-_LAZY = {"RayContext": "fluster.context.ray_backend"}
+_LAZY = {"RayCluster": "fluster.context.ray_cluster", "RayContext": "fluster.context.ray_backend"}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +46,7 @@ __all__ = [
     "JobRequest",
     "Lifetime",
     "ObjectRef",
+    "RayCluster",
     "RayContext",
     "TaskOptions",
     "create_context",

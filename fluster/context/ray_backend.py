@@ -55,27 +55,23 @@ class RayContext(JobContext):
     otherwise it calls ``ray.init(address, namespace=namespace, **ray_init_options)`` (``address=None``:
     ``RAY_ADDRESS``, else a new local Ray; ``"auto"``: the running one) and ``close()`` shuts Ray down.
     ``memory`` is Ray's ``_memory`` (the memory a new local Ray offers). Named actors live in ``namespace``.
+    ``connect=False`` connects on first use instead (what a job's own context does: most never use it).
 
     Raises:
         ImportError: Ray is not installed (``pip install 'fluster[ray]'``).
         ValueError: Ray is already initialized in this process and init options were given.
     """
 
-    def __init__(self, address: str | None = None, namespace: str | None = None, **ray_init_options: Any) -> None:
+    def __init__(
+        self, address: str | None = None, namespace: str | None = None, connect: bool = True, **ray_init_options: Any
+    ) -> None:
         super().__init__()
         self._ray = _import_ray()
         self._namespace = namespace
-        self._owns_ray = not self._ray.is_initialized()
-        if self._owns_ray:
-            if "memory" in ray_init_options:
-                ray_init_options["_memory"] = ray_init_options.pop("memory")
-            self._ray.init(address=address, namespace=namespace, **ray_init_options)
-        elif address is not None or ray_init_options:
-            given = sorted({*ray_init_options, *(["address"] if address is not None else [])})
-            raise ValueError(
-                f"Ray is already initialized in this process, so {given} cannot apply: call "
-                "create_context('ray') without them to use that Ray, or ray.shutdown() first"
-            )
+        self._init_options: dict[str, Any] | None = dict(ray_init_options, address=address, namespace=namespace)
+        if "memory" in ray_init_options:
+            self._init_options["_memory"] = self._init_options.pop("memory")
+        self._owns_ray = False
         self._lock = threading.Lock()
         self._pending: set[RayFuture] = set()
         self._created: list[Any] = []  # ephemeral actors this context started: killed by close()
@@ -83,10 +79,32 @@ class RayContext(JobContext):
         self._task_fn: Any = None
         self._host_cls: Any = None
         self._closed = False
+        if connect:
+            self._connect()
+
+    def _connect(self) -> None:
+        """Start or join Ray, once (the first call does it; ``_init_options`` is None after)."""
+        if self._init_options is None:
+            return
+        with self._lock:
+            options, self._init_options = self._init_options, None
+            if options is None:
+                return
+            if self._ray.is_initialized():
+                given = sorted(k for k, v in options.items() if v is not None and k != "namespace")
+                if given:
+                    raise ValueError(
+                        f"Ray is already initialized in this process, so {given} cannot apply: call "
+                        "create_context('ray') without them to use that Ray, or ray.shutdown() first"
+                    )
+                return
+            self._ray.init(**options)
+            self._owns_ray = True
 
     # -- objects --------------------------------------------------------------------------------------
 
     def put(self, obj: Any) -> ObjectRef:
+        self._connect()
         data = cloudpickle.dumps(obj)
         return ObjectRef(value=self._ray.put(data), size=len(data))
 
@@ -106,6 +124,7 @@ class RayContext(JobContext):
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
     ) -> Future[Any]:
+        self._connect()
         payload, stored = _pack((fn, args, kwargs))
         task_options = ray_options(options.resources)
         if options.max_retries is not None:
@@ -151,6 +170,7 @@ class RayContext(JobContext):
     ) -> ActorHandle:
         if options.max_restarts < -1:
             raise ValueError(f"max_restarts must be -1 (always) or more, got {options.max_restarts}")
+        self._connect()
         actor_options = ray_options(options.resources) or dict(DEFAULT_ACTOR_OPTIONS)
         actor_options.update(max_concurrency=options.max_concurrency, max_restarts=options.max_restarts)
         if options.lifetime == Lifetime.DETACHED:
