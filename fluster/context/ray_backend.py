@@ -19,9 +19,9 @@ from typing import Any
 import cloudpickle
 
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
-from fluster.context.ray_worker import ActorHost, Slot, run_task
+from fluster.context.ray_worker import ActorHost, Slot, load, run_task, store
 from fluster.context.resources import ray_options
-from fluster.errors import ActorDied, ObjectLost, TaskLost
+from fluster.errors import ActorDied, FlusterTimeout, ObjectLost, TaskLost
 from fluster.pool.future import TaskFuture
 from fluster.pool.remote import all_plain, replace
 from fluster.protocol.ids import validate_name
@@ -29,6 +29,7 @@ from fluster.protocol.ids import validate_name
 log = logging.getLogger(__name__)
 
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 0}  # as on the cluster backend: an actor holds no CPU unless it asks
+SLICE_S = 1.0  # the longest blocking call into Ray at a time
 OWNERSHIP_TIMEOUT_S = 5.0  # close(): how long to ask a get_if_exists actor whether this context created it
 
 
@@ -105,16 +106,26 @@ class RayContext(JobContext):
 
     def put(self, obj: Any) -> ObjectRef:
         self._connect()
-        data = cloudpickle.dumps(obj)
-        return ObjectRef(value=self._ray.put(data), size=len(data))
+        stored = store(obj)
+        return ObjectRef(value=self._ray.put(stored), size=len(stored[0]))
 
-    def _load(self, ref: ObjectRef) -> Any:
+    def get(self, ref: Any, timeout: float | None = None) -> Any:
+        if isinstance(ref, ObjectRef):
+            return self._load(ref, timeout)
+        return super().get(ref, timeout)
+
+    def _load(self, ref: ObjectRef, timeout: float | None = None) -> Any:
         if not isinstance(ref.value, self._ray.ObjectRef):
             return ref.value  # a ref of an in-process backend: the value itself
-        try:
-            return cloudpickle.loads(self._ray.get(ref.value))
-        except self._ray.exceptions.RayError as exc:
-            raise _fluster_error(exc) from exc
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # in slices: a signal handler (Ctrl-C, a test's timeout) runs only between Ray's calls
+            try:
+                return load(self._ray.get(ref.value, timeout=_slice(deadline)))
+            except self._ray.exceptions.GetTimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise FlusterTimeout(f"the object is not available after {timeout:g}s") from None
+            except self._ray.exceptions.RayError as exc:
+                raise _fluster_error(exc) from exc
 
     def _ref_argument(self, ref: ObjectRef) -> Any:
         return _Stored(ref.value) if isinstance(ref.value, self._ray.ObjectRef) else ref.value
@@ -153,14 +164,16 @@ class RayContext(JobContext):
         needed = num_returns - (len(items) - len(waiting))
         if needed <= 0 or num_returns > len(items) or len(ours) < len(waiting) or len(set(ours)) < len(ours):
             return super().wait(items, num_returns, timeout)  # other futures, repeats, or bad input
-        start = time.monotonic()
-        ready_refs, _ = self._ray.wait(
-            [f.ray_ref for f in ours], num_returns=needed, timeout=timeout, fetch_local=False
-        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        refs = [f.ray_ref for f in ours]
+        while True:  # in slices, as in _load
+            ready_refs, _ = self._ray.wait(refs, num_returns=needed, timeout=_slice(deadline), fetch_local=False)
+            if len(ready_refs) >= needed or (deadline is not None and time.monotonic() >= deadline):
+                break
         ready = {ref.hex() for ref in ready_refs}
         # Ray reports the objects ready; our futures complete from its callbacks an instant later
-        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
-        concurrent.futures.wait([f for f in ours if f.ray_ref.hex() in ready], timeout=left)
+        rest = None if deadline is None else max(0.0, deadline - time.monotonic())
+        concurrent.futures.wait([f for f in ours if f.ray_ref.hex() in ready], timeout=rest)
         return [f for f in items if _done(f)], [f for f in items if not _done(f)]
 
     # -- actors ---------------------------------------------------------------------------------------
@@ -247,7 +260,7 @@ class RayContext(JobContext):
             self._pending.discard(future)
         try:
             error = done.exception()
-            outcome = _fluster_error(error) if error is not None else cloudpickle.loads(done.result())
+            outcome = _fluster_error(error) if error is not None else load(done.result())
         except concurrent.futures.CancelledError:
             future.cancel()
             return
@@ -298,6 +311,11 @@ def _fluster_error(exc: BaseException) -> BaseException:
     if isinstance(exc, rex.ObjectLostError):
         return ObjectLost(exc.object_ref_hex, f"a Ray object is lost: {exc}")
     return exc
+
+
+def _slice(deadline: float | None) -> float:
+    """How long the next blocking call into Ray may take."""
+    return SLICE_S if deadline is None else min(SLICE_S, max(0.0, deadline - time.monotonic()))
 
 
 def _done(item: Any) -> bool:

@@ -1,12 +1,14 @@
-"""What the ray backend runs inside Ray: ``run_task`` (every task) and ``ActorHost`` (every actor).
+"""What the ray backend runs inside Ray: ``run_task`` (every task) and ``ActorHost`` (every actor), and the
+form values take in Ray's object store.
 
 User callables, arguments and results cross Ray as fluster's own cloudpickle bytes, so that what works on
 the other backends works here (``cloudpickle.register_pickle_by_value``, classes defined in tests or
-notebooks, exceptions that come back as the caller's own class). Stored values (``put`` objects, results
-passed on to other tasks) are Ray objects holding those bytes; they travel as top-level Ray arguments, which
-Ray resolves on the node that runs the task, and the payload names them by position (``Slot``).
-A user exception travels as ``Failed`` (its ``to_wire`` form), so Ray still counts the task as failed.
-Ray itself is imported by the code that schedules these, never here: this module is what workers import.
+notebooks, exceptions that come back as the caller's own class). A stored value (a ``put`` object, a task's
+result) is the tuple ``(pickle, [Ray objects])``: the refs it holds (in lists, tuples, sets, dict values)
+are taken out of the pickle (``RefSlot``) so that Ray sees them and keeps them alive for whoever gets the
+value (Ray counts references only through its own serializer). Stored values passed to a task travel as its
+top-level Ray arguments, which Ray resolves on the node that runs it; the payload names them by position
+(``Slot``). A user exception travels as ``Failed`` (its ``to_wire`` form), so Ray counts the task as failed.
 """
 
 from __future__ import annotations
@@ -17,17 +19,28 @@ from typing import Any
 
 import cloudpickle
 
+from fluster.context.api import ObjectRef, job_context
 from fluster.errors import from_wire, to_wire
 from fluster.pool.remote import replace
 from fluster.protocol.codec import decode, encode
 from fluster.protocol.messages import ErrorInfo
 
+Stored = tuple[bytes, list[Any]]  # a value in Ray's object store: its pickle, and the Ray objects it holds
+
 
 @dataclass(frozen=True)
 class Slot:
-    """In a task's payload: the value of its ``index``-th Ray argument (a stored object's bytes)."""
+    """In a call's payload: the value stored in its ``index``-th Ray argument."""
 
     index: int
+
+
+@dataclass(frozen=True)
+class RefSlot:
+    """In a stored value's pickle: an ``ObjectRef`` of the value's ``index``-th Ray object."""
+
+    index: int
+    size: int
 
 
 class Failed(Exception):  # noqa: N818 - an envelope, never raised to users: the caller unwraps it (reraise)
@@ -45,9 +58,9 @@ class Failed(Exception):  # noqa: N818 - an envelope, never raised to users: the
         return from_wire(decode(self.info, ErrorInfo))
 
 
-def run_task(namespace: str | None, payload: bytes, *stored: bytes) -> bytes:
-    """Run the pickled ``(fn, args, kwargs)`` with each ``Slot`` replaced by its stored value; the pickled
-    result. Inside, ``get_job_context()`` is a ray context of the same namespace (nested tasks)."""
+def run_task(namespace: str | None, payload: bytes, *stored: Stored) -> Stored:
+    """Run the pickled ``(fn, args, kwargs)`` with each ``Slot`` replaced by its stored value; the result,
+    stored. Inside, ``get_job_context()`` is a ray context of the same namespace (nested tasks)."""
     return _guarded(namespace, lambda: _call(*unpack(payload, stored)))
 
 
@@ -64,21 +77,41 @@ class ActorHost:
         """The creator's token: tells the context that created this actor from those that only found it."""
         return self._token
 
-    def call(self, method: str, payload: bytes, *stored: bytes) -> bytes:
+    def call(self, method: str, payload: bytes, *stored: Stored) -> Stored:
         def invoke() -> Any:
             args, kwargs = unpack(payload, stored)
             if method.startswith("_"):
-                raise AttributeError(
-                    f"{type(self._instance).__name__}.{method} is private: actors serve public methods"
-                )
+                raise AttributeError(f"{type(self._instance).__name__}.{method}: actors serve public methods only")
             return getattr(self._instance, method)(*args, **kwargs)
 
         return _guarded(self._namespace, invoke)
 
 
-def unpack(payload: bytes, stored: tuple[bytes, ...] | tuple[()]) -> Any:
-    """The value pickled in ``payload``, with each ``Slot`` replaced by the unpickled stored value."""
-    values = [cloudpickle.loads(data) for data in stored]
+def store(value: Any) -> Stored:
+    """``value`` as it is kept in Ray's object store."""
+    import ray
+
+    refs: list[Any] = []
+
+    def take(ref: ObjectRef) -> Any:
+        if not isinstance(ref.value, ray.ObjectRef):
+            return ref
+        refs.append(ref.value)
+        return RefSlot(len(refs) - 1, ref.size)
+
+    return bytes(cloudpickle.dumps(replace(value, ObjectRef, take))), refs
+
+
+def load(stored: Stored) -> Any:
+    """The value ``store`` kept."""
+    data, refs = stored
+    value = cloudpickle.loads(data)
+    return replace(value, RefSlot, lambda slot: ObjectRef(value=refs[slot.index], size=slot.size)) if refs else value
+
+
+def unpack(payload: bytes, stored: tuple[Stored, ...] | tuple[()]) -> Any:
+    """The value pickled in ``payload``, with each ``Slot`` replaced by its stored value."""
+    values = [load(item) for item in stored]
     value = cloudpickle.loads(payload)
     return replace(value, Slot, lambda slot: values[slot.index]) if values else value
 
@@ -87,15 +120,14 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
     return fn(*args, **kwargs)
 
 
-def _guarded(namespace: str | None, run: Callable[[], Any]) -> bytes:
+def _guarded(namespace: str | None, run: Callable[[], Any]) -> Stored:
     try:
-        return bytes(cloudpickle.dumps(_in_context(namespace, run)))
+        return store(_in_context(namespace, run))
     except Exception as exc:  # the user's error (or an unpicklable result): the caller re-raises it
         raise Failed(encode(to_wire(exc))) from None
 
 
 def _in_context(namespace: str | None, run: Callable[[], Any]) -> Any:
-    from fluster.context.api import job_context
     from fluster.context.ray_backend import RayContext
 
     with job_context(RayContext(namespace=namespace)):

@@ -132,6 +132,18 @@ def sum_of_squares(n: int) -> int:
     return sum(ctx.get([ctx.run(square, i) for i in range(n)]))
 
 
-def test_a_task_can_run_tasks_of_its_own(nats_url: str, namespace: str) -> None:
+def context_kind() -> str:
+    return type(get_job_context()).__name__
+
+
+@pytest.mark.parametrize("backend", ["cluster", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_task_can_run_tasks_of_its_own(backend: str, request: pytest.FixtureRequest, namespace: str) -> None:
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+        with create_context("ray", namespace=namespace) as ctx:
+            assert ctx.get(ctx.run(sum_of_squares, 5), timeout=60) == 30
+            assert ctx.get(ctx.run(context_kind), timeout=60) == "RayContext"  # a task's own context
+        return
+    nats_url = request.getfixturevalue("nats_url")
     with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as ctx:
         assert ctx.get(ctx.run(sum_of_squares, 5), timeout=60) == 30
