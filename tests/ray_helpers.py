@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from fluster.context import create_context
 from fluster.local.server import free_port
 
 # Set before Ray is imported (it reads them at import): on Linux Ray turns a node address of 127.0.0.1 into
@@ -29,6 +30,7 @@ RAY_TEST_ENV = {
     "RAY_AUTH_MODE": "token",
 }
 SHUTDOWN_TIMEOUT_S = 30.0
+SESSION_MEMORY = 4 << 30  # the memory resource the session's Ray offers
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ def ray_installed() -> bool:
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[RaySession]:
-    """One Ray for the session: 2 CPUs and a ``head_node`` resource, the job server on a free loopback port."""
+    """One Ray for the session: 2 CPUs, 4 GiB and a ``head_node`` resource, the job server on a free loopback
+    port; started by a ray context of its own, whose close shuts it down."""
     if not ray_installed():
         if os.environ.get("CI"):
             pytest.fail("ray is not installed in CI: .ci/run installs fluster[ray]")
@@ -54,21 +57,25 @@ def ray_session() -> Iterator[RaySession]:
     saved = {key: os.environ.get(key) for key in [*RAY_TEST_ENV, "RAY_AUTH_TOKEN"]}
     os.environ.update(RAY_TEST_ENV, RAY_AUTH_TOKEN=uuid.uuid4().hex)
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths live under it
-    import ray
-
-    info = ray.init(
+    dashboard_port = free_port()
+    # the ray backend's own start (create_context("ray", **ray_init_options)): the tests' contexts join it
+    owner = create_context(
+        "ray",
         num_cpus=2,
+        memory=SESSION_MEMORY,
         resources={"head_node": 1},
         include_dashboard=True,  # the job server (RayCluster's API) is a dashboard module: Ray loads none without
         dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
+        dashboard_port=dashboard_port,
         log_to_driver=False,
         _temp_dir=str(temp_dir),
     )
+    import ray
+
     try:
-        yield RaySession(info.address_info["gcs_address"], f"http://{info.dashboard_url}", temp_dir)
+        yield RaySession(ray.get_runtime_context().gcs_address, f"http://127.0.0.1:{dashboard_port}", temp_dir)
     finally:
-        ray.shutdown()
+        owner.close()  # it started Ray, so it shuts Ray down
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import cloudpickle
 import pytest
-from ray_helpers import RaySession, descendants, is_loopback, listening_addresses
+from ray_helpers import SESSION_MEMORY, RaySession, descendants, is_loopback, listening_addresses
 
 from fluster import ResourceSpec
 from fluster.context import ActorOptions, JobContext, Lifetime, ObjectRef, TaskOptions, create_context
@@ -89,6 +89,11 @@ def test_ray_listens_on_loopback_only(ctx: JobContext, ray_session: RaySession) 
 
 @pytest.mark.ray
 def test_task_and_actor_resources_become_rays_including_custom_keys(ctx: JobContext) -> None:
+    import ray
+
+    # the session's Ray was started with create_context("ray", num_cpus=2, memory=..., resources=...)
+    offered = ray.cluster_resources()
+    assert (offered["CPU"], offered["memory"], offered["head_node"]) == (2.0, float(SESSION_MEMORY), 1.0)
     as_dict = TaskOptions(resources={"CPU": 1, "memory": 64 << 20, "head_node": 0.5})
     assert ctx.get(ctx.create_task(assigned_resources, options=as_dict), timeout=TIMEOUT_S) == {
         "CPU": 1.0,
@@ -178,3 +183,21 @@ def _actor_exists(name: str, namespace: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+DRIVER = """
+import sys
+from fluster.context import create_context
+with create_context("ray", **eval(sys.argv[1])) as ctx:
+    print(ctx.get(ctx.run(sum, [1, 2, 3]), timeout=60))
+"""
+
+
+@pytest.mark.ray
+def test_a_context_in_another_process_joins_the_running_ray_through_ray_address(ray_session: RaySession) -> None:
+    env = dict(os.environ, RAY_ADDRESS=ray_session.address)  # the test env: loopback settings and Ray's token
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, "{}"], env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["6"]
