@@ -55,9 +55,18 @@ class RayCluster:
     def launch(self, request: JobRequest) -> str:
         """Submit the job and return its id (``<name>-<8 hex digits>``).
 
+        Ray's job server runs a job once: ``max_retries_preemption`` has nothing to act on (a job whose node
+        dies fails), and a request for failure retries is refused rather than ignored.
+
         Raises:
-            ValueError: the request's environment or resources cannot be expressed on Ray.
+            ValueError: the request's environment or resources cannot be expressed on Ray, or it asks for
+                ``max_retries_failure``.
         """
+        if request.max_retries_failure:
+            raise ValueError(
+                f"job {request.name!r}: Ray's job server does not retry failed jobs, so max_retries_failure="
+                f"{request.max_retries_failure} cannot apply on a RayCluster: launch with 0 and launch again on failure"
+            )
         job_id = f"{request.name}-{uuid.uuid4().hex[:8]}"
         env = runtime_env(request.environment)
         options: dict[str, Any] = dict(

@@ -147,6 +147,13 @@ def test_unnamed_actors_are_isolated(ctx: JobContext) -> None:
     assert ctx.get([a.get.remote(), b.incr.remote(5)]) == [2, 105]
 
 
+def test_actor_calls_take_futures_and_refs_and_their_futures_feed_tasks(ctx: JobContext) -> None:
+    counter = ctx.create_actor(Counter)
+    assert ctx.get(counter.incr.remote(ctx.run(square, 3)), timeout=60) == 9
+    assert ctx.get(counter.incr.remote(by=ctx.put(1)), timeout=60) == 10
+    assert ctx.get(ctx.run(square, counter.get.remote()), timeout=60) == 100
+
+
 def test_actor_method_errors_keep_their_type(ctx: JobContext) -> None:
     counter = ctx.create_actor(Counter, options=ActorOptions(lifetime=Lifetime.EPHEMERAL))
     with pytest.raises(TypeError):

@@ -91,6 +91,11 @@ def test_any_client_can_poll_a_job_by_its_id(ray_cluster: RayCluster, ray_sessio
     assert job_id in [j.job_id for j in other.list_jobs()]  # no namespace: every job
 
 
+def test_a_request_for_failure_retries_is_refused(ray_cluster: RayCluster) -> None:
+    with pytest.raises(ValueError, match="does not retry failed jobs, so max_retries_failure=2 cannot apply"):
+        ray_cluster.launch(JobRequest("retried", python(""), LIGHT, max_retries_failure=2))
+
+
 def test_unknown_job_ids_are_key_errors(ray_cluster: RayCluster) -> None:
     for call in (ray_cluster.poll, ray_cluster.monitor, ray_cluster.wait, ray_cluster.terminate):
         with pytest.raises(KeyError, match="no Ray job 'no-such-job'"):
