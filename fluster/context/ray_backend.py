@@ -43,7 +43,8 @@ class RayFuture(TaskFuture[Any]):
 
 
 class _Stored:
-    """Among arguments on their way to Ray: a Ray object whose bytes the task unpickles (see ``Slot``)."""
+    """Among arguments on their way to Ray: a Ray object holding a stored value, which Ray hands to the task
+    as a top-level argument (its place in the payload becomes a ``Slot``)."""
 
     __slots__ = ("ref",)
 
@@ -209,7 +210,7 @@ class RayContext(JobContext):
                     self._found_or_created.append((host, token))
                 else:
                     self._created.append(host)
-        return ActorHandle(name=options.name or f"actor-{host._actor_id.hex()[:12]}", _context=self, _instance=host)
+        return ActorHandle(name=options.name or f"actor-{token[:12]}", _context=self, _instance=host)
 
     def _call_actor(
         self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
