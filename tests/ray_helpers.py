@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -82,7 +83,8 @@ def ray_session() -> Iterator[RaySession]:
             else:
                 os.environ[key] = value
         left = wait_for_no_processes_naming(str(temp_dir), SHUTDOWN_TIMEOUT_S)
-        assert not left, f"Ray processes left after shutdown: {left}"
+        assert not left, f"Ray processes left after shutdown: {left} (Ray's logs: {temp_dir})"
+        shutil.rmtree(temp_dir, ignore_errors=True)  # kept when something was left, for its logs
 
 
 def wait_for_no_processes_naming(text: str, timeout: float) -> list[str]:
