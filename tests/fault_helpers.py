@@ -126,15 +126,15 @@ class Proxy:
             s.close()
 
 
-def record_attempt(marker_dir: str, hold_first_s: float = 60.0) -> int:
+def record_attempt(marker_dir: str, hold_first_s: float = 60.0, hold_later_s: float = 0.2) -> int:
     """A job that shows when each attempt ran: ``<attempt>-<pid>.start`` holds its start time and
     ``<attempt>-<pid>.alive`` the last moment it was seen alive (rewritten every 20 ms); the first attempt
-    runs ``hold_first_s``, later ones return at once."""
+    runs ``hold_first_s``, later ones ``hold_later_s``."""
     attempt = int(os.environ["FLUSTER_ATTEMPT"])
     base = Path(marker_dir, f"{attempt}-{os.getpid()}")
     Path(f"{base}.start").write_text(repr(time.time()))
     alive = Path(f"{base}.alive")
-    end = time.monotonic() + (hold_first_s if attempt == 0 else 0.2)
+    end = time.monotonic() + (hold_first_s if attempt == 0 else hold_later_s)
     while time.monotonic() < end:
         tmp = Path(f"{base}.alive.tmp")
         tmp.write_text(repr(time.time()))

@@ -39,10 +39,17 @@ async def request(
         ClusterUnavailable: nobody is subscribed to ``subject``.
         FlusterTimeout: no reply within ``timeout``.
         ProtocolError: the reply does not decode.
+        ValueError: the request is larger than the server takes (too many environment variables, say).
         Exception: whatever error the responder sent back, rebuilt by ``from_wire``.
     """
+    data = encode(message)
+    if len(data) > nc.max_payload:
+        raise ValueError(
+            f"the {type(message).__name__} for {what or subject} is {len(data)} bytes, more than the server "
+            f"takes in one message ({nc.max_payload}); make it smaller (large values belong in the object store)"
+        )
     try:
-        msg = await nc.request(subject, encode(message), timeout=timeout)
+        msg = await nc.request(subject, data, timeout=timeout)
     except NoRespondersError as exc:
         raise NobodyListening(f"nothing answers {what or subject}") from exc
     except NatsTimeout as exc:

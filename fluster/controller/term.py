@@ -101,10 +101,15 @@ class Term:
 
     def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         """Run ``coro`` in the term's task group; its failure is logged and ends nothing."""
-        if self._tasks is None:
+        guarded = _guarded(coro)
+        try:
+            if self._tasks is None:
+                raise RuntimeError("no task group")
+            task = self._tasks.create_task(guarded)
+        except RuntimeError:  # the term's task group is gone or shutting down
+            guarded.close()
             coro.close()
-            raise LeadershipLost("the term has ended")
-        task = self._tasks.create_task(_guarded(coro))
+            raise LeadershipLost("the term has ended") from None
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
 

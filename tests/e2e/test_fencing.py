@@ -115,7 +115,7 @@ async def test_a_leader_paused_past_its_lease_stands_by_and_harms_nothing(
     async with in_own_task(local_cluster(nats_url, namespace, workers=0, controller=False)) as client:
         processes.worker("steady")
         await eventually_fn(lambda: registered(client, "steady"), 30, "the worker")
-        job_id = await client.submit("long", Entrypoint.from_callable(record_attempt, str(markers), 600.0))
+        job_id = await client.submit("long", Entrypoint.from_callable(record_attempt, str(markers), 600.0, 600.0))
         await eventually_fn(lambda: _started(markers, 0), 30, "the job")
         second = processes.controller()
         os.kill(first.pid, signal.SIGSTOP)
