@@ -63,8 +63,8 @@ class SimWorker:
 
 async def simulate(url: str, namespace: str, n: int, interval: float, out: Path, stop_file: Path) -> None:
     """Run ``n`` workers until ``stop_file`` exists; write what they saw to ``out`` (JSON)."""
-    from fluster.actor.mux import ReplyMux
     from fluster.bus.connection import connect
+    from fluster.bus.mux import ReplyMux
     from fluster.protocol.codec import decode, encode
     from fluster.protocol.ids import new_incarnation
     from fluster.protocol.messages import (
@@ -247,8 +247,11 @@ async def run_cell(n_workers: int, n_jobs: int, timeout: float, interval: float,
     server.start()
     env = {**os.environ, "FLUSTER_LOG_LEVEL": "WARNING"}
     log = open(tmp / "controller.log", "wb")  # noqa: SIM115 - closed at the end of the cell
+    profile = (
+        ["-m", "cProfile", "-o", os.environ["FLUSTER_SCALE_PROFILE"]] if "FLUSTER_SCALE_PROFILE" in os.environ else []
+    )
     controller = subprocess.Popen(
-        [sys.executable, "-m", "fluster.cli", "controller", "--url", server.url, "--namespace", namespace],
+        [sys.executable, *profile, "-m", "fluster.cli", "controller", "--url", server.url, "--namespace", namespace],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -327,6 +330,12 @@ async def run_cell(n_workers: int, n_jobs: int, timeout: float, interval: float,
             simulator.wait(30)
         except subprocess.TimeoutExpired:
             simulator.kill()
+        if profile:  # a clean exit, so that the profile is written
+            controller.send_signal(signal.SIGTERM)
+            try:
+                controller.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
         for proc in (controller, simulator):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -16,8 +16,8 @@ from nats.aio.msg import Msg
 
 from fluster.actor import registry, wire
 from fluster.actor.broadcast import BroadcastResult
-from fluster.actor.mux import NoResponders, ReplyMux, ReplyTimeout
 from fluster.actor.transfer import Transfers
+from fluster.bus.mux import NoResponders, ReplyMux, ReplyTimeout
 from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout, from_wire
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.codec import decode

@@ -18,7 +18,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from fluster.actor import wire
-from fluster.actor.mux import NoResponders, ReplyTimeout
+from fluster.bus.mux import NoResponders, ReplyTimeout
 from fluster.errors import ActorCallTimeout, ActorNotFound
 
 if TYPE_CHECKING:

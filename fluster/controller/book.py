@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 
 from fluster.controller import state as st
 from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply
-from fluster.protocol.messages import JobRecord, JobState, WorkerInfo
-from fluster.protocol.resources import device_count
+from fluster.protocol.messages import EnvironmentSpec, JobRecord, JobState, SubmitJob, WorkerInfo, evolve
+from fluster.protocol.resources import ResourceSpec, device_count
+
+SHARED_SHAPES = 1024  # distinct resource requests held once each
+_EMPTY_ENVIRONMENT = EnvironmentSpec()
 
 
 @dataclass(slots=True)
@@ -76,11 +79,30 @@ class Book:
     # notes for the next scheduling pass
     freed: set[str] = field(default_factory=set)
     new_shapes: set[Shape] = field(default_factory=set)
+    _resources: dict[ResourceSpec, ResourceSpec] = field(default_factory=dict, repr=False)
 
     # -- jobs -----------------------------------------------------------------------------------------
 
+    def shared(self, submit: SubmitJob) -> SubmitJob:
+        """``submit`` with its request's resources and environment replaced by equal ones already held: most
+        jobs ask for the same few, and holding one copy of each keeps a queued job's memory small."""
+        request = submit.request
+        resources = self._resources.get(request.resources)
+        if resources is None:
+            resources = request.resources
+            if len(self._resources) < SHARED_SHAPES:
+                self._resources[resources] = resources
+        environment = _EMPTY_ENVIRONMENT if request.environment == _EMPTY_ENVIRONMENT else request.environment
+        if resources is request.resources and environment is request.environment:
+            return submit
+        return evolve(submit, request=evolve(request, resources=resources, environment=environment))
+
     def put(self, record: JobRecord) -> JobRecord | None:
-        """Make ``record`` the job's current record; returns the one it replaced (None for a new job)."""
+        """Make ``record`` the job's current record; returns the one it replaced (None for a new job).
+
+        A finished job is held in compact form (``compact``): KV has the whole record."""
+        if record.state.is_terminal:
+            record = compact(record)
         job_id = record.job_id
         old = self.jobs.get(job_id)
         if old is not None:
@@ -283,6 +305,16 @@ class Book:
             if jobs is not None and jobs.pop(job_id, None) is not None and not jobs:
                 del self.pending[demand.shape]
                 self.queues.pop(demand.shape, None)
+
+
+def compact(record: JobRecord) -> JobRecord:
+    """What the controller keeps of a finished job: who it is (id, token, parent, entrypoint), how it ended
+    (state, times, exit code, error line) and its last attempt; not its result, traceback or earlier
+    attempts, which only clients read (from KV). A finished job with a 64 KiB inline result would otherwise
+    hold that in the controller for the whole retention."""
+    # ``evolve`` shares one (never changed) fields-set: a ``model_copy``'s own set is ~1 KiB a record
+    attempts = [evolve(a) for a in record.attempts[-1:]]
+    return evolve(record, result=None, error_info=None, attempts=attempts, request=evolve(record.request))
 
 
 def _finished_before(record: JobRecord, cutoff_ms: int) -> bool:

@@ -14,9 +14,9 @@ import anyio
 from fluster.bus.blobs import delete_blob
 from fluster.bus.rpc import request
 from fluster.controller import state as st
+from fluster.controller.serving import Later
 from fluster.controller.term import Term
 from fluster.errors import FlusterError, JobAlreadyExists, JobNotFound, LeadershipLost, ProtocolError
-from fluster.protocol.codec import encode
 from fluster.protocol.ids import JobId, child_job_id
 from fluster.protocol.messages import (
     Ack,
@@ -26,12 +26,11 @@ from fluster.protocol.messages import (
     JobUpdated,
     KillJob,
     KillJobReply,
-    RunJob,
-    RunJobReply,
     StopJob,
     StopJobReply,
     SubmitJob,
     SubmitJobReply,
+    evolve,
     now_ms,
 )
 from fluster.protocol.subjects import entrypoint_object, result_object
@@ -39,12 +38,13 @@ from fluster.protocol.subjects import entrypoint_object, result_object
 log = logging.getLogger(__name__)
 
 FORGET_INTERVAL_S = 60.0  # how often finished jobs past the retention are looked for
+_ACK = Ack()
 
 
 # -- clients --------------------------------------------------------------------------------------------
 
 
-async def on_submit(term: Term, msg: SubmitJob) -> SubmitJobReply:
+def on_submit(term: Term, msg: SubmitJob) -> SubmitJobReply | Later:
     """Create the job; the reply waits until its record is stored (an acknowledged submit is durable).
 
     Raises:
@@ -60,9 +60,8 @@ async def on_submit(term: Term, msg: SubmitJob) -> SubmitJobReply:
     book = term.book
     existing = book.jobs.get(job_id)
     if existing is not None:
-        if existing.token == msg.token:  # a retried submit: answer once the record is stored
-            await term.jobs_kv.put(job_id, encode(existing))
-            return SubmitJobReply(job_id=job_id, created=False)
+        if existing.token == msg.token:  # a retried submit: answer once its record is stored
+            return Later(term.jobs_kv.written(job_id), SubmitJobReply(job_id=job_id, created=False))
         term.spawn(_drop_entrypoint(term, msg))
         raise JobAlreadyExists(
             f"a job named {job_id!r} already exists in namespace {term.subjects.namespace!r} "
@@ -74,11 +73,10 @@ async def on_submit(term: Term, msg: SubmitJob) -> SubmitJobReply:
             raise JobNotFound(f"parent job {request_.parent_id!r} does not exist")
         if parent.state.is_terminal:
             raise FlusterError(f"parent job {parent.job_id} has already ended ({parent.state.value})")
-    record = st.new_record(msg, now_ms(), time.time_ns())
+    record = st.new_record(book.shared(msg), now_ms(), time.time_ns())
     written = term.commit(record)
-    log.info("job submitted job_id=%s resources=%s", job_id, request_.resources.describe())
-    await written
-    return SubmitJobReply(job_id=job_id, created=True)
+    log.debug("job submitted job_id=%s", job_id)
+    return Later(written, SubmitJobReply(job_id=job_id, created=True))
 
 
 async def on_kill(term: Term, msg: KillJob) -> KillJobReply:
@@ -119,7 +117,7 @@ async def kill_many(term: Term, job_ids: list[str], reason: str) -> list[str]:
         if current is None:
             writes.append(term.commit(st.finish(record, JobState.KILLED, now_ms(), reason)))
         else:
-            writes.append(term.commit(record.model_copy(update={"kill_requested": True, "error": reason})))
+            writes.append(term.commit(evolve(record, kill_requested=True, error=reason)))
             stops.append((job_id, current))
     async with anyio.create_task_group() as tg:
         for job_id, attempt in stops:
@@ -157,17 +155,21 @@ async def _drop_entrypoint(term: Term, msg: SubmitJob) -> None:
 # -- workers' reports -------------------------------------------------------------------------------------
 
 
-async def on_update(term: Term, msg: JobUpdated, sender: str) -> Ack:
-    """Apply a worker's report about an attempt assigned to it; the ack waits until it is stored (so the
-    worker's outbox retries a report the controller could not keep)."""
+def on_update(term: Term, msg: JobUpdated, sender: str) -> Ack | Later:
+    """Apply a worker's report about an attempt assigned to it. The ack of an attempt's end waits until it
+    is stored (so the worker's outbox retries a report the controller could not keep); that it started is
+    acknowledged at once and stored lazily (a new leader that never saw it still has the attempt placed, and
+    takes its end when it comes)."""
     if msg.worker_id != sender:
         raise ProtocolError(f"a report from worker {sender!r} cannot speak for worker {msg.worker_id!r}")
     record = term.book.jobs.get(msg.job_id)
     updated = st.apply_update(record, msg) if record is not None else None
     if updated is None:
         return Ack(ok=False, message="stale report ignored: the attempt is not assigned to this worker")
-    await term.commit(updated)
-    return Ack()
+    if msg.state in (JobState.BUILDING, JobState.RUNNING):
+        term.commit_lazily(updated)
+        return _ACK
+    return Later(term.commit(updated), _ACK)
 
 
 # -- scheduling -----------------------------------------------------------------------------------------
@@ -196,8 +198,7 @@ def schedule_pass(term: Term) -> None:
     for job_id, worker_id in term.placer.place(book, mono):
         entry = book.workers[worker_id]
         record = st.assign(book.jobs[job_id], worker_id, entry.info.incarnation, now)
-        written = term.commit(record)
-        term.spawn(_dispatch(term, record, written))
+        term.dispatch(record, term.commit(record))
 
 
 def _until_next_due(term: Term) -> float:
@@ -209,40 +210,6 @@ def _until_next_due(term: Term) -> float:
     if wake is not None:
         waits.append(max(0.0, wake - time.monotonic()))
     return min(waits)
-
-
-async def _dispatch(term: Term, record: JobRecord, written: object) -> None:
-    """Send the attempt to its worker once the assignment is stored (a new leader must know of any attempt
-    that may run); undo the assignment if the worker does not take it."""
-    await written  # type: ignore[misc]
-    current = record.attempts[-1]
-    worker_id = current.worker_id
-    message = RunJob(
-        job_id=record.job_id, attempt=current.attempt, incarnation=current.incarnation, request=record.request
-    )
-    try:
-        reply = await request(
-            term.nc,
-            term.subjects.worker_run(worker_id),
-            message,
-            RunJobReply,
-            timeout=term.settings.dispatch_timeout,
-            what=f"worker {worker_id}",
-        )
-        if reply.accepted:
-            return
-        reason = reply.reason
-    except FlusterError as exc:
-        reason = str(exc)
-    log.warning("dispatch failed job_id=%s worker=%s: %s", record.job_id, worker_id, reason)
-    latest = term.book.jobs.get(record.job_id)
-    reverted = st.revert_assignment(latest, current.attempt) if latest is not None else None
-    if reverted is not None:
-        term.commit(reverted)
-    entry = term.book.workers.get(worker_id)
-    if entry is not None:
-        entry.unhealthy_until = time.monotonic() + term.settings.unhealthy_backoff
-    term.wake.set()
 
 
 # -- retention ------------------------------------------------------------------------------------------

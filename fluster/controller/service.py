@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -23,7 +23,10 @@ from pydantic import BaseModel
 from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.rpc import serve_requests
 from fluster.controller import jobs, workers
+from fluster.controller.dispatch import Dispatcher
+from fluster.controller.heap import keep_collections_cheap
 from fluster.controller.leader import LeaderLease, lease_holder_id
+from fluster.controller.serving import Handler, Replies, inline
 from fluster.controller.settings import ControllerSettings
 from fluster.controller.term import Term
 from fluster.errors import LeadershipLost
@@ -91,6 +94,9 @@ class Controller:
     async def _lead(self, lease: LeaderLease, ready: TaskStatus[None] | None) -> None:
         term = Term(self.nc, self.settings, self.subjects, self.assets, lease)
         term.cascade = lambda ids, why: jobs.kill_many(term, ids, why)
+        dispatcher = Dispatcher(term)
+        term.dispatch = dispatcher.after
+        replies = Replies(self.nc)
         self.assets.on_recreated(term.rewrite_all)
         subscriptions: list[Subscription] = []
         try:
@@ -98,10 +104,13 @@ class Controller:
                 term.bind(tasks)
                 tasks.create_task(term.jobs_kv.run())
                 tasks.create_task(term.workers_kv.run())
+                tasks.create_task(replies.run())
+                tasks.create_task(dispatcher.run())
                 await term.load()
-                heartbeats = await self._subscribe_all(term, subscriptions)
+                heartbeats = await self._subscribe_all(term, replies, subscriptions)
                 await self.nc.flush()
                 tasks.create_task(lease.keep())
+                tasks.create_task(keep_collections_cheap())
                 tasks.create_task(jobs.schedule_loop(term))
                 tasks.create_task(workers.liveness_loop(term, heartbeats))
                 if self.settings.finished_job_retention:
@@ -132,81 +141,39 @@ class Controller:
                     except Exception as exc:  # a closed connection has no subscriptions left
                         log.debug("unsubscribe failed: %r", exc)
 
-    async def _subscribe_all(self, term: Term, subscriptions: list[Subscription]) -> Subscription:
+    async def _subscribe_all(self, term: Term, replies: Replies, subscriptions: list[Subscription]) -> Subscription:
         """Subscribe every handler of the term; returns the heartbeat subscription (liveness watches its queue)."""
         s = self.subjects
-        limit = anyio.Semaphore(self.settings.max_concurrent_submits)
-
-        async def submit(msg: SubmitJob) -> Any:
-            return await jobs.on_submit(term, msg)
-
-        async def kill(msg: KillJob) -> Any:
-            return await jobs.on_kill(term, msg)
-
-        specs: list[tuple[str, type[Any], Callable[[Any, str], Awaitable[Any]], bool]] = [
-            (s.submit, SubmitJob, lambda m, _: submit(m), False),
-            (s.kill, KillJob, lambda m, _: kill(m), False),
-            (s.from_workers("register"), RegisterWorker, lambda m, w: workers.on_register(term, m, w), False),
-            (s.from_workers("deregister"), DeregisterWorker, lambda m, w: workers.on_deregister(term, m, w), False),
-            (s.from_workers("update"), JobUpdated, lambda m, w: jobs.on_update(term, m, w), False),
-            (s.from_workers("heartbeat"), Heartbeat, _inline(lambda m, w: workers.on_heartbeat(term, m, w)), True),
+        leading = partial(_check_leading, term)
+        handlers: list[tuple[str, type[Any], Handler]] = [
+            (s.submit, SubmitJob, lambda m, _: jobs.on_submit(term, m)),
+            (s.from_workers("register"), RegisterWorker, lambda m, w: workers.on_register(term, m, w)),
+            (s.from_workers("deregister"), DeregisterWorker, lambda m, w: workers.on_deregister(term, m, w)),
+            (s.from_workers("update"), JobUpdated, lambda m, w: jobs.on_update(term, m, w)),
+            (s.from_workers("heartbeat"), Heartbeat, lambda m, w: workers.on_heartbeat(term, m, w)),
         ]
         heartbeats: Subscription | None = None
-        for subject, model, handler, inline in specs:
-            callback = _callback(term, model, handler, inline, limit if model is SubmitJob else None)
+        for subject, model, handler in handlers:
+            callback = inline(self.nc, replies, model, handler, leading)
             sub = await self.nc.subscribe(subject, queue=CONTROLLER_QUEUE, cb=callback)
             subscriptions.append(sub)
             if model is Heartbeat:
                 heartbeats = sub
+
+        async def kill(msg: Msg) -> None:  # it waits for workers to stop their attempts: a task of its own
+            async def serve() -> None:
+                await serve_requests(msg, KillJob, lambda m: _killing(term, m), what="kill")
+
+            _start(term, serve())
+
+        subscriptions.append(await self.nc.subscribe(s.kill, queue=CONTROLLER_QUEUE, cb=kill))
         assert heartbeats is not None
         return heartbeats
 
 
-def _inline(handler: Callable[[Any, str], Any]) -> Callable[[Any, str], Awaitable[Any]]:
-    async def run(message: Any, sender: str) -> Any:
-        return handler(message, sender)
-
-    return run
-
-
-def _callback(
-    term: Term,
-    model: type[Req],
-    handler: Callable[[Any, str], Awaitable[Any]],
-    inline: bool,
-    limit: anyio.Semaphore | None,
-) -> Callable[[Msg], Awaitable[None]]:
-    """A subscription callback: decode, check, handle, answer; never raises. ``inline`` handlers (heartbeats:
-    cheap, no awaits) run in the subscription's own task; the others run as term tasks, so one that awaits a
-    write does not hold up the messages behind it."""
-
-    async def handle(message: Any, sender: str) -> Any:
-        _check_leading(term)
-        return await handler(message, sender)
-
-    async def serve(msg: Msg) -> None:
-        sender = msg.subject.rsplit(".", 1)[-1]
-        await serve_requests(msg, model, lambda m: handle(m, sender), what=model.__name__)
-
-    if inline:
-        return serve
-
-    async def spawn(msg: Msg) -> None:
-        if limit is None:
-            _start(term, serve(msg))
-            return
-        await limit.acquire()
-
-        async def bounded() -> None:
-            try:
-                await serve(msg)
-            finally:
-                limit.release()
-
-        if not _start(term, bounded()):
-            limit.release()
-
-    return spawn
+async def _killing(term: Term, msg: KillJob) -> Any:
+    _check_leading(term)
+    return await jobs.on_kill(term, msg)
 
 
 def _check_leading(term: Term) -> None:

@@ -13,6 +13,7 @@ from fluster.protocol.messages import (
     JobState,
     JobUpdated,
     SubmitJob,
+    evolve,
 )
 from fluster.protocol.resources import device_count, device_variant, parse_memory
 
@@ -51,7 +52,7 @@ def assign(record: JobRecord, worker_id: str, incarnation: str, now_ms: int) -> 
         state=JobState.PENDING,
         assigned_at_ms=now_ms,
     )
-    return record.model_copy(update={"attempts": [*record.attempts, attempt]})
+    return evolve(record, attempts=[*record.attempts, attempt])
 
 
 def revert_assignment(record: JobRecord, attempt: int) -> JobRecord | None:
@@ -61,7 +62,7 @@ def revert_assignment(record: JobRecord, attempt: int) -> JobRecord | None:
         return None
     if record.state.is_terminal:
         return None
-    return record.model_copy(update={"attempts": record.attempts[:-1]})
+    return evolve(record, attempts=record.attempts[:-1])
 
 
 def apply_update(record: JobRecord, update: JobUpdated) -> JobRecord | None:
@@ -76,11 +77,12 @@ def apply_update(record: JobRecord, update: JobUpdated) -> JobRecord | None:
         return None
     state = update.state
     if state in (JobState.BUILDING, JobState.RUNNING):
-        attempt = current.model_copy(
-            update={
+        attempt = evolve(
+            current,
+            **{
                 "state": state,
                 "started_at_ms": current.started_at_ms if state == JobState.BUILDING else update.at_ms,
-            }
+            },
         )
         return _replace_current(
             record,
@@ -90,13 +92,14 @@ def apply_update(record: JobRecord, update: JobUpdated) -> JobRecord | None:
                 "started_at_ms": record.started_at_ms or (update.at_ms if state == JobState.RUNNING else None),
             },
         )
-    ended = current.model_copy(
-        update={
+    ended = evolve(
+        current,
+        **{
             "state": state,
             "finished_at_ms": update.at_ms,
             "exit_code": update.exit_code,
             "error": update.error,
-        }
+        },
     )
     if state == JobState.SUCCEEDED:
         return _replace_current(
@@ -136,7 +139,7 @@ def apply_update(record: JobRecord, update: JobUpdated) -> JobRecord | None:
         fields["state"] = JobState.PENDING
     else:
         fields.update(state=JobState.FAILED, finished_at_ms=update.at_ms)
-    return _replace_current(record, ended.model_copy(update={"state": JobState.FAILED}), fields)
+    return _replace_current(record, evolve(ended, **{"state": JobState.FAILED}), fields)
 
 
 def lose_attempt(record: JobRecord, now_ms: int, reason: str) -> JobRecord | None:
@@ -144,7 +147,7 @@ def lose_attempt(record: JobRecord, now_ms: int, reason: str) -> JobRecord | Non
     current = active_attempt(record)
     if current is None:
         return None
-    ended = current.model_copy(update={"state": JobState.WORKER_FAILED, "finished_at_ms": now_ms, "error": reason})
+    ended = evolve(current, **{"state": JobState.WORKER_FAILED, "finished_at_ms": now_ms, "error": reason})
     return _lost(record, ended, now_ms, reason)
 
 
@@ -153,14 +156,15 @@ def finish(record: JobRecord, state: JobState, now_ms: int, error: str | None) -
     attempts = list(record.attempts)
     current = active_attempt(record)
     if current is not None:
-        attempts[-1] = current.model_copy(update={"state": state, "finished_at_ms": now_ms, "error": error})
-    return record.model_copy(
-        update={
+        attempts[-1] = evolve(current, **{"state": state, "finished_at_ms": now_ms, "error": error})
+    return evolve(
+        record,
+        **{
             "state": state,
             "finished_at_ms": now_ms,
             "error": error,
             "attempts": attempts,
-        }
+        },
     )
 
 
@@ -197,4 +201,4 @@ def _lost(record: JobRecord, ended: AttemptRecord, now_ms: int, reason: str) -> 
 
 
 def _replace_current(record: JobRecord, attempt: AttemptRecord, fields: dict[str, object]) -> JobRecord:
-    return record.model_copy(update={**fields, "attempts": [*record.attempts[:-1], attempt]})
+    return evolve(record, **{**fields, "attempts": [*record.attempts[:-1], attempt]})

@@ -29,6 +29,7 @@ from fluster.errors import LeadershipLost
 log = logging.getLogger(__name__)
 
 WINDOW = 4096  # writes in flight at once
+LAZY_S = 0.1  # how long a lazy write waits to be superseded
 ACK_TIMEOUT_S = 5.0  # a write not acknowledged within this is sent again (a put of the same value is harmless)
 KV_OP = "KV-Operation"
 
@@ -55,9 +56,13 @@ class KvWriter:
         self._prefix = f"$KV.{bucket}."
         self._fence = fence
         self._repair = repair
-        self._waiting: dict[str, _Op] = {}  # the newest unsent value per key, in the order keys became ready
+        self._waiting: dict[str, _Op] = {}  # the newest unsent value per key
+        self._ready: dict[str, None] = {}  # waiting keys with no write in flight, oldest first (an ordered set)
+        self._retrying: dict[str, _Op] = {}  # keys whose failed write waits to be sent again (still in flight)
         self._in_flight: dict[str, tuple[_Op, asyncio.TimerHandle]] = {}
         self._by_token: dict[str, str] = {}
+        self._lazy: dict[str, bytes] = {}
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._inbox = nc.new_inbox()
         self._tokens = itertools.count(1)
         self._wake = asyncio.Event()
@@ -67,6 +72,41 @@ class KvWriter:
 
     def put(self, key: str, data: bytes) -> asyncio.Future[None]:
         return self._enqueue(key, data, None)
+
+    def put_lazily(self, key: str, data: bytes) -> None:
+        """Write ``data`` within ``LAZY_S``, unless a newer value of the key comes first (which supersedes it):
+        for changes nobody waits on (an attempt started), so that a short job's RUNNING and SUCCEEDED land
+        as one write."""
+        if self._stopped is not None:
+            return
+        waiting = self._waiting.get(key)
+        if waiting is not None:  # a write of the key is due anyway: this value goes with it
+            waiting.data, waiting.headers = data, None
+            return
+        self._lazy[key] = data
+        if self._lazy_timer is None:
+            self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_S, self._promote_lazy)
+
+    def written(self, key: str) -> asyncio.Future[None]:
+        """A future that completes once what has been put for ``key`` so far is stored (at once when nothing
+        of it waits)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._stopped is not None:
+            future.set_exception(self._stopped)
+            return future
+        lazy = self._lazy.pop(key, None)
+        if lazy is not None:
+            return self._enqueue(key, lazy, None)
+        pending = (
+            self._waiting.get(key)
+            or (self._in_flight[key][0] if key in self._in_flight else None)
+            or self._retrying.get(key)
+        )
+        if pending is None:
+            future.set_result(None)
+        else:
+            pending.waiters.append(future)
+        return future
 
     def delete(self, key: str) -> asyncio.Future[None]:
         return self._enqueue(key, b"", {KV_OP: "DEL"})
@@ -82,7 +122,7 @@ class KvWriter:
         sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
         try:
             while True:
-                if not self._waiting or len(self._in_flight) >= WINDOW:
+                if not self._ready or len(self._in_flight) >= WINDOW:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
@@ -104,11 +144,17 @@ class KvWriter:
         for op in list(self._waiting.values()):
             _fail(op, error)
         self._waiting.clear()
+        self._ready.clear()
+        self._retrying.clear()
         for op, timer in self._in_flight.values():
             timer.cancel()
             _fail(op, error)
         self._in_flight.clear()
         self._by_token.clear()
+        self._lazy.clear()
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
 
     # -- internals ------------------------------------------------------------------------------------
 
@@ -117,28 +163,36 @@ class KvWriter:
         if self._stopped is not None:
             future.set_exception(self._stopped)
             return future
+        self._lazy.pop(key, None)  # superseded
         previous = self._waiting.pop(key, None)
         op = _Op(data, headers)
         if previous is not None:  # never sent: the new value supersedes it, and answers its waiters
             op.waiters = previous.waiters
         op.waiters.append(future)
         self._waiting[key] = op
-        self._wake.set()
+        self._mark_ready(key)
         return future
 
+    def _mark_ready(self, key: str) -> None:
+        if key not in self._in_flight and key not in self._retrying:
+            self._ready[key] = None
+            self._wake.set()
+
+    def _promote_lazy(self) -> None:
+        self._lazy_timer = None
+        lazy, self._lazy = self._lazy, {}
+        for key, data in lazy.items():
+            if key not in self._waiting:
+                self._waiting[key] = _Op(data, None)
+                self._mark_ready(key)
+
     async def _send_ready(self) -> None:
-        sent = 0
-        for key in list(self._waiting):
-            if len(self._in_flight) >= WINDOW:
-                break
-            if key in self._in_flight:
-                continue  # its previous value is in flight; this one goes after its ack
-            op = self._waiting.pop(key)
-            await self._send(key, op)
-            sent += 1
-        if not sent:  # every waiting key has a write in flight: wait for an ack
-            self._wake.clear()
-            await self._wake.wait()
+        """Send waiting values of keys with nothing in flight, oldest first, while the window allows: O(what is
+        sent), whatever else waits."""
+        while self._ready and len(self._in_flight) < WINDOW:
+            key = next(iter(self._ready))
+            del self._ready[key]
+            await self._send(key, self._waiting.pop(key))
 
     async def _send(self, key: str, op: _Op) -> None:
         token = str(next(self._tokens))
@@ -159,8 +213,8 @@ class KvWriter:
             return  # a late ack of a write already sent again
         op, timer = self._in_flight.pop(key)
         timer.cancel()
-        status = (msg.headers or {}).get("Status")
-        error = status or _ack_error(msg.data)
+        status = (msg.headers or {}).get("Status") if msg.headers else None
+        error = status or (_ack_error(msg.data) if b'"error"' in msg.data else None)
         if error:
             log.warning("kv write key=%s refused (%s); retrying", key, error)
             if status == "503":  # no stream: the bucket is gone; re-create it before writing again
@@ -170,6 +224,8 @@ class KvWriter:
         for waiter in op.waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        if key in self._waiting:  # a newer value waited for this ack
+            self._mark_ready(key)
         self._wake.set()
 
     def _timed_out(self, token: str) -> None:
@@ -186,10 +242,12 @@ class KvWriter:
             self._resend_later(key, found[0])
 
     def _resend_later(self, key: str, op: _Op) -> None:
+        self._retrying[key] = op
         op.failures += 1
         asyncio.get_running_loop().call_later(backoff(op.failures, 0.05, 2.0), self._requeue, key, op)
 
     def _requeue(self, key: str, op: _Op) -> None:
+        self._retrying.pop(key, None)
         if self._stopped is not None:
             _fail(op, self._stopped)
             return
@@ -198,7 +256,7 @@ class KvWriter:
             newer.waiters[:0] = op.waiters
         else:
             self._waiting[key] = op
-        self._wake.set()
+        self._mark_ready(key)
 
 
 def _ack_error(data: bytes) -> str | None:

@@ -52,6 +52,8 @@ class Term:
         self.orphans: dict[str, float] = {}  # worker id -> when its placements are lost if it never comes back
         # kills jobs (the children of a job that ended); set by the service to ``jobs.kill_many``
         self.cascade: Callable[[list[str], str], Coroutine[Any, Any, object]] | None = None
+        # sends an attempt once its assignment is stored; set by the service to ``Dispatcher.after``
+        self.dispatch: Callable[[JobRecord, asyncio.Future[None]], None] = _no_dispatch
         self._tasks: asyncio.TaskGroup | None = None
         self._spawned: set[asyncio.Task[None]] = set()
 
@@ -62,18 +64,26 @@ class Term:
 
         A job that just ended takes its unfinished children with it.
         """
+        self._apply(record)
+        return self.jobs_kv.put(record.job_id, encode(record))
+
+    def commit_lazily(self, record: JobRecord) -> None:
+        """``commit`` for a change nobody waits on (an attempt that started): stored within a moment, together
+        with the next change of the job if that comes first."""
+        self._apply(record)
+        self.jobs_kv.put_lazily(record.job_id, encode(record))
+
+    def _apply(self, record: JobRecord) -> None:
         if not self.lease.valid():
             raise LeadershipLost("the controller lease lapsed: it no longer changes jobs")
         old = self.book.put(record)
-        written = self.jobs_kv.put(record.job_id, encode(record))
         if record.state.is_terminal and (old is None or not old.state.is_terminal):
-            log.info("job finished job_id=%s state=%s", record.job_id, record.state.value)
+            log.debug("job finished job_id=%s state=%s", record.job_id, record.state.value)
             children = [c for c in self.book.children.get(record.job_id, ()) if not self.book.jobs[c].state.is_terminal]
             if children and self.cascade is not None:
                 self.spawn(self.cascade(children, f"parent job {record.job_id} ended"))
         if old is None or old.state != record.state or st.is_pending(record):
             self.wake.set()
-        return written
 
     def lose_placements(self, worker_id: str, reason: str, keep_incarnation: str | None = None) -> int:
         """Every active attempt placed on ``worker_id`` (except those of ``keep_incarnation``) is lost and
@@ -173,6 +183,10 @@ class Term:
         if self.subjects.workers_bucket in recreated:
             for worker_id, entry in self.book.workers.items():
                 self.workers_kv.put(worker_id, encode(entry.info))
+
+
+def _no_dispatch(record: JobRecord, written: asyncio.Future[None]) -> None:
+    raise LeadershipLost("this term dispatches nothing")
 
 
 async def _guarded(coro: Coroutine[Any, Any, object]) -> None:

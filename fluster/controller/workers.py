@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from fluster.controller import state as st
+from fluster.controller.serving import Later
 from fluster.controller.term import Term
 from fluster.errors import LeadershipLost, ProtocolError, WorkerIdInUse
 from fluster.protocol.codec import encode
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 _REREGISTER = HeartbeatReply(status="reregister")
 
 
-async def on_register(term: Term, msg: RegisterWorker, sender: str) -> RegisterWorkerReply:
+def on_register(term: Term, msg: RegisterWorker, sender: str) -> Later:
     """Register a worker (a new incarnation loses the attempts of the old one); the ack waits until its
     registry key is stored.
 
@@ -69,15 +70,14 @@ async def on_register(term: Term, msg: RegisterWorker, sender: str) -> RegisterW
         info.resources.cpu,
         info.resources.memory_bytes,
     )
-    await written
-    return RegisterWorkerReply(lease_ms=int(term.settings.attempt_lease_s * 1000))
+    return Later(written, RegisterWorkerReply(lease_ms=int(term.settings.attempt_lease_s * 1000)))
 
 
-async def on_deregister(term: Term, msg: DeregisterWorker, sender: str) -> Ack:
+def on_deregister(term: Term, msg: DeregisterWorker, sender: str) -> Ack | Later:
     _check_sender(msg.worker_id, sender)
     entry = term.book.workers.get(msg.worker_id)
     if entry is not None and entry.info.incarnation == msg.incarnation:
-        await remove_worker(term, msg.worker_id, f"worker {msg.worker_id} left the cluster")
+        return Later(remove_worker(term, msg.worker_id, f"worker {msg.worker_id} left the cluster"), Ack())
     return Ack()
 
 

@@ -1,0 +1,44 @@
+"""Keeping the garbage collector's cost per event flat as the controller's view grows.
+
+The controller holds a few objects per job for as long as it knows the job (a day by default), so its heap
+grows into the millions of objects; CPython's full collections scan all of them, and their cost per job grew
+with the number of jobs held (measured: 11 µs a job at 10,000 jobs held, 41 µs at 80,000). Freezing moves the
+objects alive now out of the collector's view (``gc.freeze``): what is replaced later is still freed by
+reference counting (job records form no cycles). Cyclic garbage caught in a freeze would never be collected,
+so every ``FULL_EVERY_S`` everything is unfrozen and collected once, then frozen again.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+
+import anyio
+
+log = logging.getLogger(__name__)
+
+FREEZE_EVERY_S = 10.0
+FULL_EVERY_S = 600.0
+
+
+async def keep_collections_cheap() -> None:
+    """Run in the controller's task group for as long as it leads."""
+    last_full = time.monotonic()
+    try:
+        while True:
+            await anyio.sleep(FREEZE_EVERY_S)
+            if time.monotonic() - last_full >= FULL_EVERY_S:
+                started = time.perf_counter()
+                gc.unfreeze()
+                collected = gc.collect()
+                last_full = time.monotonic()
+                log.info(
+                    "full collection: %d objects freed in %.0f ms (%d held)",
+                    collected,
+                    (time.perf_counter() - started) * 1000,
+                    gc.get_freeze_count() + len(gc.get_objects(2)),
+                )
+            gc.freeze()
+    finally:
+        gc.unfreeze()
