@@ -27,11 +27,12 @@ from fluster.protocol.resources import (
     parse_memory,
     tpu_device,
 )
-from fluster.types import Entrypoint, Environment, JobStatus, create_environment
+from fluster.types import Constraint, Entrypoint, Environment, JobStatus, TaskStatus, create_environment
 
 __all__ = [
     "ActorNotFound",
     "Client",
+    "Constraint",
     "ClusterClient",
     "ClusterUnavailable",
     "ConnectOptions",
@@ -50,6 +51,7 @@ __all__ = [
     "LogLine",
     "RemoteError",
     "ResourceSpec",
+    "TaskStatus",
     "TpuDevice",
     "Unschedulable",
     "cpu_device",

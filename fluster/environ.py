@@ -126,3 +126,22 @@ def job_env_vars(
     if connection_file:
         env[CONNECTION_VAR] = connection_file
     return env
+
+
+def task_env_vars(task: int, num_tasks: int, hosts: list[str]) -> dict[str, str]:
+    """What a task of a (multi-task) job is told about its place in the job."""
+    return {
+        "FLUSTER_TASK_INDEX": str(task),
+        "FLUSTER_NUM_TASKS": str(num_tasks),
+        "FLUSTER_TASK_HOSTS": ",".join(hosts),
+    }
+
+
+def task_env() -> tuple[int, int, list[str]]:
+    """This process's task index, the job's task count and every task's host (``0, 1, []`` outside a job)."""
+    hosts = os.environ.get("FLUSTER_TASK_HOSTS", "")
+    return (
+        int(os.environ.get("FLUSTER_TASK_INDEX", "0") or 0),
+        int(os.environ.get("FLUSTER_NUM_TASKS", "1") or 1),
+        hosts.split(",") if hosts else [],
+    )

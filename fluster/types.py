@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cloudpickle
 
+from fluster.protocol import messages
 from fluster.protocol.messages import AttemptRecord, JobRecord, JobState
 from fluster.protocol.resources import ResourceSpec
 
@@ -85,6 +86,67 @@ def create_environment(
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """A condition on worker labels: ``Constraint("zone", "in", ["a", "b"])``, ``Constraint("gpu-pool",
+    "exists")``; ops ``eq`` (one value), ``in``, ``not_in``, ``exists``."""
+
+    label: str
+    op: Literal["eq", "in", "not_in", "exists"] = "eq"
+    values: Sequence[str] | str = ()
+
+    def __post_init__(self) -> None:
+        if self.op not in ("eq", "in", "not_in", "exists"):
+            raise ValueError(f"unknown constraint op {self.op!r}: use 'eq', 'in', 'not_in' or 'exists'")
+        values = [self.values] if isinstance(self.values, str) else list(self.values)
+        if self.op == "exists" and values:
+            raise ValueError(f"an 'exists' constraint on {self.label!r} takes no values")
+        if self.op != "exists" and not values:
+            raise ValueError(f"a {self.op!r} constraint on {self.label!r} needs values")
+        if self.op == "eq" and len(values) != 1:
+            raise ValueError(f"an 'eq' constraint on {self.label!r} takes one value (use 'in' for several)")
+        object.__setattr__(self, "values", tuple(values))
+
+    def to_message(self) -> messages.Constraint:
+        return messages.Constraint(label=self.label, op=self.op, values=list(self.values))
+
+
+Constraints = Mapping[str, str] | Sequence[Constraint]
+
+
+def constraint_messages(constraints: Constraints | None) -> list[messages.Constraint]:
+    """``{"zone": "a"}`` (equality) or ``[Constraint(...), ...]`` as wire constraints.
+
+    Raises:
+        ValueError: a bad label, op or values.
+    """
+    if constraints is None:
+        return []
+    if isinstance(constraints, Mapping):
+        return [Constraint(label, "eq", str(value)).to_message() for label, value in constraints.items()]
+    out = []
+    for c in constraints:
+        if not isinstance(c, Constraint):
+            raise ValueError(f"constraints must be a dict of label=value or Constraint objects, got {c!r}")
+        out.append(c.to_message())
+    return out
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One task of a multi-task job."""
+
+    index: int
+    state: JobState
+    worker_id: str | None
+    attempt: int
+    exit_code: int | None
+    error: str | None
+    failure_count: int
+    preemption_count: int
+    attempts: tuple[AttemptRecord, ...]
+
+
+@dataclass(frozen=True)
 class JobStatus:
     """A job as the client sees it."""
 
@@ -105,6 +167,7 @@ class JobStatus:
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     error_traceback: str | None = None  # the remote traceback of a job that raised
     pending_reason: str | None = None  # why the scheduler has not placed it, when the record says
+    tasks: tuple[TaskStatus, ...] = ()  # a multi-task job's tasks (empty for a job of one task)
 
     @property
     def finished(self) -> bool:
@@ -130,5 +193,24 @@ class JobStatus:
             parent_id=record.request.parent_id,
             resources=record.request.resources,
             error_traceback=record.error_info.traceback if record.error_info is not None else None,
-            pending_reason=getattr(record, "pending_reason", None),
+            pending_reason=record.pending_reason,
+            tasks=tuple(_task_status(record, t.index) for t in record.tasks),
         )
+
+
+def _task_status(record: JobRecord, index: int) -> TaskStatus:
+    task = record.tasks[index]
+    attempts = tuple(a for a in record.attempts if a.task == index)
+    current = attempts[-1] if attempts else None
+    running = current is not None and current.state in (JobState.PENDING, JobState.BUILDING, JobState.RUNNING)
+    return TaskStatus(
+        index=index,
+        state=task.state,
+        worker_id=current.worker_id if current is not None and running else None,
+        attempt=current.attempt if current is not None else 0,
+        exit_code=task.exit_code,
+        error=task.error,
+        failure_count=task.failure_count,
+        preemption_count=task.preemption_count,
+        attempts=attempts,
+    )

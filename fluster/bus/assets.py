@@ -34,6 +34,7 @@ OBJECT_TTL_S = 7 * 24 * 3600
 LEADER_LEASE_S = 10.0  # a controller that stops refreshing its lease for this long is replaced
 ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
 TRANSFER_MAX_AGE_S = 15 * 60.0  # an actor transfer nobody read within this is garbage
+GANG_VALUE_TTL_S = 24 * 3600.0
 REPAIR_INTERVAL_S = 1.0  # missing assets are looked for at most this often per process
 
 
@@ -43,6 +44,7 @@ class Assets:
     workers: KeyValue
     endpoints: KeyValue
     entrypoints: KeyValue
+    gangs: KeyValue
     objects: ObjectStore
     leader: KeyValue
     logs_stream: str
@@ -121,6 +123,7 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
         workers=made[subjects.workers_bucket],
         endpoints=made[subjects.endpoints_bucket],
         entrypoints=made[subjects.entrypoints_bucket],
+        gangs=made[subjects.gangs_bucket],
         objects=objects,
         leader=made[subjects.leader_bucket],
         logs_stream=subjects.logs_stream,
@@ -153,6 +156,10 @@ def _kv_configs(subjects: Subjects, r: int) -> list[KeyValueConfig]:
         ),
         KeyValueConfig(
             bucket=subjects.leader_bucket, history=1, ttl=LEADER_LEASE_S, storage=StorageType.FILE, replicas=r
+        ),
+        # what the tasks of a job exchange with fluster.gang.all_gather; kept a day
+        KeyValueConfig(
+            bucket=subjects.gangs_bucket, history=1, ttl=GANG_VALUE_TTL_S, storage=StorageType.FILE, replicas=r
         ),
     ]
 

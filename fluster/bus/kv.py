@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -20,6 +20,7 @@ from fluster.errors import ProtocolError
 from fluster.protocol.codec import decode
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 REPAIR_ATTRIBUTE = "_fluster_repair"  # set by ``ensure_assets`` on the buckets it binds: re-creates them
 
@@ -57,8 +58,19 @@ async def snapshot(
     A value that does not decode is left out and logged; with ``corrupt``, its key and bytes are put there,
     for the caller to repair or quarantine.
     """
-    found = await _direct_snapshot(kv, model, pattern, corrupt)
-    return found if found is not None else await _watch_snapshot(kv, model, pattern, corrupt)
+    return await _snapshot(kv, lambda data: decode(data, model), pattern, corrupt)
+
+
+async def snapshot_bytes(kv: KeyValue, pattern: str = ">") -> dict[str, bytes]:
+    """Every live key matching ``pattern`` with its value as stored."""
+    return await _snapshot(kv, bytes, pattern, None)
+
+
+async def _snapshot(
+    kv: KeyValue, load: Callable[[bytes], T], pattern: str, corrupt: dict[str, bytes] | None
+) -> dict[str, T]:
+    found = await _direct_snapshot(kv, load, pattern, corrupt)
+    return found if found is not None else await _watch_snapshot(kv, load, pattern, corrupt)
 
 
 async def latest_valid(kv: KeyValue, key: str, model: type[M]) -> M | None:
@@ -84,15 +96,15 @@ def _corrupt(corrupt: dict[str, bytes] | None, key: str, data: bytes, exc: Proto
 
 
 async def _direct_snapshot(
-    kv: KeyValue, model: type[M], pattern: str, corrupt: dict[str, bytes] | None
-) -> dict[str, M] | None:
+    kv: KeyValue, load: Callable[[bytes], T], pattern: str, corrupt: dict[str, bytes] | None
+) -> dict[str, T] | None:
     """None when the bucket has no direct gets or holds more than one batch (the caller then watches)."""
     nc = kv._js._nc
     inbox = nc.new_inbox()
     replies: asyncio.Queue[Msg] = asyncio.Queue()
     sub = await nc.subscribe(inbox, cb=replies.put)
     prefix = kv._pre
-    found: dict[str, M] = {}
+    found: dict[str, T] = {}
     try:
         request = json.dumps({"multi_last": [f"{prefix}{pattern}"], "batch": _DIRECT_BATCH}).encode()
         await nc.publish(f"{kv._js._prefix}.DIRECT.GET.{kv._stream}", request, reply=inbox)
@@ -111,16 +123,18 @@ async def _direct_snapshot(
                     continue
                 key = headers.get("Nats-Subject", "")[len(prefix) :]
                 try:
-                    found[key] = decode(msg.data, model)
+                    found[key] = load(msg.data)
                 except ProtocolError as exc:
                     _corrupt(corrupt, key, msg.data, exc)
     finally:
         await sub.unsubscribe()
 
 
-async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str, corrupt: dict[str, bytes] | None) -> dict[str, M]:
+async def _watch_snapshot(
+    kv: KeyValue, load: Callable[[bytes], T], pattern: str, corrupt: dict[str, bytes] | None
+) -> dict[str, T]:
     watcher = await with_retries(lambda: kv.watch(pattern), f"watch {pattern}", repair=repair_of(kv))
-    found: dict[str, M] = {}
+    found: dict[str, T] = {}
     try:
         async for entry in watcher:
             if entry is None:
@@ -129,7 +143,7 @@ async def _watch_snapshot(kv: KeyValue, model: type[M], pattern: str, corrupt: d
                 found.pop(entry.key, None)
                 continue
             try:
-                found[entry.key] = decode(entry.value, model)
+                found[entry.key] = load(entry.value)
             except ProtocolError as exc:
                 _corrupt(corrupt, entry.key, entry.value, exc)
     finally:

@@ -60,6 +60,14 @@ def count(text: str) -> int:
     return value
 
 
+def label_pair(text: str) -> tuple[str, str]:
+    """``key=value`` (a worker label, or a job's constraint on one)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected LABEL=VALUE, like zone=a, got {text!r}")
+    return key, value
+
+
 def seconds(text: str) -> float:
     """A duration: ``30``, ``30s``, ``5m``, ``2h``, ``1d``."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
@@ -241,4 +249,29 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run a failed job again up to N times (default: %(default)s)",
     )
-    # multi-host jobs will add --replicas N here: a job of N tasks, scheduled as a gang
+    g.add_argument(
+        "--replicas",
+        type=count,
+        default=1,
+        metavar="N",
+        help="run N tasks of the job, each on its own worker slot (default: %(default)s)",
+    )
+    g.add_argument(
+        "--coschedule",
+        action="store_true",
+        help="place all the tasks at once, and retry them together (a gang)",
+    )
+    g.add_argument(
+        "--group-by",
+        default=None,
+        metavar="LABEL",
+        help="with --coschedule: all tasks on workers that share this label's value (e.g. slice)",
+    )
+    g.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        type=label_pair,
+        help="only on workers whose LABEL is VALUE; repeat for more (default: any worker)",
+    )

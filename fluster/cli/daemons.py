@@ -86,6 +86,13 @@ def register(add: Sub, add_plain: Sub) -> None:
         default=24 * 3600.0,
         help="seconds a finished job (record, result) is kept; 0 keeps them forever (default: a day)",
     )
+    p.add_argument(
+        "--reserve-after",
+        type=a.seconds,
+        default=180.0,
+        help="a job waiting this long keeps the workers it needs as they free up, so smaller jobs cannot "
+        "starve it; 0 never reserves (default: 3m)",
+    )
 
     p = add("worker", "run a worker in the foreground", _worker)
     p.add_argument(
@@ -102,6 +109,15 @@ def register(add: Sub, add_plain: Sub) -> None:
     p.add_argument("--tpu-variant", default="auto", help="TPU type offered (default: %(default)s)")
     p.add_argument(
         "--max-concurrent-jobs", type=a.count, default=10, help="jobs run at once at most (default: %(default)s)"
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        type=a.label_pair,
+        metavar="KEY=VALUE",
+        help="a label jobs' constraints match (zone=a, slice=s7); repeat for more; device-type, "
+        "device-variant and hostname are added",
     )
     p.add_argument(
         "--runtime", choices=["process", "docker"], default="process", help="how jobs run (default: %(default)s)"
@@ -178,6 +194,7 @@ async def _controller(args: argparse.Namespace) -> int:
         kill_grace=args.kill_grace,
         replicas=args.replicas,
         finished_job_retention=args.finished_job_retention or None,
+        reserve_after=args.reserve_after or None,
     )
     try:
         async with _stop_signals("the controller") as stop, anyio.create_task_group() as tg:
@@ -207,6 +224,7 @@ async def _worker(args: argparse.Namespace) -> int:
         memory=args.memory,
         device=device,
         max_concurrent_jobs=args.max_concurrent_jobs,
+        labels=dict(args.label),
         heartbeat_interval=args.heartbeat_interval,
         runtime=args.runtime,
         docker_image=args.image,

@@ -125,6 +125,10 @@ async def _submit_job(
         environment=_environment(args, workspace),
         scheduling_timeout=args.scheduling_timeout,
         max_retries_failure=args.max_retries_failure,
+        replicas=max(1, args.replicas),
+        coschedule=args.coschedule,
+        group_by=args.group_by,
+        constraints=dict(args.constraint),
     )
 
 

@@ -48,13 +48,14 @@ from fluster.protocol.messages import (
     KillJob,
     KillJobReply,
     LogLine,
+    Payload,
     SubmitJob,
     SubmitJobReply,
     WorkerInfo,
 )
 from fluster.protocol.resources import ResourceSpec
 from fluster.protocol.subjects import Subjects
-from fluster.types import Entrypoint, Environment, JobStatus
+from fluster.types import Constraints, Entrypoint, Environment, JobStatus, constraint_messages
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +154,18 @@ class ClusterClient:
         scheduling_timeout: float | None = None,
         max_retries_failure: int = 0,
         max_retries_preemption: int = 100,
+        replicas: int = 1,
+        coschedule: bool = False,
+        group_by: str | None = None,
+        constraints: Constraints | None = None,
+        max_task_failures: int = 0,
     ) -> JobId:
         """Submit a job and return its id (``name``, or ``parent/name`` when called from inside a job).
 
         The submit is durable once this returns; retrying it after a lost reply never creates a second job.
+        ``replicas`` runs N tasks of the job (indices 0..N-1, each on a worker slot with ``resources``);
+        ``coschedule`` places them all at once (a gang, optionally all on workers sharing one value of the
+        ``group_by`` label); ``constraints`` (``{"zone": "a"}`` or ``Constraint``s) pick workers by label.
 
         Raises:
             ValueError: a bad name, resources or environment.
@@ -184,6 +193,11 @@ class ClusterClient:
                 max_retries_failure=max_retries_failure,
                 max_retries_preemption=max_retries_preemption,
                 parent_id=self.job.job_id if self.job else None,
+                replicas=replicas,
+                coschedule=coschedule,
+                group_by=group_by,
+                constraints=constraint_messages(constraints),
+                max_task_failures=max_task_failures,
             ),
         )
         reply = await self._retrying(
@@ -226,9 +240,9 @@ class ClusterClient:
         """
         record = await self._wait_record(job_id, timeout)
         if record.state == JobState.SUCCEEDED:
-            if record.result is None:
-                return None
-            return cloudpickle.loads(await from_payload(self.assets.objects, record.result))
+            if record.tasks:  # every task's value, in index order (None for one that failed within budget)
+                return [await self._value(task.result) for task in record.tasks]
+            return await self._value(record.result)
         if record.error_info is not None and record.state == JobState.FAILED:
             raise from_wire(record.error_info)
         cls = Unschedulable if record.state == JobState.UNSCHEDULABLE else JobFailed
@@ -239,6 +253,11 @@ class ClusterClient:
             state=record.state.value,
             error=record.error,
         )
+
+    async def _value(self, payload: Payload | None) -> Any:
+        if payload is None:
+            return None
+        return cloudpickle.loads(await from_payload(self.assets.objects, payload))
 
     async def kill(self, job_id: str) -> KillJobReply:
         """Kill a job and its children; returns once their processes are gone.
@@ -274,8 +293,9 @@ class ClusterClient:
         workers = await snapshot(self.assets.workers, WorkerInfo)
         return sorted(workers.values(), key=lambda w: w.worker_id)
 
-    async def logs(self, job_id: str, follow: bool = False) -> AsyncGenerator[LogLine, None]:
-        """The job's output lines, from the start; with ``follow``, keep going until the job has finished."""
+    async def logs(self, job_id: str, follow: bool = False, task: int | None = None) -> AsyncGenerator[LogLine, None]:
+        """The job's output lines (each tagged with its task), from the start; with ``follow``, keep going
+        until the job has finished; with ``task``, only that task's."""
         validate_job_id(job_id)
         subject = self.subjects.logs(job_id)
         last_seq = await self._last_log_seq(subject)
@@ -301,7 +321,7 @@ class ClusterClient:
                     line = decode(msg.data, LogLine)
                 except Exception:
                     continue
-                if not line.final:
+                if not line.final and (task is None or line.task == task):
                     yield line
         finally:
             await sub.unsubscribe()

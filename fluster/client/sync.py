@@ -18,7 +18,7 @@ from fluster.client.cluster import ClusterClient
 from fluster.protocol.ids import JobId
 from fluster.protocol.messages import JobState, KillJobReply, LogLine, WorkerInfo
 from fluster.protocol.resources import ResourceSpec
-from fluster.types import Entrypoint, Environment, JobStatus
+from fluster.types import Constraints, Entrypoint, Environment, JobStatus
 
 
 class Client:
@@ -70,6 +70,11 @@ class Client:
         scheduling_timeout: float | None = None,
         max_retries_failure: int = 0,
         max_retries_preemption: int = 100,
+        replicas: int = 1,
+        coschedule: bool = False,
+        group_by: str | None = None,
+        constraints: Constraints | None = None,
+        max_task_failures: int = 0,
     ) -> JobId:
         return self._portal.call(
             lambda: self._client.submit(
@@ -80,6 +85,11 @@ class Client:
                 scheduling_timeout,
                 max_retries_failure,
                 max_retries_preemption,
+                replicas=replicas,
+                coschedule=coschedule,
+                group_by=group_by,
+                constraints=constraints,
+                max_task_failures=max_task_failures,
             )
         )
 
@@ -101,8 +111,8 @@ class Client:
     def list_workers(self) -> list[WorkerInfo]:
         return self._portal.call(self._client.list_workers)
 
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[LogLine]:
-        lines = self._client.logs(job_id, follow)
+    def logs(self, job_id: str, follow: bool = False, task: int | None = None) -> Iterator[LogLine]:
+        lines = self._client.logs(job_id, follow, task)
         try:
             while True:
                 try:

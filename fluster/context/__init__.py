@@ -19,7 +19,7 @@ from fluster.context.api import (
     get_job_context,
     job_context,
 )
-from fluster.context.jobs import Cluster, JobInfo, JobRequest
+from fluster.context.jobs import Cluster, GpuConfig, JobInfo, JobRequest, ResourceConfig, TpuConfig
 
 if TYPE_CHECKING:
     from fluster.context.ray_backend import RayContext
@@ -41,14 +41,17 @@ __all__ = [
     "ActorMethod",
     "ActorOptions",
     "Cluster",
+    "GpuConfig",
     "JobContext",
     "JobInfo",
     "JobRequest",
     "Lifetime",
+    "ResourceConfig",
     "ObjectRef",
     "RayCluster",
     "RayContext",
     "TaskOptions",
+    "TpuConfig",
     "create_context",
     "get_job_context",
     "job_context",

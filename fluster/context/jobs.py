@@ -11,7 +11,7 @@ from typing import Literal
 from fluster.client.sync import Client
 from fluster.protocol.ids import JobId, validate_name
 from fluster.protocol.messages import JobState
-from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.resources import CpuDevice, GpuDevice, ResourceSpec, TpuDevice
 from fluster.types import Entrypoint, Environment, JobStatus
 
 FrayStatus = Literal["pending", "running", "succeeded", "failed", "stopped"]
@@ -30,18 +30,89 @@ _STATUS: dict[JobState, FrayStatus] = {
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    """``count`` GPUs of ``type`` (``"auto"``: any) per task."""
+
+    type: str = "auto"
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class TpuConfig:
+    """A TPU slice: ``type`` like ``"v5e-16"`` (16 chips), ``count`` chips on each host. A slice of more
+    chips than one host holds spans ``chips // count`` hosts: a job of that many tasks."""
+
+    type: str
+    count: int = 4
+    topology: str | None = None
+
+    @property
+    def chips(self) -> int:
+        suffix = self.type.rsplit("-", 1)[-1]
+        return int(suffix) if suffix.isdigit() else self.count
+
+    @property
+    def hosts(self) -> int:
+        return max(1, self.chips // max(1, self.count))
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """What each task of a job needs, and how many tasks (``replicas``; a multi-host TPU slice implies it)."""
+
+    cpu: float = 1
+    ram: str = "1g"
+    disk: str | None = None
+    device: GpuConfig | TpuConfig | None = None
+    replicas: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.replicas is None:
+            hosts = self.device.hosts if isinstance(self.device, TpuConfig) else 1
+            object.__setattr__(self, "replicas", hosts)
+        elif self.replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
+
+    @property
+    def spec(self) -> ResourceSpec:
+        device: CpuDevice | GpuDevice | TpuDevice = CpuDevice()
+        if isinstance(self.device, GpuConfig):
+            device = GpuDevice(variant=self.device.type, count=self.device.count)
+        elif isinstance(self.device, TpuConfig):
+            device = TpuDevice(variant=self.device.type, count=self.device.count, topology=self.device.topology)
+        return ResourceSpec(cpu=self.cpu, memory=self.ram, disk=self.disk, device=device)
+
+
+@dataclass(frozen=True)
 class JobRequest:
-    """A job to launch: ``Entrypoint.from_callable(fn, *args)`` or ``Entrypoint.from_binary(cmd, args)``."""
+    """A job to launch: ``Entrypoint.from_callable(fn, *args)`` or ``Entrypoint.from_binary(cmd, args)``;
+    ``resources`` a ``ResourceSpec`` (one task) or a ``ResourceConfig`` (``replicas`` tasks)."""
 
     name: str
     entrypoint: Entrypoint
-    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    resources: ResourceSpec | ResourceConfig = field(default_factory=ResourceSpec)
     environment: Environment | None = None
     max_retries_failure: int = 0
     max_retries_preemption: int = 100
+    coschedule: bool | None = None  # None: a multi-host TPU slice is a gang, other replicas are not
 
     def __post_init__(self) -> None:
         validate_name(self.name, "job name")
+
+    @property
+    def spec(self) -> ResourceSpec:
+        """What each task needs."""
+        return self.resources.spec if isinstance(self.resources, ResourceConfig) else self.resources
+
+    @property
+    def replicas(self) -> int:
+        return (self.resources.replicas or 1) if isinstance(self.resources, ResourceConfig) else 1
+
+    @property
+    def gang(self) -> bool:
+        if self.coschedule is not None:
+            return self.coschedule
+        return isinstance(self.resources, ResourceConfig) and isinstance(self.resources.device, TpuConfig)
 
 
 @dataclass(frozen=True)
@@ -83,10 +154,12 @@ class Cluster:
         return self.client.submit(
             request.name,
             request.entrypoint,
-            resources=request.resources,
+            resources=request.spec,
             environment=request.environment,
             max_retries_failure=request.max_retries_failure,
             max_retries_preemption=request.max_retries_preemption,
+            replicas=request.replicas,
+            coschedule=request.gang and request.replicas > 1,
         )
 
     def poll(self, job_id: str) -> JobInfo:

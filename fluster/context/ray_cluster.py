@@ -176,7 +176,7 @@ class RayCluster:
     def get_ray_resources(self, request: JobRequest) -> dict[str, float]:
         """The request's accelerators as Ray resources: ``{"GPU": n}``, ``{"TPU": chips, "TPU-<type>-head": 1}``
         or ``{}``. Ray takes GPUs as ``num_gpus``, not in ``resources=``: ``get_ray_options`` has the split."""
-        return ray_job_resources(request.resources)
+        return ray_job_resources(request.spec)
 
     def get_ray_options(self, request: JobRequest) -> dict[str, Any]:
         """Everything ``ray.remote(**options)`` needs to run like the request: ``num_cpus``, ``memory``,

@@ -73,8 +73,8 @@ def pip_requirements(environment: Environment) -> list[str]:
 def remote_options(request: JobRequest) -> dict[str, Any]:
     """Options for ``ray.remote``/``.options`` that ask for what ``request`` asks: ``num_cpus``, ``memory``,
     ``num_gpus``, custom ``resources`` (a TPU slice's chips and head) and ``runtime_env``."""
-    resources = ray_job_resources(request.resources)
-    options: dict[str, Any] = {"num_cpus": request.resources.cpu, "memory": request.resources.memory_bytes}
+    resources = ray_job_resources(request.spec)
+    options: dict[str, Any] = {"num_cpus": request.spec.cpu, "memory": request.spec.memory_bytes}
     if "GPU" in resources:
         options["num_gpus"] = resources.pop("GPU")
     if resources:

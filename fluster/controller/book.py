@@ -3,11 +3,13 @@
 Pure: no NATS, no clocks (times are passed in). ``Book.put(record)`` is the only way a job changes; it keeps
 every index in step with the records:
 
-- ``placed``: the active attempts by worker (a heartbeat, a worker's death and a re-registration look only at
-  that worker's jobs);
+- ``placed``: the active attempts by worker, keyed by (job id, task) (a heartbeat, a worker's death and a
+  re-registration look only at that worker's jobs);
 - each worker's committed resources as running sums (``WorkerEntry.supply``), changed on assign and release;
-- the pending jobs by resource shape (``pending``, and a FIFO heap per shape for the scheduler), with each
-  job's resources parsed once (``demands``);
+- the pending units by shape (``pending``, and a FIFO heap per shape for the scheduler), with each job's
+  resources parsed once (``demands``); a unit is a gang (all of a job's tasks at once: unit 0) or one
+  independent task (unit = its index);
+- the workers' label values (for the scheduler's explanations);
 - the notes the scheduler reads at its next pass (workers whose headroom grew, shapes that appeared), the
   scheduling deadlines, and the finished jobs in the order retention forgets them.
 
@@ -28,6 +30,7 @@ from fluster.protocol.messages import EnvironmentSpec, JobRecord, JobState, Subm
 from fluster.protocol.resources import ResourceSpec, device_count
 
 SHARED_SHAPES = 1024  # distinct resource requests held once each
+Unit = tuple[str, int]  # (job id, task): a gang is unit 0 of its job
 _EMPTY_ENVIRONMENT = EnvironmentSpec()
 
 
@@ -49,6 +52,8 @@ class WorkerEntry:
     supply: WorkerSupply
     unhealthy_until: float = 0.0
 
+    reserved_for: Unit | None = None  # a starving unit this worker's capacity is kept for
+
     @classmethod
     def new(cls, info: WorkerInfo, last_seen: float) -> WorkerEntry:
         res = info.resources
@@ -60,6 +65,7 @@ class WorkerEntry:
             variant=res.device.variant,
             count=device_count(res.device),
             slots=res.max_concurrent_jobs,
+            labels=dict(info.labels),
         )
         return cls(info=info, last_seen=last_seen, supply=supply)
 
@@ -69,12 +75,13 @@ class Book:
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     children: dict[str, set[str]] = field(default_factory=dict)
     workers: dict[str, WorkerEntry] = field(default_factory=dict)
-    placed: dict[str, dict[str, Placement]] = field(default_factory=dict)  # worker id -> job id -> placement
-    pending: dict[Shape, dict[str, int]] = field(default_factory=dict)  # shape -> job id -> seq
-    queues: dict[Shape, list[tuple[int, str]]] = field(default_factory=dict)  # FIFO heaps (stale entries skipped)
+    placed: dict[str, dict[Unit, Placement]] = field(default_factory=dict)  # worker -> (job id, task) -> placement
+    pending: dict[Shape, dict[Unit, int]] = field(default_factory=dict)  # shape -> unit -> seq
+    queues: dict[Shape, list[tuple[int, int, str]]] = field(default_factory=dict)  # FIFO heaps (seq, unit, job)
     demands: dict[str, JobDemand] = field(default_factory=dict)
     states: Counter[JobState] = field(default_factory=Counter)
-    deadlines: list[tuple[int, str, int]] = field(default_factory=list)  # (deadline ms, job id, queued at ms)
+    deadlines: list[tuple[int, str, int, int]] = field(default_factory=list)  # (deadline, job, unit, queued at)
+    labels: dict[str, Counter[str]] = field(default_factory=dict)  # label -> value -> workers with it
     finished: list[tuple[int, str]] = field(default_factory=list)  # (when to look, job id): retention's queue
     # notes for the next scheduling pass
     freed: set[str] = field(default_factory=set)
@@ -130,8 +137,8 @@ class Book:
                 del self.children[parent]
         return record
 
-    def active_on(self, worker_id: str) -> dict[str, Placement]:
-        """The active attempts placed on ``worker_id`` (of any incarnation), by job id."""
+    def active_on(self, worker_id: str) -> dict[Unit, Placement]:
+        """The active attempts placed on ``worker_id`` (of any incarnation), by (job id, task)."""
         return self.placed.get(worker_id, {})
 
     def descendants(self, job_id: str) -> list[str]:
@@ -147,9 +154,15 @@ class Book:
                     stack.append(child)
         return found
 
-    def is_pending(self, job_id: str) -> bool:
+    def is_pending(self, job_id: str, unit: int | None = None) -> bool:
         demand = self.demands.get(job_id)
-        return demand is not None and job_id in self.pending.get(demand.shape, {})
+        if demand is None:
+            return False
+        pending = self.pending.get(demand.shape, {})
+        if unit is not None:
+            return (job_id, unit) in pending
+        record = self.jobs.get(job_id)
+        return record is not None and any((job_id, u) in pending for u in st.pending_units(record))
 
     def pending_count(self) -> int:
         return sum(len(jobs) for jobs in self.pending.values())
@@ -161,6 +174,8 @@ class Book:
         self.remove_worker(info.worker_id)
         entry = WorkerEntry.new(info, now)
         self.workers[info.worker_id] = entry
+        for label, value in info.labels.items():
+            self.labels.setdefault(label, Counter())[value] += 1
         for placement in self.placed.get(info.worker_id, {}).values():
             if placement.incarnation == info.incarnation:
                 entry.supply.commit(placement.demand)
@@ -172,27 +187,33 @@ class Book:
         entry = self.workers.pop(worker_id, None)
         for placement in self.placed.get(worker_id, {}).values():
             placement.counted = False
+        if entry is not None:
+            for label, value in entry.info.labels.items():
+                values = self.labels[label]
+                values[value] -= 1
+                if values[value] <= 0:
+                    del values[value]
         return entry
 
     # -- the scheduler's queues -----------------------------------------------------------------------
 
-    def head(self, shape: Shape) -> tuple[int, str] | None:
-        """The oldest pending job of ``shape`` (seq, job id), skipping stale heap entries."""
+    def head(self, shape: Shape) -> tuple[int, Unit] | None:
+        """The oldest pending unit of ``shape`` (seq, (job id, unit)), skipping stale heap entries."""
         queue = self.queues.get(shape)
-        jobs = self.pending.get(shape)
+        units = self.pending.get(shape)
         while queue:
-            seq, job_id = queue[0]
-            if jobs is not None and jobs.get(job_id) == seq:
-                return seq, job_id
+            seq, unit, job_id = queue[0]
+            if units is not None and units.get((job_id, unit)) == seq:
+                return seq, (job_id, unit)
             heapq.heappop(queue)
         return None
 
     def due_deadlines(self, now_ms: int) -> Iterator[str]:
-        """Pending jobs whose scheduling timeout has passed (each once)."""
+        """Jobs with a unit whose scheduling timeout has passed (each once)."""
         while self.deadlines and self.deadlines[0][0] <= now_ms:
-            _, job_id, queued_at = heapq.heappop(self.deadlines)
+            _, job_id, unit, queued_at = heapq.heappop(self.deadlines)
             record = self.jobs.get(job_id)
-            if record is not None and self.is_pending(job_id) and st.queued_at_ms(record) == queued_at:
+            if record is not None and self.is_pending(job_id, unit) and st.queued_at_ms(record, unit) == queued_at:
                 yield job_id
 
     def next_deadline_ms(self) -> int | None:
@@ -263,26 +284,28 @@ class Book:
         job_id = record.job_id
         self.states[record.state] += 1
         demand = self._demand(record)
-        current = st.active_attempt(record)
-        if current is not None:
+        for current in st.active_attempts(record):
             placement = Placement(current.attempt, current.incarnation, current.assigned_at_ms, demand)
-            self.placed.setdefault(current.worker_id, {})[job_id] = placement
+            self.placed.setdefault(current.worker_id, {})[(job_id, current.task)] = placement
             entry = self.workers.get(current.worker_id)
             if entry is not None and entry.info.incarnation == current.incarnation:
                 entry.supply.commit(demand)
                 placement.counted = True
-        elif st.is_pending(record):
+        units = st.pending_units(record)
+        if units:
             shape = demand.shape
-            jobs = self.pending.get(shape)
-            if jobs is None:
-                jobs = self.pending[shape] = {}
+            pending = self.pending.get(shape)
+            if pending is None:
+                pending = self.pending[shape] = {}
                 self.new_shapes.add(shape)
-            jobs[job_id] = record.seq
-            heapq.heappush(self.queues.setdefault(shape, []), (record.seq, job_id))
+            queue = self.queues.setdefault(shape, [])
             timeout = record.request.scheduling_timeout_ms
-            if timeout:
-                queued = st.queued_at_ms(record)
-                heapq.heappush(self.deadlines, (queued + timeout, job_id, queued))
+            for unit in units:
+                pending[(job_id, unit)] = record.seq
+                heapq.heappush(queue, (record.seq, unit, job_id))
+                if timeout:
+                    queued = st.queued_at_ms(record, unit)
+                    heapq.heappush(self.deadlines, (queued + timeout, job_id, unit, queued))
         if record.state.is_terminal and record.finished_at_ms is not None:
             heapq.heappush(self.finished, (record.finished_at_ms, job_id))
 
@@ -290,21 +313,23 @@ class Book:
         job_id = record.job_id
         self.states[record.state] -= 1
         demand = self.demands.get(job_id)
-        current = st.active_attempt(record)
-        if current is not None:
+        for current in st.active_attempts(record):
             on_worker = self.placed.get(current.worker_id)
-            placement = on_worker.pop(job_id, None) if on_worker is not None else None
+            placement = on_worker.pop((job_id, current.task), None) if on_worker is not None else None
             if on_worker is not None and not on_worker:
                 del self.placed[current.worker_id]
             entry = self.workers.get(current.worker_id)
             if placement is not None and placement.counted and entry is not None:
                 entry.supply.release(placement.demand)
                 self.freed.add(current.worker_id)
-        elif demand is not None:
-            jobs = self.pending.get(demand.shape)
-            if jobs is not None and jobs.pop(job_id, None) is not None and not jobs:
-                del self.pending[demand.shape]
-                self.queues.pop(demand.shape, None)
+        if demand is not None:
+            pending = self.pending.get(demand.shape)
+            if pending is not None:
+                for unit in st.pending_units(record):
+                    pending.pop((job_id, unit), None)
+                if not pending:
+                    del self.pending[demand.shape]
+                    self.queues.pop(demand.shape, None)
 
 
 def compact(record: JobRecord) -> JobRecord:

@@ -22,7 +22,7 @@ from fluster.controller import state as st
 from fluster.controller.term import Term
 from fluster.errors import LeadershipLost
 from fluster.protocol.codec import encode
-from fluster.protocol.messages import JobRecord, RunJob, RunJobReply
+from fluster.protocol.messages import AttemptRecord, JobRecord, JobState, RunJob, RunJobReply
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,11 @@ class Dispatcher:
     def __init__(self, term: Term) -> None:
         self._term = term
         self._mux = ReplyMux(term.nc)
-        self._ready: deque[JobRecord] = deque()
+        self._ready: deque[tuple[JobRecord, AttemptRecord]] = deque()
         self._wake = asyncio.Event()
 
     def after(self, record: JobRecord, written: asyncio.Future[None]) -> None:
-        """Send ``record``'s new attempt once ``written`` (its assignment) completes."""
+        """Send ``record``'s new attempts (a gang's, or one task's) once ``written`` (their assignment) completes."""
         written.add_done_callback(partial(self._written, record))
 
     async def run(self) -> None:
@@ -51,26 +51,31 @@ class Dispatcher:
     def _written(self, record: JobRecord, written: asyncio.Future[None]) -> None:
         if written.cancelled() or written.exception() is not None:
             return  # not stored (the term is ending): nothing may run it
-        self._ready.append(record)
+        newest = record.attempts[-1].assigned_at_ms
+        for attempt in record.attempts:
+            if attempt.assigned_at_ms == newest and attempt.state == JobState.PENDING:
+                self._ready.append((record, attempt))
         self._wake.set()
 
-    async def _send(self, record: JobRecord) -> None:
-        current = record.attempts[-1]
+    async def _send(self, item: tuple[JobRecord, AttemptRecord]) -> None:
+        record, current = item
         message = RunJob(
             job_id=record.job_id,
             attempt=current.attempt,
             incarnation=current.incarnation,
             request=record.request,
+            task=current.task,
+            task_hosts=task_hosts(record, current.attempt),
         )
         subject = self._term.subjects.worker_run(current.worker_id)
         try:
             future = await self._mux.send(subject, encode(message), self._term.settings.dispatch_timeout)
         except Exception as exc:  # the connection is closing
-            self._failed(record, f"cannot send the dispatch: {exc!r}")
+            self._failed(record, current, f"cannot send the dispatch: {exc!r}")
             return
-        future.add_done_callback(partial(self._answered, record))
+        future.add_done_callback(partial(self._answered, record, current))
 
-    def _answered(self, record: JobRecord, future: asyncio.Future[Msg]) -> None:
+    def _answered(self, record: JobRecord, current: AttemptRecord, future: asyncio.Future[Msg]) -> None:
         if future.cancelled():
             return
         error = future.exception()
@@ -89,15 +94,16 @@ class Dispatcher:
                 if reply.accepted:
                     return
                 reason = reply.reason
-        self._failed(record, reason)
+        self._failed(record, current, reason)
 
-    def _failed(self, record: JobRecord, reason: str) -> None:
+    def _failed(self, record: JobRecord, current: AttemptRecord, reason: str) -> None:
         """The worker did not take the attempt: undo the assignment, back the worker off for a while."""
         term = self._term
-        current = record.attempts[-1]
-        log.warning("dispatch failed job_id=%s worker=%s: %s", record.job_id, current.worker_id, reason)
+        log.warning(
+            "dispatch failed job_id=%s task=%d worker=%s: %s", record.job_id, current.task, current.worker_id, reason
+        )
         latest = term.book.jobs.get(record.job_id)
-        reverted = st.revert_assignment(latest, current.attempt) if latest is not None else None
+        reverted = st.revert_assignment(latest, current.attempt, current.task) if latest is not None else None
         try:
             if reverted is not None:
                 term.commit(reverted)
@@ -107,3 +113,16 @@ class Dispatcher:
         if entry is not None:
             entry.unhealthy_until = time.monotonic() + term.settings.unhealthy_backoff
         term.wake.set()
+
+
+def task_hosts(record: JobRecord, attempt: int) -> list[str]:
+    """The host of every task, in index order, as far as known when this attempt is sent (all of a gang's;
+    of independent tasks, those placed so far, "" for the rest)."""
+    n = record.request.replicas
+    if n == 1:
+        return [a.host or ""] if (a := st.current_attempt(record, 0)) is not None else []
+    hosts = [""] * n
+    for a in record.attempts:
+        if a.state in st.ACTIVE_ATTEMPT and (not record.request.coschedule or a.attempt == attempt):
+            hosts[a.task] = a.host or ""
+    return hosts

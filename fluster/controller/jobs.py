@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Literal
 
 import anyio
 
@@ -113,16 +114,16 @@ async def kill_many(term: Term, job_ids: list[str], reason: str) -> list[str]:
         if record is None or record.state.is_terminal:
             continue
         killed.append(job_id)
-        current = st.active_attempt(record)
-        if current is None:
+        running = st.active_attempts(record)
+        if not running:
             writes.append(term.commit(st.finish(record, JobState.KILLED, now_ms(), reason)))
         else:
             writes.append(term.commit(evolve(record, kill_requested=True, error=reason)))
-            stops.append((job_id, current))
+            stops.extend((job_id, current) for current in running)
     async with anyio.create_task_group() as tg:
         for job_id, attempt in stops:
-            tg.start_soon(_stop_attempt, term, job_id, attempt)
-    for job_id, _ in stops:
+            tg.start_soon(_stop_attempt, term, job_id, attempt, JobState.KILLED)
+    for job_id in dict.fromkeys(job_id for job_id, _ in stops):
         record = book.jobs[job_id]
         if not record.state.is_terminal:  # its worker never reported the end: it is gone, or fenced
             writes.append(term.commit(st.finish(record, JobState.KILLED, now_ms(), record.error or reason)))
@@ -131,9 +132,20 @@ async def kill_many(term: Term, job_ids: list[str], reason: str) -> list[str]:
     return killed
 
 
-async def _stop_attempt(term: Term, job_id: str, attempt: AttemptRecord) -> None:
+async def stop_attempts(term: Term, job_id: str, attempts: list[AttemptRecord], reason: str) -> None:
+    """Stop a job's running attempts because the job no longer needs them (a gang restarting, too many
+    tasks failed); each attempt's report (or its worker's loss) then settles the job."""
+    log.info("stopping %d attempt(s) of job_id=%s: %s", len(attempts), job_id, reason)
+    async with anyio.create_task_group() as tg:
+        for attempt in attempts:
+            tg.start_soon(_stop_attempt, term, job_id, attempt, JobState.PREEMPTED)
+
+
+async def _stop_attempt(
+    term: Term, job_id: str, attempt: AttemptRecord, state: Literal[JobState.KILLED, JobState.PREEMPTED]
+) -> None:
     grace = term.settings.kill_grace
-    stop = StopJob(job_id=job_id, attempt=attempt.attempt, grace_ms=int(grace * 1000))
+    stop = StopJob(job_id=job_id, attempt=attempt.attempt, task=attempt.task, grace_ms=int(grace * 1000), state=state)
     try:
         await request(
             term.nc,
@@ -193,12 +205,37 @@ def schedule_pass(term: Term) -> None:
     now = now_ms()
     for job_id in list(book.due_deadlines(now)):
         record = book.jobs[job_id]
-        term.commit(st.finish(record, JobState.UNSCHEDULABLE, now, st.unschedulable_error(record)))
+        if not record.state.is_terminal:  # (a job re-indexed while it waited has more than one deadline entry)
+            term.commit(st.finish(record, JobState.UNSCHEDULABLE, now, st.unschedulable_error(record)))
     mono = time.monotonic()
-    for job_id, worker_id in term.placer.place(book, mono):
-        entry = book.workers[worker_id]
-        record = st.assign(book.jobs[job_id], worker_id, entry.info.incarnation, now)
+    for job_id, unit, workers in term.placer.place(book, mono, now):
+        record = book.jobs[job_id]
+        entries = [book.workers[w] for w in workers]
+        if record.request.is_gang:
+            placements = [(i, e.info.worker_id, e.info.incarnation, e.info.hostname) for i, e in enumerate(entries)]
+            record = st.assign_gang(record, placements, now)
+        else:
+            e = entries[0]
+            record = st.assign(record, e.info.worker_id, e.info.incarnation, now, task=unit, host=e.info.hostname)
         term.dispatch(record, term.commit(record))
+    _note_reasons(term)
+
+
+REASONS_PER_PASS = 500  # pending jobs given a new pending reason per pass (each a lazy write)
+
+
+def _note_reasons(term: Term) -> None:
+    """Write why blocked shapes' jobs wait into their records (lazily, a bounded number per pass): clients
+    read it from the job's record."""
+    book, budget = term.book, REASONS_PER_PASS
+    for shape, reason in term.placer.reasons.items():
+        for job_id, _unit in list(book.pending.get(shape, {}))[:budget]:
+            record = book.jobs[job_id]
+            if record.pending_reason != reason:
+                term.commit_lazily(evolve(record, pending_reason=reason))
+                budget -= 1
+        if budget <= 0:
+            return
 
 
 def _until_next_due(term: Term) -> float:
@@ -231,7 +268,8 @@ async def forget_loop(term: Term, retention_s: float) -> None:
 
 async def _forget_objects(term: Term, record: JobRecord) -> None:
     await _delete_entrypoint(term, record.request.entrypoint.entry, record.request.entrypoint.ref)
-    await delete_blob(term.assets.objects, result_object(record.job_id))
+    for task in range(record.request.replicas):
+        await delete_blob(term.assets.objects, result_object(record.job_id, task))
 
 
 async def _delete_entrypoint(term: Term, entry: str | None, ref: str | None) -> None:

@@ -1,14 +1,19 @@
-"""Incremental FIFO placement over a ``Book``: each pass places pending jobs, in submission order across
-shapes, on workers they fit (``scheduler.fits``), skipping what fits nowhere (a big job never blocks small ones).
+"""Incremental FIFO placement over a ``Book``: each pass places pending units (a gang: all of a job's tasks at
+once; or one independent task), in submission order across shapes, on workers they fit (``scheduler.fits``),
+skipping what fits nowhere (a big job never blocks small ones), and explains what it cannot place.
 
-Cost: a pass is O(pending shapes + workers whose headroom changed + jobs placed), amortized, not O(all jobs ×
-all workers). Jobs of one shape fit the same workers, so each shape keeps a memo of the workers that might
+Cost: a pass is O(pending shapes + workers whose headroom changed + units placed), amortized, not O(all jobs
+× all workers). Units of one shape fit the same workers, so each shape keeps a memo of the workers that might
 still fit it (``candidates``). A worker that does not fit is dropped from the memo when it is looked at, and
 comes back only when its headroom grows (a job released, a registration: ``Book.freed``) or its dispatch
-backoff ends. Every drop is paid for by an earlier insertion, so the work of finding workers is bounded by the
-changes to capacity. A shape whose memo ran dry is blocked: later jobs of that shape cost nothing until a
-worker is freed. Memos are kept for ``MEMO_SHAPES`` recently used shapes, so a shape whose queue empties and
-refills (the usual case under a steady stream of submits) does not rebuild its memo (O(workers)) each time.
+backoff ends. Every drop is paid for by an earlier insertion. A shape whose memo ran dry is blocked: later
+units of that shape cost nothing until a worker is freed. Memos are kept for ``MEMO_SHAPES`` recently used
+shapes, so a shape whose queue empties and refills does not rebuild its memo (O(workers)) each time.
+
+A gang is placed in one decision or not at all: it needs ``gang`` task slots among its candidates (with
+``group_by``, all on workers that share one value of that label). A unit that has waited ``reserve_after``
+and still cannot be placed reserves the workers it would use (oldest such unit first); other units are not
+placed there, so a stream of small jobs cannot starve it.
 
 Pure: the caller passes the times and commits each placement to the book before the next one is chosen.
 """
@@ -19,47 +24,59 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from fluster.controller.book import Book
-from fluster.controller.scheduler import JobDemand, Shape, fits
+from fluster.controller import state as st
+from fluster.controller.book import Book, Unit, WorkerEntry
+from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply, how_many, suits
 
 MEMO_SHAPES = 64
 
 
 class Placer:
-    def __init__(self) -> None:
+    def __init__(self, reserve_after_ms: int | None = None) -> None:
         self.candidates: OrderedDict[Shape, dict[str, None]] = OrderedDict()
         self.blocked: set[Shape] = set()
+        self.reasons: dict[Shape, str] = {}  # why a blocked shape's units wait
+        self.reserve_after_ms = reserve_after_ms
+        self.reservation: Unit | None = None  # the starving unit workers are kept for
         self._unhealthy: list[tuple[float, str]] = []  # (until, worker id): workers to look at again then
         self._backing_off: dict[str, float] = {}  # worker id -> the until it is in the heap with
 
-    def place(self, book: Book, now: float) -> Iterator[tuple[str, str]]:
-        """Yield ``(job id, worker id)`` for the jobs to start now, oldest first; the caller must commit each
-        assignment to ``book`` (``book.put``) before asking for the next."""
+    def place(self, book: Book, now: float, now_ms: int = 0) -> Iterator[tuple[str, int, list[str]]]:
+        """Yield ``(job id, unit, workers)`` for the units to start now, oldest first: a gang's task ``i`` goes
+        to ``workers[i]``, an independent task's to ``workers[0]``. The caller must commit each placement to
+        ``book`` (``book.put``) before asking for the next."""
         self._absorb(book, now)
-        heap: list[tuple[int, Shape]] = []
+        self._check_reservation(book)
+        heap: list[tuple[int, int, Shape]] = []
         for shape in book.pending:
             if shape not in self.blocked:
                 head = book.head(shape)
                 if head is not None:
-                    heap.append((head[0], shape))
+                    heap.append((head[0], head[1][1], shape))
         heapq.heapify(heap)
         while heap:
-            seq, shape = heapq.heappop(heap)
+            seq, _, shape = heapq.heappop(heap)
             head = book.head(shape)
             if head is None:
                 continue
             if head[0] != seq:  # the queue changed under us: go by its current head
-                heapq.heappush(heap, (head[0], shape))
+                heapq.heappush(heap, (head[0], head[1][1], shape))
                 continue
-            job_id = head[1]
-            worker_id = self._fit(book, shape, book.demands[job_id], now)
-            if worker_id is None:
+            unit = head[1]
+            demand = book.demands[unit[0]]
+            workers = self._fit(book, shape, demand, unit, now)
+            if workers is None:
                 self.blocked.add(shape)
+                self.reasons[shape] = explain(book, demand, self.reservation, unit)
+                self._maybe_reserve(book, unit, demand, now_ms)
                 continue
-            yield job_id, worker_id
+            if self.reservation == unit:
+                self._release(book)
+            self.reasons.pop(shape, None)
+            yield unit[0], unit[1], workers
             after = book.head(shape)
             if after is not None:
-                heapq.heappush(heap, (after[0], shape))
+                heapq.heappush(heap, (after[0], after[1][1], shape))
 
     def next_wake(self) -> float | None:
         """When a worker's dispatch backoff ends (monotonic seconds), if any is waited for."""
@@ -68,6 +85,9 @@ class Placer:
     def forget_worker(self, worker_id: str) -> None:
         for candidates in self.candidates.values():
             candidates.pop(worker_id, None)
+
+    def reason(self, demand: JobDemand) -> str | None:
+        return self.reasons.get(demand.shape)
 
     # -- internals ------------------------------------------------------------------------------------
 
@@ -94,32 +114,176 @@ class Placer:
             if shape in self.candidates:
                 self.candidates.move_to_end(shape)
         while len(self.candidates) > MEMO_SHAPES:
-            shape, _ = self.candidates.popitem(last=False)
+            shape, kept = self.candidates.popitem(last=False)
             if shape in book.pending:  # still in use: keep it (rare: more pending shapes than the cap)
-                self.candidates[shape] = _
+                self.candidates[shape] = kept
                 break
             self.blocked.discard(shape)
+            self.reasons.pop(shape, None)
 
-    def _fit(self, book: Book, shape: Shape, demand: JobDemand, now: float) -> str | None:
+    def _fit(self, book: Book, shape: Shape, demand: JobDemand, unit: Unit, now: float) -> list[str] | None:
+        """Workers for the unit's tasks (one each), or None when they cannot all be placed now."""
         candidates = self.candidates.get(shape)
         if candidates is None:
             candidates = self.candidates[shape] = dict.fromkeys(book.workers)
+        needed = demand.gang
+        chosen: list[str] = []
+        groups: dict[str, list[str]] = {}
         dropped: list[str] = []
-        found: str | None = None
+        found: list[str] | None = None
         for worker_id in candidates:
             entry = book.workers.get(worker_id)
             if entry is None:
                 dropped.append(worker_id)
-            elif entry.unhealthy_until > now:
+                continue
+            if entry.unhealthy_until > now:
                 dropped.append(worker_id)
                 if self._backing_off.get(worker_id, 0.0) < entry.unhealthy_until:  # a backoff only grows
                     self._backing_off[worker_id] = entry.unhealthy_until
                     heapq.heappush(self._unhealthy, (entry.unhealthy_until, worker_id))
-            elif fits(demand, entry.supply):
-                found = worker_id
-                break
-            else:
+                continue
+            if entry.reserved_for is not None and entry.reserved_for != unit:
+                continue  # kept for an older unit (not dropped: the reservation ends)
+            room = how_many(demand, entry.supply, needed)
+            if room == 0:
                 dropped.append(worker_id)
+                continue
+            if demand.group_by is None:
+                chosen.extend([worker_id] * min(room, needed - len(chosen)))
+                if len(chosen) >= needed:
+                    found = chosen
+                    break
+            else:
+                value = entry.info.labels.get(demand.group_by)
+                if value is None:
+                    dropped.append(worker_id)  # never in any group
+                    continue
+                group = groups.setdefault(value, [])
+                group.extend([worker_id] * min(room, needed - len(group)))
+                if len(group) >= needed:
+                    found = group
+                    break
         for worker_id in dropped:
             del candidates[worker_id]
         return found
+
+    def _check_reservation(self, book: Book) -> None:
+        """Drop a reservation whose unit no longer waits (placed elsewhere, killed, finished)."""
+        if self.reservation is not None and not book.is_pending(*self.reservation):
+            self._release(book)
+
+    def _maybe_reserve(self, book: Book, unit: Unit, demand: JobDemand, now_ms: int) -> None:
+        """The oldest unit that has waited ``reserve_after`` keeps the workers it would use."""
+        if self.reserve_after_ms is None or self.reservation is not None:
+            return
+        record = book.jobs.get(unit[0])
+        if record is None or now_ms - st.queued_at_ms(record, unit[1]) < self.reserve_after_ms:
+            return
+        workers = _target(book, demand)
+        if workers is None:
+            return  # it can never fit: its explanation says so; reserving would only idle workers
+        self.reservation = unit
+        for worker_id in workers:
+            book.workers[worker_id].reserved_for = unit
+
+    def _release(self, book: Book) -> None:
+        for worker_id, entry in book.workers.items():
+            if entry.reserved_for == self.reservation:
+                entry.reserved_for = None
+                book.freed.add(worker_id)
+        self.reservation = None
+
+
+def _target(book: Book, demand: JobDemand) -> list[str] | None:
+    """The workers a starving unit would use once they free up: the best group (or all workers) whose empty
+    capacity holds it, most free first. O(workers): only when a unit starts starving."""
+    groups: dict[str | None, list[WorkerEntry]] = {}
+    for entry in book.workers.values():
+        if entry.reserved_for is not None or not suits(demand, entry.supply):
+            continue
+        if how_many(demand, _empty(entry), demand.gang) == 0:
+            continue
+        key = entry.info.labels.get(demand.group_by) if demand.group_by else None
+        if demand.group_by and key is None:
+            continue
+        groups.setdefault(key, []).append(entry)
+    for entries in sorted(groups.values(), key=len, reverse=True):
+        entries.sort(key=lambda e: e.supply.used_cpu)
+        chosen: list[str] = []
+        for entry in entries:
+            room = how_many(demand, _empty(entry), demand.gang - len(chosen))
+            chosen.extend([entry.info.worker_id] * room)
+            if len(chosen) >= demand.gang:
+                return sorted(set(chosen))
+    return None
+
+
+def _empty(entry: WorkerEntry) -> WorkerSupply:
+    """The worker's supply with nothing running on it."""
+    s = entry.supply
+    return WorkerSupply(
+        worker_id=s.worker_id,
+        cpu=s.cpu,
+        memory=s.memory,
+        device_type=s.device_type,
+        variant=s.variant,
+        count=s.count,
+        slots=s.slots,
+        labels=s.labels,
+    )
+
+
+def explain(book: Book, demand: JobDemand, reservation: Unit | None, unit: Unit) -> str:
+    """Why a unit waits, in words a user can act on. O(workers): computed when its shape becomes blocked."""
+    if not book.workers:
+        return "no worker is registered"
+    suitable = [e for e in book.workers.values() if suits(demand, e.supply)]
+    if not suitable:
+        return _no_match(book, demand)
+    ask = _ask(demand)
+    fits_empty = [e for e in suitable if how_many(demand, _empty(e), 1) >= 1]
+    if not fits_empty:
+        largest = max(suitable, key=lambda e: (e.supply.cpu, e.supply.memory))
+        return (
+            f"no worker offers {ask} (the largest has cpu={largest.supply.cpu - largest.supply.used_cpu:g} free of "
+            f"{largest.supply.cpu:g}, memory={_gib(largest.supply.memory - largest.supply.used_memory)} free of "
+            f"{_gib(largest.supply.memory)})"
+        )
+    if demand.gang > 1:
+        if demand.group_by:
+            best: dict[str, int] = {}
+            for e in fits_empty:
+                value = e.info.labels.get(demand.group_by)
+                if value is not None:
+                    best[value] = best.get(value, 0) + how_many(demand, e.supply, demand.gang)
+            top = max(best.items(), key=lambda kv: kv[1]) if best else None
+            where = f"the best {demand.group_by} ({top[0]}) has room for {top[1]}" if top else "no worker has the label"
+            return f"gang of {demand.gang} with group_by={demand.group_by}: {where} now"
+        room = sum(how_many(demand, e.supply, demand.gang) for e in fits_empty)
+        return f"gang of {demand.gang} of {ask}: room for {room} now"
+    if reservation is not None and reservation != unit:
+        return f"waiting for capacity: workers are reserved for older job {reservation[0]}"
+    return f"waiting for capacity: the {len(fits_empty)} worker(s) that fit {ask} are busy"
+
+
+def _no_match(book: Book, demand: JobDemand) -> str:
+    for label, op, values in demand.constraints:
+        known = sorted(book.labels.get(label, {}))
+        if not known:
+            return f"no worker has a {label} label (needed: {st.describe_constraint(label, op, values)})"
+        if op in ("eq", "in") and not set(values) & set(known):
+            return f"no worker matches {st.describe_constraint(label, op, values)} ({label}s: {', '.join(known)})"
+    devices = sorted({f"{e.supply.device_type}:{e.supply.variant}" for e in book.workers.values()})
+    wanted = demand.device_type + (f":{demand.variant}" if demand.variant else "")
+    return f"no worker matches {wanted} and the constraints (workers offer {', '.join(devices)})"
+
+
+def _ask(demand: JobDemand) -> str:
+    text = f"cpu={demand.cpu:g}, memory={_gib(demand.memory)}"
+    if demand.count:
+        text += f", {demand.device_type}={demand.count}"
+    return text
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:g}g"

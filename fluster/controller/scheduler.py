@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-Shape = tuple[float, int, str, str | None, int]  # cpu, memory, device type, variant (None: any), count
+ConstraintKey = tuple[str, str, tuple[str, ...]]  # label, op (eq, in, not_in, exists), values
+# cpu, memory, device type, variant (None: any), device count, constraints, gang size, group_by label
+Shape = tuple[float, int, str, str | None, int, tuple[ConstraintKey, ...], int, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +30,22 @@ class JobDemand:
     count: int = 0
     queued_at_ms: int = 0
     timeout_ms: int | None = None  # None or 0: wait forever
+    constraints: tuple[ConstraintKey, ...] = ()
+    gang: int = 1  # tasks placed at once, each with these resources
+    group_by: str | None = None  # a gang's tasks all on workers with one value of this label
 
     @property
     def shape(self) -> Shape:
-        return (self.cpu, self.memory, self.device_type, self.variant, self.count)
+        return (
+            self.cpu,
+            self.memory,
+            self.device_type,
+            self.variant,
+            self.count,
+            self.constraints,
+            self.gang,
+            self.group_by,
+        )
 
 
 @dataclass(slots=True)
@@ -48,6 +62,7 @@ class WorkerSupply:
     used_count: int = 0
     used_slots: int = 0
     healthy: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
 
     def commit(self, job: JobDemand) -> None:
         self.used_cpu += job.cpu
@@ -69,17 +84,45 @@ class ScheduleResult:
 
 
 def fits(job: JobDemand, worker: WorkerSupply) -> bool:
-    """Whether ``job`` fits in ``worker``'s headroom right now."""
+    """Whether one task of ``job`` fits in ``worker``'s headroom right now."""
+    return how_many(job, worker) >= 1
+
+
+def suits(job: JobDemand, worker: WorkerSupply) -> bool:
+    """Whether ``worker`` could ever take ``job`` (device and labels), whatever runs on it now."""
     if job.device_type != worker.device_type:
         return False
     if job.variant is not None and job.variant != worker.variant:
         return False
-    return (
-        worker.used_slots + 1 <= worker.slots
-        and job.cpu <= worker.cpu - worker.used_cpu + 1e-9
-        and job.memory <= worker.memory - worker.used_memory
-        and job.count <= worker.count - worker.used_count
-    )
+    return matches(job.constraints, worker.labels)
+
+
+def matches(constraints: tuple[ConstraintKey, ...], labels: dict[str, str]) -> bool:
+    for label, op, values in constraints:
+        value = labels.get(label)
+        if op == "exists":
+            if value is None:
+                return False
+        elif op == "not_in":
+            if value in values:
+                return False
+        elif value not in values:  # eq, in
+            return False
+    return True
+
+
+def how_many(job: JobDemand, worker: WorkerSupply, limit: int = 1) -> int:
+    """How many tasks of ``job`` fit in ``worker``'s headroom now (at most ``limit``)."""
+    if not suits(job, worker):
+        return 0
+    room = worker.slots - worker.used_slots
+    if job.cpu > 0:
+        room = min(room, int((worker.cpu - worker.used_cpu + 1e-9) // job.cpu))
+    if job.memory > 0:
+        room = min(room, (worker.memory - worker.used_memory) // job.memory)
+    if job.count > 0:
+        room = min(room, (worker.count - worker.used_count) // job.count)
+    return max(0, min(limit, room))
 
 
 def is_timed_out(job: JobDemand, now_ms: int) -> bool:

@@ -94,6 +94,7 @@ class Controller:
     async def _lead(self, lease: LeaderLease, ready: TaskStatus[None] | None) -> None:
         term = Term(self.nc, self.settings, self.subjects, self.assets, lease)
         term.cascade = lambda ids, why: jobs.kill_many(term, ids, why)
+        term.stop_attempts = lambda job_id, attempts, why: jobs.stop_attempts(term, job_id, attempts, why)
         dispatcher = Dispatcher(term)
         term.dispatch = dispatcher.after
         replies = Replies(self.nc)

@@ -21,6 +21,8 @@ class ControllerSettings:
     replicas: int | None = None  # JetStream replicas for the namespace's assets (3 on a 3-node NATS cluster)
     finished_job_retention: float | None = 24 * 3600.0  # finished jobs are forgotten after this (None: never)
     max_concurrent_submits: int = 10_000  # submits waiting for their write at once; more wait in NATS
+    # a job (a gang most of all) that has waited this long keeps the workers it needs as they free up
+    reserve_after: float | None = 180.0
 
     @property
     def attempt_lease_s(self) -> float:

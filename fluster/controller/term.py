@@ -28,7 +28,7 @@ from fluster.controller.settings import ControllerSettings
 from fluster.controller.store import KvWriter
 from fluster.errors import LeadershipLost
 from fluster.protocol.codec import encode
-from fluster.protocol.messages import JobRecord, WorkerInfo, now_ms
+from fluster.protocol.messages import AttemptRecord, JobRecord, WorkerInfo, now_ms
 from fluster.protocol.subjects import Subjects, quarantine_object
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class Term:
         self.assets = assets
         self.lease = lease
         self.book = Book()
-        self.placer = Placer()
+        reserve = settings.reserve_after
+        self.placer = Placer(int(reserve * 1000) if reserve is not None else None)
         self.jobs_kv = KvWriter(nc, subjects.jobs_bucket, lease.valid, assets.repair)
         self.workers_kv = KvWriter(nc, subjects.workers_bucket, lease.valid, assets.repair)
         self.wake = asyncio.Event()
@@ -52,6 +53,9 @@ class Term:
         self.orphans: dict[str, float] = {}  # worker id -> when its placements are lost if it never comes back
         # kills jobs (the children of a job that ended); set by the service to ``jobs.kill_many``
         self.cascade: Callable[[list[str], str], Coroutine[Any, Any, object]] | None = None
+        # stops running attempts of a job that waits for them (``after_stop``); set by the service
+        self.stop_attempts: Callable[[str, list[AttemptRecord], str], Coroutine[Any, Any, object]] | None = None
+        self._stopping: set[tuple[str, int, int]] = set()
         # sends an attempt once its assignment is stored; set by the service to ``Dispatcher.after``
         self.dispatch: Callable[[JobRecord, asyncio.Future[None]], None] = _no_dispatch
         self._tasks: asyncio.TaskGroup | None = None
@@ -82,6 +86,13 @@ class Term:
             children = [c for c in self.book.children.get(record.job_id, ()) if not self.book.jobs[c].state.is_terminal]
             if children and self.cascade is not None:
                 self.spawn(self.cascade(children, f"parent job {record.job_id} ended"))
+        if record.after_stop is not None and self.stop_attempts is not None:
+            running = [
+                a for a in st.active_attempts(record) if (record.job_id, a.task, a.attempt) not in self._stopping
+            ]
+            if running:  # the job waits for these to stop (a gang restarting, too many tasks failed)
+                self._stopping.update((record.job_id, a.task, a.attempt) for a in running)
+                self.spawn(self.stop_attempts(record.job_id, running, record.error or "stopping the job's tasks"))
         if old is None or old.state != record.state or st.is_pending(record):
             self.wake.set()
 
@@ -89,12 +100,12 @@ class Term:
         """Every active attempt placed on ``worker_id`` (except those of ``keep_incarnation``) is lost and
         retried while its budget lasts. O(that worker's jobs)."""
         lost = 0
-        for job_id, placement in list(self.book.active_on(worker_id).items()):
+        for (job_id, task), placement in list(self.book.active_on(worker_id).items()):
             if placement.incarnation == keep_incarnation:
                 continue
-            record = st.lose_attempt(self.book.jobs[job_id], now_ms(), reason)
+            record = st.lose_attempt(self.book.jobs[job_id], now_ms(), reason, task)
             if record is not None:
-                log.warning("attempt lost job_id=%s worker=%s: %s", job_id, worker_id, reason)
+                log.warning("attempt lost job_id=%s task=%d worker=%s: %s", job_id, task, worker_id, reason)
                 self.commit(record)
                 lost += 1
         return lost

@@ -90,21 +90,21 @@ def on_heartbeat(term: Term, msg: Heartbeat, sender: str) -> HeartbeatReply:
     entry.last_seen = time.monotonic()
     placed = term.book.active_on(msg.worker_id)
     kill: list[AttemptRef] = []
-    reported: set[tuple[str, int]] = set()
+    reported: set[tuple[str, int, int]] = set()
     for ref in msg.running:
-        reported.add((ref.job_id, ref.attempt))
-        placement = placed.get(ref.job_id)
+        reported.add((ref.job_id, ref.task, ref.attempt))
+        placement = placed.get((ref.job_id, ref.task))
         if placement is None or placement.attempt != ref.attempt or placement.incarnation != msg.incarnation:
             kill.append(ref)
     # attempts placed here that the worker has never heard of (a lost dispatch) are lost
     cutoff = now_ms() - int(term.settings.missing_attempt_grace * 1000)
     missing = [
-        job_id
-        for job_id, p in placed.items()
-        if p.incarnation == msg.incarnation and (job_id, p.attempt) not in reported and p.assigned_at_ms < cutoff
+        unit
+        for unit, p in placed.items()
+        if p.incarnation == msg.incarnation and (*unit, p.attempt) not in reported and p.assigned_at_ms < cutoff
     ]
-    for job_id in missing:
-        lost = st.lose_attempt(term.book.jobs[job_id], now_ms(), "the worker lost the attempt")
+    for job_id, task in missing:
+        lost = st.lose_attempt(term.book.jobs[job_id], now_ms(), "the worker lost the attempt", task)
         if lost is not None:
             term.commit(lost)
     return HeartbeatReply(status="ok", kill=kill, lease_ms=int(term.settings.attempt_lease_s * 1000))

@@ -95,6 +95,17 @@ class EnvironmentSpec(Message):
     workspace_size: int = 0
 
 
+MAX_REPLICAS = 4096  # tasks of one job
+
+
+class Constraint(Message):
+    """A condition on a worker's labels: ``eq``/``in`` (the label has one of ``values``), ``not_in``, ``exists``."""
+
+    label: NameField
+    op: Literal["eq", "in", "not_in", "exists"] = "eq"
+    values: list[Annotated[str, Field(max_length=255)]] = Field(default_factory=list, max_length=64)
+
+
 class JobRequest(Message):
     name: NameField
     entrypoint: Payload
@@ -104,6 +115,17 @@ class JobRequest(Message):
     max_retries_failure: int = Field(default=0, ge=0)
     max_retries_preemption: int = Field(default=100, ge=0)
     parent_id: JobIdField | None = None
+    # multi-host: ``replicas`` tasks (indices 0..N-1), each on its own worker slot with ``resources``
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    coschedule: bool = False  # a gang: all tasks placed in one decision, failed and retried as one
+    group_by: NameField | None = None  # a gang's tasks all on workers that share this label's value
+    constraints: list[Constraint] = Field(default_factory=list, max_length=32)
+    max_task_failures: int = Field(default=0, ge=0)  # independent tasks that may fail for good
+
+    @property
+    def is_gang(self) -> bool:
+        """Placed, failed and retried as one unit (a single task is a gang of one)."""
+        return self.coschedule or self.replicas == 1
 
 
 class SubmitJob(Message):
@@ -134,7 +156,7 @@ class KillJobReply(Message):
 
 
 class AttemptRecord(Message):
-    attempt: int
+    attempt: int  # the task's attempt number (a gang's tasks share it)
     worker_id: str
     incarnation: str
     state: JobState
@@ -143,6 +165,23 @@ class AttemptRecord(Message):
     finished_at_ms: int | None = None
     exit_code: int | None = None
     error: str | None = None
+    task: int = 0
+    host: str | None = None  # the worker's host, for the job's other tasks (FLUSTER_TASK_HOSTS)
+
+
+class TaskRecord(Message):
+    """One task of a multi-task job, as its attempts left it (a single-task job keeps this in the job)."""
+
+    index: int
+    state: JobState = JobState.PENDING
+    failure_count: int = 0
+    preemption_count: int = 0
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    error_info: ErrorInfo | None = None
+    result: Payload | None = None
 
 
 class JobRecord(Message):
@@ -162,6 +201,10 @@ class JobRecord(Message):
     error_info: ErrorInfo | None = None
     result: Payload | None = None  # the entrypoint's return value (cloudpickle) once SUCCEEDED
     kill_requested: bool = False
+    tasks: list[TaskRecord] = Field(default_factory=list)  # one per task of a multi-task job; empty for one task
+    # the state the job takes once its running attempts have stopped (a gang restarting, too many failures)
+    after_stop: JobState | None = None
+    pending_reason: str | None = None  # why the scheduler has not placed it (while it waits)
 
     @property
     def current(self) -> AttemptRecord | None:
@@ -194,11 +237,13 @@ class WorkerInfo(Message):
     resources: WorkerResources
     registered_at_ms: int
     metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)  # matched by jobs' constraints
 
 
 class AttemptRef(Message):
     job_id: JobIdField
     attempt: int = Field(ge=0)
+    task: int = Field(default=0, ge=0, lt=MAX_REPLICAS)
 
 
 class RegisterWorker(Message):
@@ -240,6 +285,8 @@ class RunJob(Message):
     attempt: int = Field(ge=0)
     incarnation: TokenField  # the worker incarnation this dispatch was meant for
     request: JobRequest
+    task: int = Field(default=0, ge=0, lt=MAX_REPLICAS)
+    task_hosts: list[Annotated[str, Field(max_length=255)]] = Field(default_factory=list, max_length=MAX_REPLICAS)
 
 
 class RunJobReply(Message):
@@ -254,6 +301,7 @@ class StopJob(Message):
     attempt: int = Field(ge=0)
     grace_ms: int = Field(default=5000, ge=0, le=3_600_000)
     state: Literal[JobState.KILLED, JobState.PREEMPTED] = JobState.KILLED  # a stop never succeeds a job
+    task: int = Field(default=0, ge=0, lt=MAX_REPLICAS)
 
 
 class StopJobReply(Message):
@@ -285,6 +333,7 @@ class JobUpdated(Message):
     error: str | None = Field(default=None, max_length=MAX_TEXT)
     error_info: ErrorInfo | None = None
     result: Payload | None = None
+    task: int = Field(default=0, ge=0, lt=MAX_REPLICAS)
 
 
 # -- logs -----------------------------------------------------------------------------------------------
@@ -296,3 +345,4 @@ class LogLine(Message):
     attempt: int
     line: str
     final: bool = False  # the last line of an attempt (no more output follows from it)
+    task: int = 0

@@ -116,6 +116,11 @@ class Subjects:
         return f"{ROOT}_{self.namespace}_logs"
 
     @property
+    def gangs_bucket(self) -> str:
+        """Values the tasks of a job exchange (``fluster.gang.all_gather``)."""
+        return f"{ROOT}_{self.namespace}_gangs"
+
+    @property
     def entrypoints_bucket(self) -> str:
         return f"{ROOT}_{self.namespace}_entrypoints"
 
@@ -125,8 +130,10 @@ class Subjects:
 
 
 # Object names inside the namespace's object store.
-def result_object(job_id: str) -> str:
-    return f"results/{validate_job_id(job_id)}"
+def result_object(job_id: str, task: int = 0) -> str:
+    """Where a task's large return value is kept (a single-task job's at ``results/<job id>``)."""
+    base = f"results/{validate_job_id(job_id)}"
+    return base if task == 0 else f"{base}/task-{task}"
 
 
 def entrypoint_object(token: str) -> str:
@@ -161,3 +168,12 @@ def actor_transfer_subject(subjects: Subjects, transfer_id: str) -> str:
 
 def actor_transfer_all(subjects: Subjects) -> str:
     return f"{subjects.prefix}.xfer.*"
+
+
+def gang_key(job_id: str, attempt: int, round_: int, task: int) -> str:
+    """The key of one task's value in one ``all_gather`` of a job's attempt."""
+    return f"{validate_job_id(job_id)}.{attempt}.{round_}.{task}"
+
+
+def gang_pattern(job_id: str, attempt: int, round_: int) -> str:
+    return f"{validate_job_id(job_id)}.{attempt}.{round_}.*"

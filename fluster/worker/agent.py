@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import serve_requests
+from fluster.environ import task_env_vars
 from fluster.protocol.codec import encode
 from fluster.protocol.ids import Incarnation, new_incarnation, new_worker_id
 from fluster.protocol.messages import (
@@ -57,7 +58,7 @@ from fluster.worker.runtime import (
     RunningAttempt,
     Runtime,
 )
-from fluster.worker.settings import WorkerSettings, make_runtime, resolve_resources
+from fluster.worker.settings import WorkerSettings, make_runtime, resolve_labels, resolve_resources
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ class _Attempt:
     done: anyio.Event = field(default_factory=anyio.Event)
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.job_id, self.attempt)
+    def key(self) -> tuple[str, int, int]:
+        return (self.job_id, self.message.task, self.attempt)
 
 
 class Worker:
@@ -100,7 +101,7 @@ class Worker:
         # unique per worker run: two workers with the same id (in two namespaces) never share a directory
         base = settings.work_dir or Path(tempfile.gettempdir())
         self.work_root = base / f"fluster-{settings.namespace}-{self.worker_id}-{self.incarnation}"
-        self.attempts: dict[tuple[str, int], _Attempt] = {}
+        self.attempts: dict[tuple[str, int, int], _Attempt] = {}  # (job id, task, attempt)
         self.link = ControllerLink(nc, self.subjects)
         self.lease = Lease()
         self._reincarnating = anyio.Lock()
@@ -121,6 +122,7 @@ class Worker:
             resources=self.resources,
             registered_at_ms=now_ms(),
             metadata=dict(self.settings.metadata),
+            labels=resolve_labels(self.settings, self.resources, socket.gethostname()),
         )
 
     @property
@@ -201,7 +203,7 @@ class Worker:
             return RunJobReply(accepted=False, reason=f"stale incarnation {msg.incarnation}")
         if not self.lease.valid():
             return RunJobReply(accepted=False, reason="the worker holds no lease (no recent answer from a controller)")
-        key = (msg.job_id, msg.attempt)
+        key = (msg.job_id, msg.task, msg.attempt)
         if key in self.attempts:
             return RunJobReply(accepted=True, reason="already running")
         if len(self.attempts) >= self.resources.max_concurrent_jobs:
@@ -213,7 +215,7 @@ class Worker:
         return RunJobReply(accepted=True)
 
     async def _on_stop(self, msg: StopJob) -> StopJobReply:
-        attempt = self.attempts.get((msg.job_id, msg.attempt))
+        attempt = self.attempts.get((msg.job_id, msg.task, msg.attempt))
         if attempt is None:
             return StopJobReply(stopped=False, message="not running here")
         await self._stop(attempt, msg.state, msg.grace_ms / 1000)
@@ -232,7 +234,8 @@ class Worker:
 
     async def _run_attempt(self, attempt: _Attempt) -> None:
         job_id, request_ = attempt.job_id, attempt.message.request
-        workdir = self.work_root / job_id.replace("/", "__") / f"attempt-{attempt.attempt}"
+        task = attempt.message.task
+        workdir = self.work_root / job_id.replace("/", "__") / f"task-{task}-attempt-{attempt.attempt}"
         update: JobUpdated | None = None
         lifeline: Lifeline | None = None
         try:
@@ -248,6 +251,7 @@ class Worker:
                     **job_connection_env(
                         self._job_url(), self.settings, workdir, job_id, attempt.attempt, self.worker_id
                     ),
+                    **task_env_vars(task, request_.replicas, attempt.message.task_hosts),
                 }
                 spec = AttemptSpec(
                     job_id=job_id,
@@ -322,7 +326,10 @@ class Worker:
             return self._update(attempt, JobState.FAILED, exit_code=exit_info.exit_code, error=exit_info.error)
         if outcome is not None and outcome[0] == "ok":
             payload = await to_payload(
-                self.assets.objects, result_object(attempt.job_id), outcome[1], limit=RESULT_INLINE_LIMIT
+                self.assets.objects,
+                result_object(attempt.job_id, attempt.message.task),
+                outcome[1],
+                limit=RESULT_INLINE_LIMIT,
             )
             return self._update(attempt, JobState.SUCCEEDED, exit_code=exit_info.exit_code, result=payload)
         if outcome is not None and outcome[0] == "err":
@@ -355,6 +362,7 @@ class Worker:
             incarnation=attempt.message.incarnation,
             job_id=attempt.job_id,
             attempt=attempt.attempt,
+            task=attempt.message.task,
             state=state,
             at_ms=now_ms(),
             exit_code=exit_code,
@@ -376,6 +384,7 @@ class Worker:
             attempt=attempt.attempt,
             line=line,
             final=final,
+            task=attempt.message.task,
         )
         subject = self.subjects.logs(attempt.job_id)
         try:
@@ -421,7 +430,7 @@ class Worker:
                         await self._reincarnate()
                 return
             for ref in reply.kill:
-                stale = self.attempts.get((ref.job_id, ref.attempt))
+                stale = self.attempts.get((ref.job_id, ref.task, ref.attempt))
                 if stale is not None and not stale.fenced and self._tg is not None:
                     log.warning(
                         "stopping attempt the controller does not know job_id=%s attempt=%d",

@@ -45,9 +45,9 @@ class ControllerLink:
         self._outbox.append(update)
         self._wake.set()
 
-    def pending(self) -> set[tuple[str, int]]:
+    def pending(self) -> set[tuple[str, int, int]]:
         """The attempts with reports not yet acknowledged (the controller must still count them as known)."""
-        return {(u.job_id, u.attempt) for u in self._outbox}
+        return {(u.job_id, u.task, u.attempt) for u in self._outbox}
 
     def drop_pending(self) -> None:
         self._outbox.clear()
@@ -105,14 +105,14 @@ class ControllerLink:
                 await anyio.sleep(backoff(attempt, 0.05, 2.0))
 
     async def heartbeat(
-        self, worker_id: str, incarnation: str, known: set[tuple[str, int]], timeout: float, lease: Lease
+        self, worker_id: str, incarnation: str, known: set[tuple[str, int, int]], timeout: float, lease: Lease
     ) -> HeartbeatReply | None:
         """One heartbeat listing the attempts this worker knows of; its answer renews ``lease``. None when no
         controller answered."""
         beat = Heartbeat(
             worker_id=worker_id,
             incarnation=incarnation,
-            running=[AttemptRef(job_id=j, attempt=a) for j, a in sorted(known | self.pending())],
+            running=[AttemptRef(job_id=j, task=t, attempt=a) for j, t, a in sorted(known | self.pending())],
         )
         sent = time.monotonic()
         try:

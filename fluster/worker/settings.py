@@ -29,6 +29,7 @@ class WorkerSettings:
     cache_dir: Path | None = None  # environments and the docker runtime's fluster copy; shared by workers of a host
     kill_grace: float = 5.0
     metadata: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # matched by jobs' constraints (probed ones added)
 
 
 def resolve_resources(settings: WorkerSettings) -> WorkerResources:
@@ -52,3 +53,12 @@ def make_runtime(settings: WorkerSettings, worker_id: str, cache_dir: Path, reso
         runtime: Runtime = DockerRuntime(worker_id, cache_dir=cache_dir, image=settings.docker_image, gpu_ids=gpu_ids)
         return runtime
     raise ValueError(f"unknown runtime {settings.runtime!r}: use 'process' or 'docker'")
+
+
+def resolve_labels(settings: WorkerSettings, resources: WorkerResources, hostname: str) -> dict[str, str]:
+    """The worker's labels: the probed ones (device type and variant, host name), then the configured ones."""
+    device = resources.device
+    probed = {"device-type": device.type, "hostname": hostname}
+    if device.type != "cpu":
+        probed["device-variant"] = device.variant
+    return {**probed, **settings.labels}

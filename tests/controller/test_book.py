@@ -12,8 +12,9 @@ from fluster.controller import state as st
 from fluster.controller.book import Book
 from fluster.controller.placement import Placer
 from fluster.controller.retention import expired
-from fluster.controller.scheduler import fits
+from fluster.controller.scheduler import how_many
 from fluster.protocol.messages import (
+    Constraint,
     JobRecord,
     JobRequest,
     JobState,
@@ -28,7 +29,17 @@ from fluster.protocol.resources import ResourceSpec
 SHAPES = [(1, "1g"), (2, "1g"), (1, "4g"), (4, "8g"), (0.5, "512m")]
 
 
-def submit(job_id: str, seq: int, cpu: float, memory: str, parent: str | None = None) -> JobRecord:
+def submit(
+    job_id: str,
+    seq: int,
+    cpu: float,
+    memory: str,
+    parent: str | None = None,
+    replicas: int = 1,
+    coschedule: bool = False,
+    zone: str | None = None,
+    group_by: str | None = None,
+) -> JobRecord:
     request = JobRequest(
         name=job_id.rsplit("/", 1)[-1],
         entrypoint=Payload(inline=b""),
@@ -36,11 +47,17 @@ def submit(job_id: str, seq: int, cpu: float, memory: str, parent: str | None = 
         max_retries_failure=1,
         max_retries_preemption=2,
         parent_id=parent,
+        replicas=replicas,
+        coschedule=coschedule,
+        group_by=group_by if coschedule else None,
+        constraints=[Constraint(label="zone", values=[zone])] if zone else [],
     )
     return st.new_record(SubmitJob(job_id=job_id, token="t", request=request), now_ms=seq, seq=seq)
 
 
-def worker(worker_id: str, incarnation: str, cpu: float, memory: int, slots: int = 3) -> WorkerInfo:
+def worker(
+    worker_id: str, incarnation: str, cpu: float, memory: int, slots: int = 3, labels: dict[str, str] | None = None
+) -> WorkerInfo:
     return WorkerInfo(
         worker_id=worker_id,
         incarnation=incarnation,
@@ -49,11 +66,13 @@ def worker(worker_id: str, incarnation: str, cpu: float, memory: int, slots: int
         runtime="process",
         resources=WorkerResources(cpu=cpu, memory_bytes=memory, max_concurrent_jobs=slots),
         registered_at_ms=0,
+        labels=labels or {},
     )
 
 
-def report(record: JobRecord, state: JobState) -> JobUpdated:
-    current = record.attempts[-1]
+def report(record: JobRecord, state: JobState, task: int = 0) -> JobUpdated:
+    current = st.current_attempt(record, task)
+    assert current is not None
     return JobUpdated(
         worker_id=current.worker_id,
         incarnation=current.incarnation,
@@ -61,15 +80,20 @@ def report(record: JobRecord, state: JobState) -> JobUpdated:
         attempt=current.attempt,
         state=state,
         at_ms=1000,
+        task=task,
     )
 
 
 def place(book: Book, placer: Placer, now: float) -> list[str]:
     """One pass, each placement committed before the next is chosen (as the controller does)."""
     placed = []
-    for job_id, worker_id in placer.place(book, now):
-        entry = book.workers[worker_id]
-        book.put(st.assign(book.jobs[job_id], worker_id, entry.info.incarnation, 10))
+    for job_id, unit, workers in placer.place(book, now):
+        record = book.jobs[job_id]
+        if record.request.is_gang:
+            tasks = [(i, w, book.workers[w].info.incarnation, None) for i, w in enumerate(workers)]
+            book.put(st.assign_gang(record, tasks, 10))
+        else:
+            book.put(st.assign(record, workers[0], book.workers[workers[0]].info.incarnation, 10, task=unit))
         placed.append(job_id)
     return placed
 
@@ -82,13 +106,19 @@ def assert_consistent(book: Book) -> None:
 
 
 def assert_complete(book: Book, now: float) -> None:
-    """Nothing pending fits any healthy worker right now."""
-    for shape, jobs in book.pending.items():
-        for job_id in jobs:
+    """Nothing pending could be placed on the healthy workers right now (a gang: not all of it)."""
+    for shape, units in book.pending.items():
+        for job_id, unit in units:
             demand = book.demands[job_id]
+            rooms: dict[object, int] = {}
             for entry in book.workers.values():
-                if entry.unhealthy_until <= now:
-                    assert not fits(demand, entry.supply), (job_id, entry.info.worker_id, shape)
+                if entry.unhealthy_until > now or (entry.reserved_for not in (None, (job_id, unit))):
+                    continue
+                group = entry.info.labels.get(demand.group_by) if demand.group_by else "all"
+                if group is None:
+                    continue
+                rooms[group] = rooms.get(group, 0) + how_many(demand, entry.supply, demand.gang)
+            assert all(room < demand.gang for room in rooms.values()), (job_id, unit, shape, rooms)
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -107,22 +137,37 @@ def test_incremental_view_equals_a_recompute_over_random_events(seed: int) -> No
             parents = [j for j, r in book.jobs.items() if not r.state.is_terminal and "/" not in j]
             parent = rng.choice(parents) if parents and rng.random() < 0.2 else None
             job_id = f"{parent}/c{seq}" if parent else f"j{seq}"
-            book.put(submit(job_id, seq, cpu, memory, parent))
+            replicas = rng.choice([1, 1, 1, 2, 3])
+            book.put(
+                submit(
+                    job_id,
+                    seq,
+                    cpu,
+                    memory,
+                    parent,
+                    replicas=replicas,
+                    coschedule=rng.random() < 0.5,
+                    zone=rng.choice([None, None, "a", "b"]),
+                    group_by=rng.choice([None, "slice"]),
+                )
+            )
         elif event < 0.4:
             wid = f"w{rng.randrange(6)}"
             incarnations[wid] = incarnations.get(wid, 0) + 1
-            book.add_worker(worker(wid, f"i{incarnations[wid]}", rng.choice([2, 4, 8]), rng.choice([4, 16]) << 30), now)
-            for job_id, p in list(book.active_on(wid).items()):  # the new incarnation loses the old attempts
+            labels = {"zone": rng.choice("ab"), "slice": rng.choice(["s1", "s2"])}
+            info = worker(wid, f"i{incarnations[wid]}", rng.choice([2, 4, 8]), rng.choice([4, 16]) << 30, 3, labels)
+            book.add_worker(info, now)
+            for (job_id, task), p in list(book.active_on(wid).items()):  # the new incarnation loses the old
                 if p.incarnation != f"i{incarnations[wid]}":
-                    lost = st.lose_attempt(book.jobs[job_id], 20, "restarted")
+                    lost = st.lose_attempt(book.jobs[job_id], 20, "restarted", task)
                     if lost is not None:
                         book.put(lost)
         elif event < 0.45 and book.workers:
             wid = rng.choice(sorted(book.workers))
             book.remove_worker(wid)
             placer.forget_worker(wid)
-            for job_id in list(book.active_on(wid)):
-                lost = st.lose_attempt(book.jobs[job_id], 20, "dead")
+            for job_id, task in list(book.active_on(wid)):
+                lost = st.lose_attempt(book.jobs[job_id], 20, "dead", task)
                 if lost is not None:
                     book.put(lost)
         elif event < 0.5 and book.workers:
@@ -130,11 +175,11 @@ def test_incremental_view_equals_a_recompute_over_random_events(seed: int) -> No
             entry = book.workers[wid]  # a dispatch failed: a backoff that only grows, as the controller sets it
             entry.unhealthy_until = max(entry.unhealthy_until, now + rng.choice([0.2, 1.0]))
         elif event < 0.8:
-            running = [r for r in book.jobs.values() if st.active_attempt(r) is not None]
+            running = [(r, a.task) for r in book.jobs.values() for a in st.active_attempts(r)]
             if running:
-                record = rng.choice(running)
+                record, task = rng.choice(running)
                 state = rng.choice([JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.PREEMPTED])
-                updated = st.apply_update(record, report(record, state))
+                updated = st.apply_update(record, report(record, state, task))
                 if updated is not None:
                     book.put(updated)
         elif event < 0.85:
