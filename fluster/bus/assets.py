@@ -34,6 +34,7 @@ OBJECT_TTL_S = 7 * 24 * 3600
 LEADER_LEASE_S = 10.0  # a controller that stops refreshing its lease for this long is replaced
 ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
 TRANSFER_MAX_AGE_S = 15 * 60.0  # an actor transfer nobody read within this is garbage
+USAGE_TTL_S = 7 * 24 * 3600.0  # a job's usage record (fluster.observe.usage) is kept this long after its last write
 REPAIR_INTERVAL_S = 1.0  # missing assets are looked for at most this often per process
 
 
@@ -47,6 +48,7 @@ class Assets:
     leader: KeyValue
     logs_stream: str
     transfers_stream: str
+    usage: KeyValue
     _js: JetStreamContext = field(repr=False)
     _subjects: Subjects = field(repr=False)
     _replicas: int | None = field(repr=False, default=None)
@@ -125,6 +127,7 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
         leader=made[subjects.leader_bucket],
         logs_stream=subjects.logs_stream,
         transfers_stream=actor_transfer_stream(subjects),
+        usage=made[subjects.usage_bucket],
         _js=js,
         _subjects=subjects,
         _replicas=replicas,
@@ -153,6 +156,10 @@ def _kv_configs(subjects: Subjects, r: int) -> list[KeyValueConfig]:
         ),
         KeyValueConfig(
             bucket=subjects.leader_bucket, history=1, ttl=LEADER_LEASE_S, storage=StorageType.FILE, replicas=r
+        ),
+        # per-job usage (fluster.observe.usage): written by workers, read by the CLI and the dashboard
+        KeyValueConfig(
+            bucket=subjects.usage_bucket, history=1, ttl=USAGE_TTL_S, storage=StorageType.FILE, direct=True, replicas=r
         ),
     ]
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from fluster.cli.failures import NOT_FOUND, UNAVAILABLE, NotFound, UsageError
-from fluster.local.cluster import LocalCluster
 from fluster.local.server import free_port
 
 DEFAULT_PORT = 4222
@@ -70,11 +69,6 @@ def record(url: str, port: int, namespace: str, store_dir: str | None) -> Path:
 def forget(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-def dashboard_address(cluster: LocalCluster) -> str | None:
-    """Where the cluster's dashboard answers, once there is one (there is no dashboard yet)."""
-    return None
 
 
 def start_detached(argv: list[str]) -> int:

@@ -76,6 +76,7 @@ def on_submit(term: Term, msg: SubmitJob) -> SubmitJobReply | Later:
     record = st.new_record(book.shared(msg), now_ms(), time.time_ns())
     written = term.commit(record)
     log.debug("job submitted job_id=%s", job_id)
+    term.metrics.submits.value += 1
     return Later(written, SubmitJobReply(job_id=job_id, created=True))
 
 
@@ -185,7 +186,7 @@ async def schedule_loop(term: Term) -> None:
         term.wake.clear()
         if not term.lease.valid():
             raise LeadershipLost("the controller lease lapsed")
-        schedule_pass(term)
+        term.metrics.timed_pass(schedule_pass, term)
 
 
 def schedule_pass(term: Term) -> None:
@@ -198,6 +199,7 @@ def schedule_pass(term: Term) -> None:
     for job_id, worker_id in term.placer.place(book, mono):
         entry = book.workers[worker_id]
         record = st.assign(book.jobs[job_id], worker_id, entry.info.incarnation, now)
+        term.metrics.assigned(record.submitted_at_ms, record.attempts[-1].attempt, now)
         term.dispatch(record, term.commit(record))
 
 

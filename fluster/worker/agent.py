@@ -28,6 +28,10 @@ from pydantic import BaseModel
 from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import serve_requests
+from fluster.logs import bind_context
+from fluster.observe.components import WorkerMetrics
+from fluster.observe.publish import publish_loop
+from fluster.observe.usage import running_attempts, usage_loop
 from fluster.protocol.codec import encode
 from fluster.protocol.ids import Incarnation, new_incarnation, new_worker_id
 from fluster.protocol.messages import (
@@ -109,6 +113,7 @@ class Worker:
         self._tg: TaskGroup | None = None
         self._run_sub: Any = None
         self._environments: Any = None
+        self.metrics = WorkerMetrics(self.worker_id, lambda: len(self.attempts))
 
     @property
     def info(self) -> WorkerInfo:
@@ -129,6 +134,7 @@ class Worker:
         return self._assets
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        bind_context(worker_id=self.worker_id)
         self._assets = await ensure_assets(self.nc.jetstream(), self.subjects)
         watch_reconnects(self.nc, self._assets)
         self.work_root.mkdir(parents=True, exist_ok=True)
@@ -145,6 +151,16 @@ class Worker:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._lease_loop)
                 tg.start_soon(self.link.run_outbox)
+                tg.start_soon(
+                    publish_loop, self.nc, self.subjects, self.metrics.registry, self.settings.metrics_interval
+                )
+                tg.start_soon(
+                    usage_loop,
+                    self.assets.usage,
+                    self.worker_id,
+                    lambda: running_attempts(self.attempts.values()),
+                    self.settings.usage_interval,
+                )
                 log.info(
                     "worker ready worker_id=%s runtime=%s cpu=%g memory=%d",
                     self.worker_id,
@@ -232,6 +248,7 @@ class Worker:
 
     async def _run_attempt(self, attempt: _Attempt) -> None:
         job_id, request_ = attempt.job_id, attempt.message.request
+        bind_context(job_id=job_id, attempt=attempt.attempt)  # this task's log records name the attempt
         workdir = self.work_root / job_id.replace("/", "__") / f"attempt-{attempt.attempt}"
         update: JobUpdated | None = None
         lifeline: Lifeline | None = None
@@ -264,6 +281,7 @@ class Worker:
                 if attempt.stop_state is not None:
                     await attempt.running.stop(0)
                 self._report(attempt, JobState.RUNNING)
+                self.metrics.attempts.value += 1
                 exit_info = await self._follow(attempt, attempt.running)
                 update = await self._outcome(attempt, workdir, exit_info)
             else:
@@ -378,6 +396,7 @@ class Worker:
             final=final,
         )
         subject = self.subjects.logs(attempt.job_id)
+        self.metrics.log_lines.value += 1
         try:
             if final:
                 # acknowledged: once the stream stored the last line, it stored every line before it (one
@@ -412,6 +431,7 @@ class Worker:
             timeout = max(1.0, self.settings.heartbeat_interval * 2)
             incarnation = self.incarnation
             reply = await self.link.heartbeat(self.worker_id, incarnation, known, timeout, self.lease)
+            self.metrics.heartbeat(reply is not None)
             self._renew_lifelines()
             if reply is None or incarnation != self.incarnation:
                 return

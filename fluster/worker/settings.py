@@ -29,6 +29,8 @@ class WorkerSettings:
     cache_dir: Path | None = None  # environments and the docker runtime's fluster copy; shared by workers of a host
     kill_grace: float = 5.0
     metadata: dict[str, str] = field(default_factory=dict)
+    metrics_interval: float = 5.0  # seconds between metrics snapshots (fluster.observe)
+    usage_interval: float = 5.0  # seconds between samples of each job's CPU and memory (fluster.observe.usage)
 
 
 def resolve_resources(settings: WorkerSettings) -> WorkerResources:
