@@ -97,7 +97,9 @@ async def test_metrics_parse_and_show_each_component(dash: DashCluster, tmp_path
         assert jobs["RUNNING"] == 1 and jobs["PENDING"] == 0
         assert {labels["state"]: v for labels, v in f["fluster_workers"]}["alive"] == 1
         assert any(v >= 1 for _, v in f["fluster_scheduling_pass_seconds_count"])
-        assert any(labels["source"] == dash.workers[0].worker_id for labels, _ in f["fluster_worker_heartbeats_sent_total"])
+        assert any(
+            labels["source"] == dash.workers[0].worker_id for labels, _ in f["fluster_worker_heartbeats_sent_total"]
+        )
         assert any(labels.get("job_id") == job_id for labels, _ in f["fluster_job_cpu_percent"])
     status = await dash.client.usage(job_id)
     assert status is not None and status.peak_rss_bytes >= status.rss_bytes > 32 << 20

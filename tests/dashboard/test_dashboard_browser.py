@@ -32,7 +32,9 @@ if CHROMIUM is None:
         raise RuntimeError("CI needs chromium for the dashboard's browser tests: apt-get install -y chromium")
     pytest.skip("chromium is not installed (apt-get install -y chromium): no browser tests", allow_module_level=True)
 
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install -e .[dev])")
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed (pip install -e .[dev])"
+)
 
 
 async def test_the_dashboard_follows_a_cluster_live(dash: DashCluster, tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ async def test_status_and_jobs_show_a_running_jobs_usage(dash: DashCluster, nats
     await eventually(sampled, 30, "a usage sample")
     common = ("--url", nats_url, "--namespace", dash.client.namespace)
     status = fluster("status", job_id, *common).ok()
-    assert re.search(r"using: cpu \d+%, rss \d+\.\d MiB \(peak \d+\.\d MiB\) \(attempt 0, 1 process\(es\)\)", status.out)
+    assert re.search(
+        r"using: cpu \d+%, rss \d+\.\d MiB \(peak \d+\.\d MiB\) \(attempt 0, 1 process\(es\)\)", status.out
+    )
     doc = json.loads(fluster("status", job_id, "--json", *common).ok().out)
     assert doc["usage"]["job_id"] == job_id and doc["usage"]["rss_bytes"] > 32 << 20
     jobs = fluster("jobs", *common).ok()
