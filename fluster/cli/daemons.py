@@ -149,7 +149,7 @@ async def _up(args: argparse.Namespace) -> int:
         port=port,
     )
     async with _stop_signals("the local cluster") as stop, cluster, up_dashboard(cluster, args) as dashboard:
-        state = local_state.record(cluster.url, port, args.namespace, args.store_dir)
+        state = local_state.record(cluster.url, port, args.namespace, args.store_dir, dashboard)
         try:
             if args.port is None and port != local_state.DEFAULT_PORT:
                 print(f"port {local_state.DEFAULT_PORT} is in use: nats-server took port {port}")

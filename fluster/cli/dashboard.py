@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -14,7 +13,7 @@ import anyio
 from fluster.bus.connection import connect
 from fluster.cli import args as a
 from fluster.cli.failures import INTERRUPTED
-from fluster.dashboard.server import DEFAULT_PORT, Dashboard, DashboardSettings, bind
+from fluster.dashboard.server import DEFAULT_PORT, Dashboard, DashboardSettings
 from fluster.local.cluster import LocalCluster
 
 Sub = Callable[..., argparse.ArgumentParser]
@@ -56,7 +55,7 @@ async def _dashboard(args: argparse.Namespace) -> int:
 
     url, options = a.need_connection(args)
     nc = await connect(url, name="fluster-dashboard", options=options)
-    settings = DashboardSettings(args.namespace, args.dashboard_host, _choose(args.dashboard_host, args.dashboard_port))
+    settings = DashboardSettings(args.namespace, args.dashboard_host, args.dashboard_port)
     try:
         async with _stop_signals("the dashboard") as stop, anyio.create_task_group() as tg:
             address = await tg.start(Dashboard(nc, settings).run)
@@ -75,7 +74,7 @@ async def up_dashboard(cluster: LocalCluster, args: argparse.Namespace) -> Async
     if args.no_dashboard:
         yield None
         return
-    settings = DashboardSettings(args.namespace, args.dashboard_host, _choose(args.dashboard_host, args.dashboard_port))
+    settings = DashboardSettings(args.namespace, args.dashboard_host, args.dashboard_port)
     nc = await connect(cluster.url, name="fluster-dashboard", options=cluster.options)
     try:
         async with anyio.create_task_group() as tg:
@@ -84,18 +83,6 @@ async def up_dashboard(cluster: LocalCluster, args: argparse.Namespace) -> Async
     finally:
         with anyio.CancelScope(shield=True):
             await nc.close()
-
-
-def _choose(host: str, requested: int | None) -> int:
-    """``requested``; with none, the default port when it is free, else any free port."""
-    if requested is not None:
-        return requested
-    try:
-        bind(host, DEFAULT_PORT).close()
-    except OSError:
-        print(f"port {DEFAULT_PORT} is in use: the dashboard takes a free port", file=sys.stderr)
-        return 0
-    return DEFAULT_PORT
 
 
 def _port(text: str) -> int:

@@ -46,7 +46,7 @@ def choose_port(requested: int | None) -> int:
     return DEFAULT_PORT if _free(DEFAULT_PORT) else free_port()
 
 
-def record(url: str, port: int, namespace: str, store_dir: str | None) -> Path:
+def record(url: str, port: int, namespace: str, store_dir: str | None, dashboard: str | None = None) -> Path:
     """Write the state file of a running ``up`` (this process)."""
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -59,6 +59,7 @@ def record(url: str, port: int, namespace: str, store_dir: str | None) -> Path:
         "store_dir": store_dir,
         "started_at": time.time(),
         "log": os.environ.get("FLUSTER_UP_LOG"),
+        "dashboard": dashboard,
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(content))
@@ -92,6 +93,8 @@ def start_detached(argv: list[str]) -> int:
         if found is not None:
             print(f"fluster is up in the background (pid {proc.pid}), namespace {found['namespace']!r}")
             print(f"export FLUSTER_URL={found['url']}")
+            if found.get("dashboard"):
+                print(f"dashboard: {found['dashboard']}")
             print(f"logs: {log}; `fluster down` stops it")
             return 0
         if proc.poll() is not None:

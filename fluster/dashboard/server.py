@@ -35,7 +35,7 @@ STOP_TIMEOUT_S = 5.0
 class DashboardSettings:
     namespace: str = "default"
     host: str = "127.0.0.1"  # loopback: other machines reach it only when the operator says so
-    port: int = DEFAULT_PORT  # 0: any free port
+    port: int | None = DEFAULT_PORT  # 0: any free port; None: DEFAULT_PORT when free, else any free port
 
 
 class Dashboard:
@@ -64,7 +64,7 @@ class Dashboard:
         served = anyio.Event()
         async with anyio.create_task_group() as tg:
             await tg.start(Feeds(self.nc, self.subjects, assets, self.view).run)
-            sock = bind(self.settings.host, self.settings.port)
+            sock = _bind_port(self.settings.host, self.settings.port)
             host, port = sock.getsockname()[:2]
             self.url = f"http://{_url_host(host)}:{port}"
             tg.start_soon(_serve, server, sock, served)
@@ -97,6 +97,16 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _bind_port(host: str, port: int | None) -> socket.socket:
+    if port is not None:
+        return bind(host, port)
+    try:
+        return bind(host, DEFAULT_PORT)
+    except OSError:
+        log.info("port %d is in use: the dashboard takes a free port", DEFAULT_PORT)
+        return bind(host, 0)
 
 
 class _Server(uvicorn.Server):

@@ -54,3 +54,32 @@ async def test_status_and_jobs_show_a_running_jobs_usage(dash: DashCluster, nats
     assert "USAGE" in jobs.out.splitlines()[0] and re.search(r"burner .* \d+% \d+\.\d MiB", jobs.out)
     done.write_text("")
     await dash.client.wait(job_id, timeout=60)
+
+
+def test_up_starts_a_dashboard_and_prints_its_address(tmp_path: Path) -> None:
+    from fluster.local.server import free_port
+
+    state = {"FLUSTER_STATE_DIR": str(tmp_path / "state")}
+    port = free_port()
+    started = fluster(
+        "up",
+        "--detach",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--cpu",
+        "1",
+        "--memory",
+        "1g",
+        "--dashboard-port",
+        "0",
+        extra_env=state,
+    ).ok()
+    try:
+        found = re.search(r"^dashboard: (http://127\.0\.0\.1:\d+)$", started.out, re.M)
+        assert found, started.out
+        summary = httpx.get(found.group(1) + "/api/summary", timeout=10).json()
+        assert summary["workers"]["count"] == 1
+    finally:
+        assert fluster("down", extra_env=state).code == 0
