@@ -28,6 +28,9 @@ from fluster.actor.invoke import Invoker
 from fluster.actor.transfer import Transfers
 from fluster.bus.publish import Publisher
 from fluster.errors import ProtocolError, to_wire
+from fluster.logs import context_with, job_log_fields
+from fluster.observe.components import ActorMetrics
+from fluster.observe.publish import publish_loop
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.codec import encode
 from fluster.protocol.ids import EndpointId, new_endpoint_id, validate_name
@@ -88,8 +91,18 @@ class _Dispatcher:
     (with a call id) are answered from the ``CallLog`` when they are probes or copies.
     """
 
-    def __init__(self, nc: NATS, invoker: Invoker, transfers: Transfers, max_concurrency: int) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        invoker: Invoker,
+        transfers: Transfers,
+        max_concurrency: int,
+        metrics: ActorMetrics,
+        job_fields: dict[str, Any],
+    ) -> None:
         self._nc = nc
+        self._calls_total, self._errors = metrics.actor(invoker.name, lambda: max_concurrency - self._limiter.value)
+        self._log_context = context_with(actor=invoker.name, **job_fields)  # what its call tasks log with
         self._publisher = Publisher(nc)
         self._transfers = transfers
         self.invoker = invoker
@@ -153,7 +166,7 @@ class _Dispatcher:
         handlers = self._handlers
         if handlers is not None:
             try:
-                handlers.create_task(coro)
+                handlers.create_task(coro, context=self._log_context.copy())  # a copy per task, as by default
                 return True
             except RuntimeError:  # the task group is shutting down
                 pass
@@ -183,6 +196,9 @@ class _Dispatcher:
         await self._finish(call, reply, status, data)
 
     async def _finish(self, call: wire.Call, reply: str, status: int, data: bytes) -> None:
+        self._calls_total.value += 1
+        if status == wire.ERROR:
+            self._errors.value += 1
         if call.call_id is None:
             await self._reply(reply, status, data)
             return
@@ -213,6 +229,7 @@ class ActorServer:
         self._registrations: dict[str, _Registration] = {}
         self._serving = False
         self._started: tuple[TaskGroup, _Live] | None = None
+        self.metrics = ActorMetrics()
 
     def register(
         self,
@@ -321,7 +338,14 @@ class ActorServer:
                     reg.claim_revision = await registry.claim(kv, reg.record)
                 live.registrations.append(reg)
                 invoker = Invoker(self, reg)
-                dispatcher = _Dispatcher(self.client.nc, invoker, self.transfers, reg.max_concurrency)
+                dispatcher = _Dispatcher(
+                    self.client.nc,
+                    invoker,
+                    self.transfers,
+                    reg.max_concurrency,
+                    self.metrics,
+                    job_log_fields(self.client.job),
+                )
                 live.dispatchers.append(dispatcher)
                 pool_subject = self.client.subjects.actor(reg.name)
                 for subject, queue in ((pool_subject, reg.name), (reg.record.subject, "")):
@@ -350,6 +374,7 @@ class ActorServer:
         for dispatcher in live.dispatchers:
             tg.start_soon(dispatcher.run)
         tg.start_soon(self._refresh, live.registrations)
+        tg.start_soon(publish_loop, self.client.nc, self.client.subjects, self.metrics.registry)
 
     async def _close(self, live: _Live) -> None:
         with anyio.move_on_after(STOP_GRACE_S, shield=True):

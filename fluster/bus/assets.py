@@ -35,6 +35,7 @@ LEADER_LEASE_S = 10.0  # a controller that stops refreshing its lease for this l
 ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
 TRANSFER_MAX_AGE_S = 15 * 60.0  # an actor transfer nobody read within this is garbage
 GANG_VALUE_TTL_S = 24 * 3600.0
+USAGE_TTL_S = 7 * 24 * 3600.0  # a job's usage record (fluster.observe.usage) is kept this long after its last write
 REPAIR_INTERVAL_S = 1.0  # missing assets are looked for at most this often per process
 
 
@@ -49,6 +50,7 @@ class Assets:
     leader: KeyValue
     logs_stream: str
     transfers_stream: str
+    usage: KeyValue
     _js: JetStreamContext = field(repr=False)
     _subjects: Subjects = field(repr=False)
     _replicas: int | None = field(repr=False, default=None)
@@ -128,6 +130,7 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
         leader=made[subjects.leader_bucket],
         logs_stream=subjects.logs_stream,
         transfers_stream=actor_transfer_stream(subjects),
+        usage=made[subjects.usage_bucket],
         _js=js,
         _subjects=subjects,
         _replicas=replicas,
@@ -160,6 +163,10 @@ def _kv_configs(subjects: Subjects, r: int) -> list[KeyValueConfig]:
         # what the tasks of a job exchange with fluster.gang.all_gather; kept a day
         KeyValueConfig(
             bucket=subjects.gangs_bucket, history=1, ttl=GANG_VALUE_TTL_S, storage=StorageType.FILE, replicas=r
+        ),
+        # per-job usage (fluster.observe.usage): written by workers, read by the CLI and the dashboard
+        KeyValueConfig(
+            bucket=subjects.usage_bucket, history=1, ttl=USAGE_TTL_S, storage=StorageType.FILE, direct=True, replicas=r
         ),
     ]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fluster.actor import registry
 from fluster.bus.options import redact_url
 from fluster.cli import format as fmt
-from fluster.cli.job_status import current_attempt, print_status, status_dict
+from fluster.cli.job_status import current_attempt, print_status, print_usage, status_dict, usage_fields
 from fluster.cli.session import connected
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.messages import JobState, WorkerInfo
@@ -35,10 +35,12 @@ async def _status(args: argparse.Namespace) -> int:
     async with connected(args) as client:
         if args.job_id:
             status = await client.status(args.job_id)
+            job_usage = await client.usage(args.job_id)
             if args.json:
-                print(json.dumps(status_dict(status)))
+                print(json.dumps(usage_fields(status_dict(status), job_usage)))
             else:
                 print_status(status)
+                print_usage(job_usage)
             return 0
         workers = await client.list_workers()
         jobs = await client.list_jobs()

@@ -17,6 +17,7 @@ from fluster.bus.connection import connect
 from fluster.bus.options import redact_url
 from fluster.cli import args as a
 from fluster.cli import local_state
+from fluster.cli.dashboard import add_dashboard_address, add_log_format, up_dashboard
 from fluster.cli.failures import INTERRUPTED
 from fluster.controller.service import Controller, ControllerSettings
 from fluster.environ import default_namespace
@@ -57,6 +58,9 @@ def register(add: Sub, add_plain: Sub) -> None:
         help="JetStream directory, created when missing and kept (default: a temporary one, removed at exit)",
     )
     p.add_argument("--detach", action="store_true", help="run in the background; `fluster down` stops it")
+    p.add_argument("--no-dashboard", action="store_true", help="start no dashboard (see `fluster dashboard`)")
+    add_dashboard_address(p, "--dashboard-host", "--dashboard-port")
+    add_log_format(p)
 
     p = add_plain("down", "stop the local cluster(s) that `fluster up` started", _down)
     p.add_argument("--port", type=a.port, default=None, help="only the cluster on this port (default: every one)")
@@ -93,6 +97,7 @@ def register(add: Sub, add_plain: Sub) -> None:
         help="a job waiting this long keeps the workers it needs as they free up, so smaller jobs cannot "
         "starve it; 0 never reserves (default: 3m)",
     )
+    add_log_format(p)
 
     p = add("worker", "run a worker in the foreground", _worker)
     p.add_argument(
@@ -140,6 +145,7 @@ def register(add: Sub, add_plain: Sub) -> None:
         default=5.0,
         help="seconds between SIGTERM and SIGKILL when a job is stopped (default: %(default)g)",
     )
+    add_log_format(p)
 
 
 # -- up / down ------------------------------------------------------------------------------------------
@@ -158,8 +164,8 @@ async def _up(args: argparse.Namespace) -> int:
         store_dir=args.store_dir,
         port=port,
     )
-    async with _stop_signals("the local cluster") as stop, cluster:
-        state = local_state.record(cluster.url, port, args.namespace, args.store_dir)
+    async with _stop_signals("the local cluster") as stop, cluster, up_dashboard(cluster, args) as dashboard:
+        state = local_state.record(cluster.url, port, args.namespace, args.store_dir, dashboard)
         try:
             if args.port is None and port != local_state.DEFAULT_PORT:
                 print(f"port {local_state.DEFAULT_PORT} is in use: nats-server took port {port}")
@@ -168,7 +174,6 @@ async def _up(args: argparse.Namespace) -> int:
                 server = cluster.server
                 print(f"nats-server: config {server.store_dir / 'nats-server.conf'}, log {server.log_file}")
             print(f"export FLUSTER_URL={cluster.url}")
-            dashboard = local_state.dashboard_address(cluster)
             if dashboard:
                 print(f"dashboard: {dashboard}")
             print("press Ctrl-C (or run `fluster down`) to stop", flush=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from fluster.cli import format as fmt
 from fluster.protocol.messages import AttemptRecord, JobState
+from fluster.protocol.observe import UsageRecord
 from fluster.types import JobStatus
 
 
@@ -37,6 +38,33 @@ def status_dict(status: JobStatus) -> dict[str, Any]:
     fields["resources"] = status.resources.model_dump(mode="json")
     fields["attempts"] = [attempt.model_dump(mode="json") for attempt in status.attempts]
     return fields
+
+
+def usage_fields(fields: dict[str, Any], usage: UsageRecord | None) -> dict[str, Any]:
+    """A job's JSON form with its usage (``fluster.observe.usage``) under ``usage``."""
+    fields["usage"] = usage.model_dump(mode="json") if usage is not None else None
+    return fields
+
+
+def usage_text(usage: UsageRecord | None) -> str:
+    if usage is None:
+        return "-"
+    cpu = f"{usage.cpu_seconds:.1f}s CPU" if usage.final else f"cpu {usage.cpu_percent:.0f}%"
+    return f"{cpu}, rss {fmt.size(usage.rss_bytes)} (peak {fmt.size(usage.peak_rss_bytes)})"
+
+
+def usage_cell(usage: UsageRecord | None, attempt: AttemptRecord | None) -> str:
+    """The usage column of ``fluster jobs``: the running attempt's CPU and memory."""
+    if usage is None or attempt is None or usage.attempt != attempt.attempt or usage.final:
+        return "-"
+    return f"{usage.cpu_percent:.0f}% {fmt.size(usage.rss_bytes)}"
+
+
+def print_usage(usage: UsageRecord | None) -> None:
+    """The ``usage`` line of ``fluster status JOB``."""
+    if usage is not None:
+        label = "used" if usage.final else "using"
+        print(f"{label:>10}: {usage_text(usage)} (attempt {usage.attempt}, {usage.processes} process(es))")
 
 
 def print_status(status: JobStatus) -> None:

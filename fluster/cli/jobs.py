@@ -16,7 +16,7 @@ from typing import Any
 from fluster.cli import args as a
 from fluster.cli import format as fmt
 from fluster.cli.failures import JOB_FAILED, UsageError
-from fluster.cli.job_status import current_attempt, current_error, status_dict
+from fluster.cli.job_status import current_attempt, current_error, status_dict, usage_cell, usage_fields
 from fluster.cli.session import connected, interruptible
 from fluster.cli.shipping import load_function, parse_args, ship_by_value
 from fluster.client.cluster import ClusterClient
@@ -268,8 +268,9 @@ async def _kill(args: argparse.Namespace) -> int:
 async def _jobs(args: argparse.Namespace) -> int:
     async with connected(args) as client:
         jobs = await client.list_jobs(state=args.state, prefix=args.prefix)
+        usage = await client.list_usage()
     if args.json:
-        print(json.dumps([status_dict(s) for s in jobs]))
+        print(json.dumps([usage_fields(status_dict(s), usage.get(s.job_id)) for s in jobs]))
         return 0
     now = time.time()
     rows = []
@@ -284,8 +285,9 @@ async def _jobs(args: argparse.Namespace) -> int:
                 fmt.age(s.submitted_at_ms, now),
                 fmt.span(s.started_at_ms, s.finished_at_ms, now),
                 f"cpu={s.resources.cpu:g} mem={s.resources.memory}",
+                usage_cell(usage.get(s.job_id), attempt),
                 current_error(s, attempt),
             ]
         )
-    print(fmt.table(["JOB", "STATE", "ATTEMPT", "WORKER", "SUBMITTED", "RAN", "RESOURCES", "ERROR"], rows))
+    print(fmt.table(["JOB", "STATE", "ATTEMPT", "WORKER", "SUBMITTED", "RAN", "RESOURCES", "USAGE", "ERROR"], rows))
     return 0

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from fluster.cli.failures import NOT_FOUND, UNAVAILABLE, NotFound, UsageError
-from fluster.local.cluster import LocalCluster
 from fluster.local.server import free_port
 
 DEFAULT_PORT = 4222
@@ -47,7 +46,7 @@ def choose_port(requested: int | None) -> int:
     return DEFAULT_PORT if _free(DEFAULT_PORT) else free_port()
 
 
-def record(url: str, port: int, namespace: str, store_dir: str | None) -> Path:
+def record(url: str, port: int, namespace: str, store_dir: str | None, dashboard: str | None = None) -> Path:
     """Write the state file of a running ``up`` (this process)."""
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -60,6 +59,7 @@ def record(url: str, port: int, namespace: str, store_dir: str | None) -> Path:
         "store_dir": store_dir,
         "started_at": time.time(),
         "log": os.environ.get("FLUSTER_UP_LOG"),
+        "dashboard": dashboard,
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(content))
@@ -70,11 +70,6 @@ def record(url: str, port: int, namespace: str, store_dir: str | None) -> Path:
 def forget(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-def dashboard_address(cluster: LocalCluster) -> str | None:
-    """Where the cluster's dashboard answers, once there is one (there is no dashboard yet)."""
-    return None
 
 
 def start_detached(argv: list[str]) -> int:
@@ -98,6 +93,8 @@ def start_detached(argv: list[str]) -> int:
         if found is not None:
             print(f"fluster is up in the background (pid {proc.pid}), namespace {found['namespace']!r}")
             print(f"export FLUSTER_URL={found['url']}")
+            if found.get("dashboard"):
+                print(f"dashboard: {found['dashboard']}")
             print(f"logs: {log}; `fluster down` stops it")
             return 0
         if proc.poll() is not None:

@@ -8,7 +8,6 @@ exit code.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,11 +16,13 @@ from importlib import metadata
 import anyio
 
 from fluster.cli import cluster_view, daemons, jobs
+from fluster.cli import dashboard as dashboard_cli
 from fluster.cli.args import Parser, add_connection
 from fluster.cli.failures import report
+from fluster.logs import configure_logging
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
-_LOUD = ("controller", "worker", "up")  # commands whose progress is worth logging at INFO
+_LOUD = ("controller", "worker", "up", "dashboard")  # commands whose progress is worth logging at INFO
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,9 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)} (see `fluster {args.command} --help`)")
     args.argv = list(argv) if argv is not None else sys.argv[1:]
-    logging.basicConfig(
-        level=os.environ.get("FLUSTER_LOG_LEVEL", "INFO" if args.command in _LOUD else "ERROR").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    configure_logging(
+        os.environ.get("FLUSTER_LOG_LEVEL", "INFO" if args.command in _LOUD else "ERROR"),
+        getattr(args, "log_format", "text"),
     )
     try:
         result: int = anyio.run(args.func, args)
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemons.register(connected, plain)
     jobs.register(connected)
     cluster_view.register(connected)
+    dashboard_cli.register(connected)
 
     p = plain("build-image", "build the docker runtime's base image without a registry", _build_image)
     p.add_argument("--image", default="fluster-base:py311", help="tag to build (default %(default)s)")

@@ -53,6 +53,7 @@ from fluster.protocol.messages import (
     SubmitJobReply,
     WorkerInfo,
 )
+from fluster.protocol.observe import UsageRecord
 from fluster.protocol.resources import ResourceSpec
 from fluster.protocol.subjects import Subjects
 from fluster.types import Constraints, Entrypoint, Environment, JobStatus, constraint_messages
@@ -288,6 +289,15 @@ class ClusterClient:
         ]
         found.sort(key=lambda r: r.seq)
         return [JobStatus.from_record(r) for r in found]
+
+    async def usage(self, job_id: str) -> UsageRecord | None:
+        """The CPU and memory use of the job's latest sampled attempt (None before its first sample)."""
+        found = await get_model(self.assets.usage, validate_job_id(job_id), UsageRecord)
+        return found[0] if found is not None else None
+
+    async def list_usage(self) -> dict[str, UsageRecord]:
+        """Every job's latest usage record, by job id."""
+        return await snapshot(self.assets.usage, UsageRecord)
 
     async def list_workers(self) -> list[WorkerInfo]:
         workers = await snapshot(self.assets.workers, WorkerInfo)

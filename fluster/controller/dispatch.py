@@ -22,7 +22,7 @@ from fluster.controller import state as st
 from fluster.controller.term import Term
 from fluster.errors import LeadershipLost
 from fluster.protocol.codec import encode
-from fluster.protocol.messages import AttemptRecord, JobRecord, JobState, RunJob, RunJobReply
+from fluster.protocol.messages import AttemptRecord, JobRecord, JobState, RunJob, RunJobReply, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ class Dispatcher:
                 reason = f"it answered with an error: {exc}"
             else:
                 if reply.accepted:
+                    current = record.attempts[-1]
+                    self._term.metrics.dispatch.observe(max(0, now_ms() - current.assigned_at_ms) / 1000)
                     return
                 reason = reply.reason
         self._failed(record, current, reason)

@@ -77,6 +77,7 @@ def on_submit(term: Term, msg: SubmitJob) -> SubmitJobReply | Later:
     record = st.new_record(book.shared(msg), now_ms(), time.time_ns())
     written = term.commit(record)
     log.debug("job submitted job_id=%s", job_id)
+    term.metrics.submits.value += 1
     return Later(written, SubmitJobReply(job_id=job_id, created=True))
 
 
@@ -197,7 +198,7 @@ async def schedule_loop(term: Term) -> None:
         term.wake.clear()
         if not term.lease.valid():
             raise LeadershipLost("the controller lease lapsed")
-        schedule_pass(term)
+        term.metrics.timed_pass(schedule_pass, term)
 
 
 def schedule_pass(term: Term) -> None:
@@ -217,6 +218,7 @@ def schedule_pass(term: Term) -> None:
         else:
             e = entries[0]
             record = st.assign(record, e.info.worker_id, e.info.incarnation, now, task=unit, host=e.info.hostname)
+        term.metrics.assigned(record.submitted_at_ms, record.attempts[-1].attempt, now)
         term.dispatch(record, term.commit(record))
     _note_reasons(term)
 

@@ -30,6 +30,9 @@ from fluster.controller.serving import Handler, Replies, inline
 from fluster.controller.settings import ControllerSettings
 from fluster.controller.term import Term
 from fluster.errors import LeadershipLost
+from fluster.logs import bind_context
+from fluster.observe.components import ControllerMetrics
+from fluster.observe.publish import publish_loop
 from fluster.protocol.messages import (
     DeregisterWorker,
     Heartbeat,
@@ -59,9 +62,11 @@ class Controller:
         self.term: Term | None = None  # the current term, while this controller leads
         self.terms = 0  # how many terms it has led
         self._assets: Assets | None = None
+        self.metrics = ControllerMetrics(lease_holder_id(), lambda: self.term.book if self.term else None)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Lead whenever this controller holds the lease; report readiness once it leads the first time."""
+        bind_context(component="controller")
         self._assets = await ensure_assets(self.nc.jetstream(), self.subjects, self.settings.replicas)
         watch_reconnects(self.nc, self._assets)
         lease = LeaderLease(self._assets.leader, lease_holder_id())
@@ -93,6 +98,7 @@ class Controller:
 
     async def _lead(self, lease: LeaderLease, ready: TaskStatus[None] | None) -> None:
         term = Term(self.nc, self.settings, self.subjects, self.assets, lease)
+        term.metrics = self.metrics
         term.cascade = lambda ids, why: jobs.kill_many(term, ids, why)
         term.stop_attempts = lambda job_id, attempts, why: jobs.stop_attempts(term, job_id, attempts, why)
         dispatcher = Dispatcher(term)
@@ -114,6 +120,9 @@ class Controller:
                 tasks.create_task(keep_collections_cheap())
                 tasks.create_task(jobs.schedule_loop(term))
                 tasks.create_task(workers.liveness_loop(term, heartbeats))
+                tasks.create_task(
+                    publish_loop(self.nc, self.subjects, self.metrics.registry, self.settings.metrics_interval)
+                )
                 if self.settings.finished_job_retention:
                     tasks.create_task(jobs.forget_loop(term, self.settings.finished_job_retention))
                 self.term = term

@@ -20,6 +20,7 @@ class ControllerSettings:
     missing_attempt_grace: float = 10.0  # an assigned attempt its worker does not know of is lost after this
     replicas: int | None = None  # JetStream replicas for the namespace's assets (3 on a 3-node NATS cluster)
     finished_job_retention: float | None = 24 * 3600.0  # finished jobs are forgotten after this (None: never)
+    metrics_interval: float = 5.0  # seconds between metrics snapshots (fluster.observe)
     max_concurrent_submits: int = 10_000  # submits waiting for their write at once; more wait in NATS
     # a job (a gang most of all) that has waited this long keeps the workers it needs as they free up
     reserve_after: float | None = 180.0

@@ -27,6 +27,7 @@ from fluster.controller.placement import Placer
 from fluster.controller.settings import ControllerSettings
 from fluster.controller.store import KvWriter
 from fluster.errors import LeadershipLost
+from fluster.observe.components import ControllerMetrics
 from fluster.protocol.codec import encode
 from fluster.protocol.messages import AttemptRecord, JobRecord, WorkerInfo, now_ms
 from fluster.protocol.subjects import Subjects, quarantine_object
@@ -50,6 +51,7 @@ class Term:
         self.workers_kv = KvWriter(nc, subjects.workers_bucket, lease.valid, assets.repair)
         self.wake = asyncio.Event()
         self.started = time.monotonic()
+        self.metrics = ControllerMetrics("term")  # the controller's own, set by the service
         self.orphans: dict[str, float] = {}  # worker id -> when its placements are lost if it never comes back
         # kills jobs (the children of a job that ended); set by the service to ``jobs.kill_many``
         self.cascade: Callable[[list[str], str], Coroutine[Any, Any, object]] | None = None

@@ -88,6 +88,7 @@ def on_heartbeat(term: Term, msg: Heartbeat, sender: str) -> HeartbeatReply:
     if entry is None or entry.info.incarnation != msg.incarnation:
         return _REREGISTER
     entry.last_seen = time.monotonic()
+    term.metrics.heartbeats.value += 1
     placed = term.book.active_on(msg.worker_id)
     kill: list[AttemptRef] = []
     reported: set[tuple[str, int, int]] = set()

@@ -31,6 +31,8 @@ import anyio
 from fluster.actor import tracked
 from fluster.actor.pool import ClusterResolver, Pending
 from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout, TaskLost
+from fluster.observe.components import PoolMetrics
+from fluster.observe.publish import publish_loop
 from fluster.pool.batch import FunctionCache, TaskSpec, decode_outcomes, encode_batch, outcome_value
 from fluster.pool.config import PoolStatus, WorkerPoolConfig
 from fluster.pool.executor import RUN_METHOD
@@ -232,6 +234,8 @@ class WorkerPool:
                 self._batches = batches
                 for index in range(self.config.num_workers):
                     tg.start_soon(self._fleet.keep, index, self._resolver)
+                metrics = PoolMetrics(f"{self.config.name_prefix}-{self.pool_id}", self.status)
+                tg.start_soon(publish_loop, self.client.nc, self.client.subjects, metrics.registry)
                 try:
                     await self.wait_for_workers(1, self.config.startup_timeout)
                 except FlusterTimeout as exc:

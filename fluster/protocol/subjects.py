@@ -128,6 +128,25 @@ class Subjects:
     def object_bucket(self) -> str:
         return f"{ROOT}_{self.namespace}_objects"
 
+    # -- observability (fluster.observe, fluster.dashboard) ---------------------------------------
+    @property
+    def usage_bucket(self) -> str:
+        """Per-job resource usage (CPU, memory), keyed by job id, written by the job's worker."""
+        return f"{ROOT}_{self.namespace}_usage"
+
+    def metrics(self, component: str, source_id: str) -> str:
+        """Where one component (controller, worker, actor, pool) publishes its metrics snapshots."""
+        return f"{self.prefix}.metrics.{validate_name(component, 'component')}.{validate_name(source_id, 'source id')}"
+
+    @property
+    def metrics_all(self) -> str:
+        return f"{self.prefix}.metrics.*.*"
+
+    @property
+    def metrics_poll(self) -> str:
+        """A request to every component to publish its metrics snapshot now (a dashboard that just started)."""
+        return f"{self.prefix}.metrics.poll"
+
 
 # Object names inside the namespace's object store.
 def result_object(job_id: str, task: int = 0) -> str:

@@ -29,6 +29,10 @@ from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import serve_requests
 from fluster.environ import task_env_vars
+from fluster.logs import bind_context
+from fluster.observe.components import WorkerMetrics
+from fluster.observe.publish import publish_loop
+from fluster.observe.usage import running_attempts, usage_loop
 from fluster.protocol.codec import encode
 from fluster.protocol.ids import Incarnation, new_incarnation, new_worker_id
 from fluster.protocol.messages import (
@@ -110,6 +114,7 @@ class Worker:
         self._tg: TaskGroup | None = None
         self._run_sub: Any = None
         self._environments: Any = None
+        self.metrics = WorkerMetrics(self.worker_id, lambda: len(self.attempts))
 
     @property
     def info(self) -> WorkerInfo:
@@ -131,6 +136,7 @@ class Worker:
         return self._assets
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        bind_context(worker_id=self.worker_id)
         self._assets = await ensure_assets(self.nc.jetstream(), self.subjects)
         watch_reconnects(self.nc, self._assets)
         self.work_root.mkdir(parents=True, exist_ok=True)
@@ -147,6 +153,16 @@ class Worker:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._lease_loop)
                 tg.start_soon(self.link.run_outbox)
+                tg.start_soon(
+                    publish_loop, self.nc, self.subjects, self.metrics.registry, self.settings.metrics_interval
+                )
+                tg.start_soon(
+                    usage_loop,
+                    self.assets.usage,
+                    self.worker_id,
+                    lambda: running_attempts(self.attempts.values()),
+                    self.settings.usage_interval,
+                )
                 log.info(
                     "worker ready worker_id=%s runtime=%s cpu=%g memory=%d",
                     self.worker_id,
@@ -234,6 +250,7 @@ class Worker:
 
     async def _run_attempt(self, attempt: _Attempt) -> None:
         job_id, request_ = attempt.job_id, attempt.message.request
+        bind_context(job_id=job_id, attempt=attempt.attempt)  # this task's log records name the attempt
         task = attempt.message.task
         workdir = self.work_root / job_id.replace("/", "__") / f"task-{task}-attempt-{attempt.attempt}"
         update: JobUpdated | None = None
@@ -268,6 +285,7 @@ class Worker:
                 if attempt.stop_state is not None:
                     await attempt.running.stop(0)
                 self._report(attempt, JobState.RUNNING)
+                self.metrics.attempts.value += 1
                 exit_info = await self._follow(attempt, attempt.running)
                 update = await self._outcome(attempt, workdir, exit_info)
             else:
@@ -387,6 +405,7 @@ class Worker:
             task=attempt.message.task,
         )
         subject = self.subjects.logs(attempt.job_id)
+        self.metrics.log_lines.value += 1
         try:
             if final:
                 # acknowledged: once the stream stored the last line, it stored every line before it (one
@@ -421,6 +440,7 @@ class Worker:
             timeout = max(1.0, self.settings.heartbeat_interval * 2)
             incarnation = self.incarnation
             reply = await self.link.heartbeat(self.worker_id, incarnation, known, timeout, self.lease)
+            self.metrics.heartbeat(reply is not None)
             self._renew_lifelines()
             if reply is None or incarnation != self.incarnation:
                 return

@@ -217,6 +217,11 @@ class _ProcessAttempt:
         self._limit = limit
         self._oom_error: str | None = None
 
+    @property
+    def pid(self) -> int:
+        """The job's process, leader of its session (usage sampling reads its tree)."""
+        return self._transport.get_pid()
+
     def out_of_memory(self, used: int) -> None:
         """Called by the memory watch once it has killed the job for using ``used`` bytes."""
         self._oom_error = (
