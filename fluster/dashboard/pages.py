@@ -12,7 +12,6 @@ from fluster.dashboard import html as h
 from fluster.dashboard.logtail import Tail
 from fluster.protocol.messages import JobState
 
-
 ATTEMPT_COLUMNS = ["task", "attempt", "worker", "state", "started", "ran", "exit", "error"]
 
 
