@@ -60,6 +60,20 @@ def count(text: str) -> int:
     return value
 
 
+def positive(text: str) -> int:
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def address(text: str) -> str:
+    """A host name or IP address (no port): what other hosts connect to."""
+    if not text or len(text) > 255 or any(c.isspace() or c in ",/@" for c in text):
+        raise argparse.ArgumentTypeError(f"expected a host name or IP address, like 10.0.0.5, got {text!r}")
+    return text
+
+
 def label_pair(text: str) -> tuple[str, str]:
     """``key=value`` (a worker label, or a job's constraint on one)."""
     key, sep, value = text.partition("=")
@@ -251,7 +265,7 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--replicas",
-        type=count,
+        type=positive,
         default=1,
         metavar="N",
         help="run N tasks of the job, each on its own worker slot (default: %(default)s)",

@@ -125,6 +125,14 @@ def register(add: Sub, add_plain: Sub) -> None:
         "device-variant and hostname are added",
     )
     p.add_argument(
+        "--address",
+        type=a.address,
+        default=None,
+        metavar="HOST",
+        help="the address the other tasks of a multi-host job reach this host at, in FLUSTER_TASK_HOSTS "
+        "(default: its host name)",
+    )
+    p.add_argument(
         "--runtime", choices=["process", "docker"], default="process", help="how jobs run (default: %(default)s)"
     )
     p.add_argument(
@@ -230,6 +238,7 @@ async def _worker(args: argparse.Namespace) -> int:
         device=device,
         max_concurrent_jobs=args.max_concurrent_jobs,
         labels=dict(args.label),
+        address=args.address,
         heartbeat_interval=args.heartbeat_interval,
         runtime=args.runtime,
         docker_image=args.image,

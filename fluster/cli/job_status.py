@@ -37,6 +37,14 @@ def status_dict(status: JobStatus) -> dict[str, Any]:
     fields["state"] = status.state.value
     fields["resources"] = status.resources.model_dump(mode="json")
     fields["attempts"] = [attempt.model_dump(mode="json") for attempt in status.attempts]
+    fields["tasks"] = [
+        {
+            **{f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name != "attempts"},
+            "state": t.state.value,
+            "attempts": [attempt.model_dump(mode="json") for attempt in t.attempts],
+        }
+        for t in status.tasks
+    ]
     return fields
 
 
@@ -92,9 +100,26 @@ def print_status(status: JobStatus) -> None:
         print(f"{'traceback':>10}:")
         for line in status.error_traceback.rstrip().splitlines():
             print(f"    {line}")
-    if status.attempts:
+    if status.tasks:
         rows = [
             [
+                str(t.index),
+                t.state.value,
+                t.worker_id or "-",
+                str(t.attempt),
+                "-" if t.exit_code is None else str(t.exit_code),
+                f"{t.failure_count}/{t.preemption_count}",
+                fmt.shorten(t.error, 60),
+            ]
+            for t in status.tasks
+        ]
+        print()
+        print(fmt.table(["TASK", "STATE", "WORKER", "ATTEMPT", "EXIT", "FAIL/PREEMPT", "ERROR"], rows))
+    if status.attempts:
+        multi = bool(status.tasks)
+        rows = [
+            [
+                *([str(t.task)] if multi else []),
                 str(t.attempt),
                 t.worker_id,
                 t.state.value,
@@ -106,4 +131,5 @@ def print_status(status: JobStatus) -> None:
             for t in status.attempts
         ]
         print()
-        print(fmt.table(["ATTEMPT", "WORKER", "STATE", "STARTED", "RAN", "EXIT", "ERROR"], rows))
+        heads = ["ATTEMPT", "WORKER", "STATE", "STARTED", "RAN", "EXIT", "ERROR"]
+        print(fmt.table(["TASK", *heads] if multi else heads, rows))

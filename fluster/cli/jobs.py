@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ def register(add: Sub) -> None:
     )
     p.add_argument("--grep", default=None, metavar="REGEX", help="only lines matching this regular expression")
     p.add_argument("--timestamps", action="store_true", help="prefix each line with its time")
+    p.add_argument(
+        "--task", type=a.count, default=None, metavar="N", help="only task N's lines (a job of several tasks)"
+    )
 
     p = add("kill", "kill a job and its children", _kill)
     p.add_argument("job_id", metavar="JOB", help="job id")
@@ -100,7 +103,8 @@ async def _run(args: argparse.Namespace) -> int:
             print(job_id)
             return 0
         print(f"job {job_id} submitted; its logs follow (Ctrl-C detaches)", file=sys.stderr, flush=True)
-        if await interruptible(client, lambda: _print_logs(client, job_id, follow=True)):
+        tagged = args.replicas > 1
+        if await interruptible(client, lambda: _print_logs(client, job_id, follow=True, tagged=tagged)):
             print(
                 f"detached: job {job_id} keeps running; `fluster logs -f {job_id}` reattaches, "
                 f"`fluster kill {job_id}` stops it",
@@ -125,7 +129,7 @@ async def _submit_job(
         environment=_environment(args, workspace),
         scheduling_timeout=args.scheduling_timeout,
         max_retries_failure=args.max_retries_failure,
-        replicas=max(1, args.replicas),
+        replicas=args.replicas,
         coschedule=args.coschedule,
         group_by=args.group_by,
         constraints=dict(args.constraint),
@@ -208,15 +212,23 @@ async def _logs(args: argparse.Namespace) -> int:
 
     async with connected(args) as client:
         try:
-            await client.status(args.job_id)
+            status = await client.status(args.job_id)
         except JobNotFound:
             # a forgotten job's lines may outlive its record: print them if there are any
-            if not await _print_logs(client, args.job_id, False, keep, args.tail, args.timestamps):
+            if not await _print_logs(client, args.job_id, False, keep, args.tail, args.timestamps, task=args.task):
                 raise
             return 0
-        if await interruptible(
-            client, lambda: _print_logs(client, args.job_id, args.follow, keep, args.tail, args.timestamps)
-        ):
+        tasks = len(status.tasks) or 1
+        if args.task is not None and args.task >= tasks:
+            raise UsageError(
+                f"job {args.job_id} has {tasks} task(s): --task takes 0" + (f" to {tasks - 1}" if tasks > 1 else "")
+            )
+        tagged = tasks > 1 and args.task is None
+
+        def show() -> Awaitable[int]:
+            return _print_logs(client, args.job_id, args.follow, keep, args.tail, args.timestamps, args.task, tagged)
+
+        if await interruptible(client, show):
             return 130
     return 0
 
@@ -228,21 +240,26 @@ async def _print_logs(
     keep: Callable[[LogLine], bool] = lambda line: True,
     tail: int | None = None,
     timestamps: bool = False,
+    task: int | None = None,
+    tagged: bool = False,
 ) -> int:
-    """Print the job's lines (stderr and fluster's own lines to stderr); return how many were printed."""
+    """Print the job's lines (stderr and fluster's own lines to stderr), only ``task``'s if given, each with
+    its task's index when ``tagged``; return how many were printed."""
     printed = 0
 
     def show(line: LogLine) -> None:
         nonlocal printed
         stream = sys.stdout if line.stream == "stdout" else sys.stderr
         prefix = f"{fmt.timestamp(line.at_ms)} " if timestamps else ""
+        if tagged:
+            prefix += f"[{line.task}] "
         print(f"{prefix}{line.line}", file=stream, flush=True)
         printed += 1
 
     skip = 0
     if tail is not None:
         last: deque[LogLine] = deque(maxlen=tail)
-        async for line in client.logs(job_id):
+        async for line in client.logs(job_id, task=task):
             skip += 1
             if keep(line):
                 last.append(line)
@@ -251,7 +268,7 @@ async def _print_logs(
         if not follow:
             return printed
     seen = 0
-    async for line in client.logs(job_id, follow=follow):
+    async for line in client.logs(job_id, follow=follow, task=task):
         seen += 1
         if seen > skip and keep(line):
             show(line)

@@ -220,6 +220,7 @@ def schedule_pass(term: Term) -> None:
             record = st.assign(record, e.info.worker_id, e.info.incarnation, now, task=unit, host=e.info.hostname)
         term.metrics.assigned(record.submitted_at_ms, record.attempts[-1].attempt, now)
         term.dispatch(record, term.commit(record))
+    term.placer.explain_blocked(book, mono)
     _note_reasons(term)
 
 

@@ -6,14 +6,25 @@ Cost: a pass is O(pending shapes + workers whose headroom changed + units placed
 × all workers). Units of one shape fit the same workers, so each shape keeps a memo of the workers that might
 still fit it (``candidates``). A worker that does not fit is dropped from the memo when it is looked at, and
 comes back only when its headroom grows (a job released, a registration: ``Book.freed``) or its dispatch
-backoff ends. Every drop is paid for by an earlier insertion. A shape whose memo ran dry is blocked: later
-units of that shape cost nothing until a worker is freed. Memos are kept for ``MEMO_SHAPES`` recently used
-shapes, so a shape whose queue empties and refills does not rebuild its memo (O(workers)) each time.
+backoff ends. Every drop is paid for by an earlier insertion. A memo starts from, and is refilled only
+with, the workers that could ever take the shape (device and constraints: ``suitable``, one set per such
+key shared by every shape with it), so a zone-constrained shape never looks at other zones' workers: that
+halved the first pass over 10,000 jobs with constraints on 1,000 labelled workers. A shape whose memo ran
+dry is blocked: later units of that shape cost nothing until a worker is freed. Memos are kept for
+``MEMO_SHAPES`` recently used shapes, so a shape whose queue empties and refills does not rebuild its memo
+(O(workers)) each time.
 
 A gang is placed in one decision or not at all: it needs ``gang`` task slots among its candidates (with
 ``group_by``, all on workers that share one value of that label). A unit that has waited ``reserve_after``
 and still cannot be placed reserves the workers it would use (oldest such unit first); other units are not
 placed there, so a stream of small jobs cannot starve it.
+
+Why a unit waits (``explain``) costs O(suitable workers), so it is not computed in the pass: a pass only
+notes the shapes it found blocked, and ``explain_blocked`` explains them (never-explained shapes first), each
+at most once per ``EXPLAIN_EVERY_S``, within ``EXPLAIN_LOOKS_PER_S`` looks at a worker per second. Without
+that bound, a pass over 10,000 pending jobs of 112 shapes on 1,000 workers took 420 ms, 80% of it
+explaining; with it the cost of explaining is at most ~20 ms of CPU a second whatever the fleet's size. A
+starving unit that can never fit is likewise looked for reservable workers once per ``EXPLAIN_EVERY_S``.
 
 Pure: the caller passes the times and commits each placement to the book before the next one is chosen.
 """
@@ -26,16 +37,32 @@ from collections.abc import Iterator
 
 from fluster.controller import state as st
 from fluster.controller.book import Book, Unit, WorkerEntry
-from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply, how_many, suits
+from fluster.controller.scheduler import (
+    JobDemand,
+    Shape,
+    SuitKey,
+    WorkerSupply,
+    how_many,
+    suit_key,
+    suits,
+    suits_key,
+)
 
 MEMO_SHAPES = 64
+EXPLAIN_EVERY_S = 5.0
+EXPLAIN_LOOKS_PER_S = 20_000
 
 
 class Placer:
     def __init__(self, reserve_after_ms: int | None = None) -> None:
         self.candidates: OrderedDict[Shape, dict[str, None]] = OrderedDict()
+        self.suitable: dict[SuitKey, dict[str, None]] = {}  # the workers that could ever take such shapes
         self.blocked: set[Shape] = set()
         self.reasons: dict[Shape, str] = {}  # why a blocked shape's units wait
+        self.unexplained: dict[Shape, Unit] = {}  # blocked shapes (their head unit) to explain
+        self._explained_at: dict[Shape, float] = {}
+        self._window = (float("-inf"), 0)  # (start, looks spent explaining since)
+        self._looked_for_reserve: dict[Unit, float] = {}  # starving units with no reservable workers, when
         self.reserve_after_ms = reserve_after_ms
         self.reservation: Unit | None = None  # the starving unit workers are kept for
         self._unhealthy: list[tuple[float, str]] = []  # (until, worker id): workers to look at again then
@@ -67,16 +94,41 @@ class Placer:
             workers = self._fit(book, shape, demand, unit, now)
             if workers is None:
                 self.blocked.add(shape)
-                self.reasons[shape] = explain(book, demand, self.reservation, unit)
-                self._maybe_reserve(book, unit, demand, now_ms)
+                self.unexplained[shape] = unit
+                self._maybe_reserve(book, unit, demand, now, now_ms)
                 continue
             if self.reservation == unit:
                 self._release(book)
-            self.reasons.pop(shape, None)
+            self._forget_reason(shape)
             yield unit[0], unit[1], workers
             after = book.head(shape)
             if after is not None:
                 heapq.heappush(heap, (after[0], after[1][1], shape))
+
+    def explain_blocked(self, book: Book, now: float) -> None:
+        """Explain blocked shapes (``reasons``): never-explained ones first, each at most once per
+        ``EXPLAIN_EVERY_S``, within ``EXPLAIN_LOOKS_PER_S`` (monotonic ``now``)."""
+        start, looks = self._window
+        if now - start >= 1.0:
+            start, looks = now, 0
+        fresh = [shape for shape in self.unexplained if shape not in self.reasons]
+        due = [
+            shape
+            for shape in self.unexplained
+            if shape in self.reasons and now - self._explained_at.get(shape, 0.0) >= EXPLAIN_EVERY_S
+        ]
+        for shape in fresh + due:
+            if looks >= EXPLAIN_LOOKS_PER_S:
+                break
+            unit = self.unexplained.pop(shape)
+            demand = book.demands.get(unit[0])
+            if demand is None or shape not in self.blocked:
+                continue
+            suitable = self._suitable(book, shape)
+            self.reasons[shape] = explain(book, demand, self.reservation, unit, suitable)
+            self._explained_at[shape] = now
+            looks += len(suitable) + 1
+        self._window = (start, looks)
 
     def next_wake(self) -> float | None:
         """When a worker's dispatch backoff ends (monotonic seconds), if any is waited for."""
@@ -85,6 +137,8 @@ class Placer:
     def forget_worker(self, worker_id: str) -> None:
         for candidates in self.candidates.values():
             candidates.pop(worker_id, None)
+        for suitable in self.suitable.values():
+            suitable.pop(worker_id, None)
 
     def reason(self, demand: JobDemand) -> str | None:
         return self.reasons.get(demand.shape)
@@ -98,18 +152,26 @@ class Placer:
             if self._backing_off.get(worker_id) == until:
                 del self._backing_off[worker_id]
             book.freed.add(worker_id)
-        for shape in book.new_shapes:
-            if shape not in self.candidates:
-                self.candidates[shape] = dict.fromkeys(book.workers)
-            self.blocked.discard(shape)
-        book.new_shapes.clear()
         if book.freed:
             live = [w for w in book.freed if w in book.workers]
-            for shape, candidates in self.candidates.items():
+            for key, suitable in self.suitable.items():  # (a re-registered worker may bring new labels)
                 for worker_id in live:
-                    candidates[worker_id] = None
+                    if suits_key(key, book.workers[worker_id].supply):
+                        suitable[worker_id] = None
+                    else:
+                        suitable.pop(worker_id, None)
+            for shape, candidates in self.candidates.items():
+                suitable = self.suitable[suit_key(shape)]
+                for worker_id in live:
+                    if worker_id in suitable:
+                        candidates[worker_id] = None
                 self.blocked.discard(shape)
             book.freed.clear()
+        for shape in book.new_shapes:
+            if shape not in self.candidates:
+                self.candidates[shape] = dict(self._suitable(book, shape))
+            self.blocked.discard(shape)
+        book.new_shapes.clear()
         for shape in book.pending:
             if shape in self.candidates:
                 self.candidates.move_to_end(shape)
@@ -119,13 +181,28 @@ class Placer:
                 self.candidates[shape] = kept
                 break
             self.blocked.discard(shape)
-            self.reasons.pop(shape, None)
+            self._forget_reason(shape)
+            if all(suit_key(other) != suit_key(shape) for other in self.candidates):
+                self.suitable.pop(suit_key(shape), None)
+
+    def _suitable(self, book: Book, shape: Shape) -> dict[str, None]:
+        """The workers that could ever take ``shape``: O(workers) the first time its key is seen."""
+        key = suit_key(shape)
+        found = self.suitable.get(key)
+        if found is None:
+            found = self.suitable[key] = {w: None for w, e in book.workers.items() if suits_key(key, e.supply)}
+        return found
+
+    def _forget_reason(self, shape: Shape) -> None:
+        self.reasons.pop(shape, None)
+        self.unexplained.pop(shape, None)
+        self._explained_at.pop(shape, None)
 
     def _fit(self, book: Book, shape: Shape, demand: JobDemand, unit: Unit, now: float) -> list[str] | None:
         """Workers for the unit's tasks (one each), or None when they cannot all be placed now."""
         candidates = self.candidates.get(shape)
         if candidates is None:
-            candidates = self.candidates[shape] = dict.fromkeys(book.workers)
+            candidates = self.candidates[shape] = dict(self._suitable(book, shape))
         needed = demand.gang
         chosen: list[str] = []
         groups: dict[str, list[str]] = {}
@@ -172,16 +249,22 @@ class Placer:
         if self.reservation is not None and not book.is_pending(*self.reservation):
             self._release(book)
 
-    def _maybe_reserve(self, book: Book, unit: Unit, demand: JobDemand, now_ms: int) -> None:
+    def _maybe_reserve(self, book: Book, unit: Unit, demand: JobDemand, now: float, now_ms: int) -> None:
         """The oldest unit that has waited ``reserve_after`` keeps the workers it would use."""
         if self.reserve_after_ms is None or self.reservation is not None:
             return
         record = book.jobs.get(unit[0])
         if record is None or now_ms - st.queued_at_ms(record, unit[1]) < self.reserve_after_ms:
             return
+        if now - self._looked_for_reserve.get(unit, -EXPLAIN_EVERY_S) < EXPLAIN_EVERY_S:
+            return
         workers = _target(book, demand)
-        if workers is None:
-            return  # it can never fit: its explanation says so; reserving would only idle workers
+        if workers is None:  # it can never fit: its explanation says so; reserving would only idle workers
+            if len(self._looked_for_reserve) > 4 * MEMO_SHAPES:
+                self._looked_for_reserve.clear()
+            self._looked_for_reserve[unit] = now
+            return
+        self._looked_for_reserve.pop(unit, None)
         self.reservation = unit
         for worker_id in workers:
             book.workers[worker_id].reserved_for = unit
@@ -233,11 +316,17 @@ def _empty(entry: WorkerEntry) -> WorkerSupply:
     )
 
 
-def explain(book: Book, demand: JobDemand, reservation: Unit | None, unit: Unit) -> str:
-    """Why a unit waits, in words a user can act on. O(workers): computed when its shape becomes blocked."""
+def explain(
+    book: Book, demand: JobDemand, reservation: Unit | None, unit: Unit, suitable_ids: dict[str, None] | None = None
+) -> str:
+    """Why a unit waits, in words a user can act on. O(suitable workers) (``suitable_ids``: the workers that
+    could ever take it, when known; else every worker is looked at)."""
     if not book.workers:
         return "no worker is registered"
-    suitable = [e for e in book.workers.values() if suits(demand, e.supply)]
+    if suitable_ids is None:
+        suitable = [e for e in book.workers.values() if suits(demand, e.supply)]
+    else:
+        suitable = [e for w in suitable_ids if (e := book.workers.get(w)) is not None]
     if not suitable:
         return _no_match(book, demand)
     ask = _ask(demand)

@@ -18,6 +18,12 @@ from dataclasses import dataclass, field
 ConstraintKey = tuple[str, str, tuple[str, ...]]  # label, op (eq, in, not_in, exists), values
 # cpu, memory, device type, variant (None: any), device count, constraints, gang size, group_by label
 Shape = tuple[float, int, str, str | None, int, tuple[ConstraintKey, ...], int, str | None]
+# what decides whether a worker could ever take a job: device type, variant, constraints
+SuitKey = tuple[str, str | None, tuple[ConstraintKey, ...]]
+
+
+def suit_key(shape: Shape) -> SuitKey:
+    return (shape[2], shape[3], shape[5])
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +96,16 @@ def fits(job: JobDemand, worker: WorkerSupply) -> bool:
 
 def suits(job: JobDemand, worker: WorkerSupply) -> bool:
     """Whether ``worker`` could ever take ``job`` (device and labels), whatever runs on it now."""
-    if job.device_type != worker.device_type:
+    return suits_key((job.device_type, job.variant, job.constraints), worker)
+
+
+def suits_key(key: SuitKey, worker: WorkerSupply) -> bool:
+    device_type, variant, constraints = key
+    if device_type != worker.device_type:
         return False
-    if job.variant is not None and job.variant != worker.variant:
+    if variant is not None and variant != worker.variant:
         return False
-    return matches(job.constraints, worker.labels)
+    return matches(constraints, worker.labels)
 
 
 def matches(constraints: tuple[ConstraintKey, ...], labels: dict[str, str]) -> bool:

@@ -121,7 +121,7 @@ class Worker:
         return WorkerInfo(
             worker_id=self.worker_id,
             incarnation=self.incarnation,
-            hostname=socket.gethostname(),
+            hostname=self.settings.address or socket.gethostname(),
             pid=os.getpid(),
             runtime=self.runtime.name,
             resources=self.resources,

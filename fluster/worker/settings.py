@@ -30,6 +30,7 @@ class WorkerSettings:
     kill_grace: float = 5.0
     metadata: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)  # matched by jobs' constraints (probed ones added)
+    address: str | None = None  # how the job's other tasks reach this host (FLUSTER_TASK_HOSTS); default: its name
     metrics_interval: float = 5.0  # seconds between metrics snapshots (fluster.observe)
     usage_interval: float = 5.0  # seconds between samples of each job's CPU and memory (fluster.observe.usage)
 

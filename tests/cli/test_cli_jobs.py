@@ -213,3 +213,27 @@ def test_cluster_views_show_running_jobs_their_resources_and_actors(up: dict[str
         assert "echo-actor" in listed.ok().out and "actor-job" in listed.out
     finally:
         fluster_all([["kill", "actor-job"], ["kill", "retried"]], cwd=project, extra_env=up)
+
+
+def test_a_job_of_several_tasks_shows_them_in_status_logs_and_json(up: dict[str, str], project: Path) -> None:
+    command = ["--", "sh", "-c", "echo line of $FLUSTER_TASK_INDEX of $FLUSTER_NUM_TASKS"]
+    ran = cli(up, project, "run", "--name", "two-tasks", "--replicas", "2", "--coschedule", "--cpu", "1", *command)
+    assert sorted(ran.ok().out.splitlines()) == ["[0] line of 0 of 2", "[1] line of 1 of 2"]
+    status, one, json_status, bad_task, no_tasks = fluster_all(
+        [
+            ["status", "two-tasks"],
+            ["logs", "two-tasks", "--task", "1"],
+            ["status", "two-tasks", "--json"],
+            ["logs", "two-tasks", "--task", "2"],
+            ["run", "--replicas", "0", "--", "true"],
+        ],
+        cwd=project,
+        extra_env=up,
+    )
+    table = status.ok().out.split("TASK", 1)[1].splitlines()
+    assert [row.split()[:2] for row in table[1:3]] == [["0", "SUCCEEDED"], ["1", "SUCCEEDED"]]
+    assert one.ok().out == "line of 1 of 2\n"
+    doc = json.loads(json_status.ok().out)
+    assert [t["index"] for t in doc["tasks"]] == [0, 1] and doc["tasks"][1]["attempts"][0]["task"] == 1
+    assert "has 2 task(s): --task takes 0 to 1" in bad_task.error_line
+    assert "--replicas" in no_tasks.err and "must be at least 1" in no_tasks.err

@@ -95,6 +95,7 @@ def place(book: Book, placer: Placer, now: float) -> list[str]:
         else:
             book.put(st.assign(record, workers[0], book.workers[workers[0]].info.incarnation, 10, task=unit))
         placed.append(job_id)
+    placer.explain_blocked(book, now)
     return placed
 
 

@@ -67,7 +67,7 @@ async def workers_up(client: ClusterClient, n: int) -> bool:
 
 
 def slot_worker(processes: Processes, worker_id: str, *labels: str) -> None:
-    extra = [f"--label={label}" for label in labels]
+    extra = [label if label.startswith("--") else f"--label={label}" for label in labels]
     processes.worker(worker_id, "--max-concurrent-jobs", "1", "--cpu", "1", *extra)
 
 
@@ -75,14 +75,15 @@ async def test_a_gang_of_three_lands_at_once_and_each_task_knows_its_place(
     processes: Processes, nats_url: str, namespace: str, eventually_fn: Eventually
 ) -> None:
     async with in_own_task(local_cluster(nats_url, namespace, workers=0)) as client:
-        for i in range(3):
-            slot_worker(processes, f"slot{i}")
+        for i in range(3):  # slot0 says how other hosts reach it; the others go by their host name
+            slot_worker(processes, f"slot{i}", *(["--address=127.0.0.7"] if i == 0 else []))
         await eventually_fn(lambda: workers_up(client, 3), 30, "three workers")
         job_id = await client.submit("gang", whoami, resources=ONE, replicas=3, coschedule=True)
         results = await client.result(job_id, timeout=60)
         assert [r[:2] for r in results] == [(0, 3), (1, 3), (2, 3)]
-        assert all(r[2] == [socket.gethostname()] * 3 for r in results)
         status = await client.status(job_id)
+        hosts = ["127.0.0.7" if a.worker_id == "slot0" else socket.gethostname() for a in status.attempts]
+        assert all(r[2] == hosts for r in results)  # every task's host, in task order, the same for each
         assert len({a.worker_id for a in status.attempts}) == 3  # one slot each: three workers
         assert len({a.assigned_at_ms for a in status.attempts}) == 1  # one decision
         lines = [(line.task, line.line) async for line in client.logs(job_id)]
