@@ -78,7 +78,8 @@ async def gang_to_running(samples: int) -> float:
         times = []
         for i in range(samples + 1):
             t0_wall = time.time() * 1000
-            job_id = await client.submit(f"gang-{i}", gang_task, replicas=8, coschedule=True, cpu=1, memory="256m")
+            one = ResourceSpec(cpu=1, memory="256m")
+            job_id = await client.submit(f"gang-{i}", gang_task, resources=one, replicas=8, coschedule=True)
             await client.result(job_id, timeout=120)
             status = await client.status(job_id)
             started = [a.started_at_ms or 0 for t in status.tasks for a in t.attempts[-1:]]

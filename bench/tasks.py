@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fluster.client.sync import Client
+from fluster.client.blocking import Client
 from fluster.context import create_context
 from fluster.local.server import NatsServer
 from fluster.protocol.resources import ResourceSpec

@@ -1,8 +1,8 @@
 """fluster: distributed jobs, actors and tasks for Python, on NATS."""
 
 from fluster.bus.options import ConnectOptions
+from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
-from fluster.client.sync import Client
 from fluster.errors import (
     ActorNotFound,
     ClusterUnavailable,

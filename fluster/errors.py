@@ -8,7 +8,9 @@
       ClusterUnavailable   no responders / cannot connect
         NobodyListening    nothing was subscribed to the subject a request went to
         WorkerIdInUse      a live worker already registered this worker id
+        NoStream           what was published went to a subject no stream stores (the stream is gone)
       FlusterTimeout       also a TimeoutError
+        ReplyTimeout       no reply to a request in time (the mux's own; callers turn it into theirs)
       JobError
         JobNotFound
         JobAlreadyExists
@@ -24,6 +26,9 @@
       TaskLost             a task's executor died more often than its retries allow
       ObjectLost           a stored object is gone and cannot be rebuilt
       LeadershipLost       this controller no longer holds the lease: it stops acting and stands by
+      EnvironmentBuildFailed  a job's environment (venv, workspace) could not be built (the installer's output)
+        ImageBuildError    the Docker runtime's base image could not be built
+      RuntimeStartError    an attempt could not start (no daemon, no image, no free GPU); also a RuntimeError
 
 A user exception raised remotely comes back as its own type, with the remote traceback text attached as its
 ``__cause__`` (a ``RemoteTraceback``) and as ``remote_traceback``.
@@ -64,8 +69,16 @@ class WorkerIdInUse(ClusterUnavailable):
     """The controller refused a worker's registration: a live worker already uses that worker id."""
 
 
+class NoStream(ClusterUnavailable):
+    """Chunks were published to a subject no stream stores (the stream is gone)."""
+
+
 class FlusterTimeout(FlusterError, TimeoutError):
     """An operation did not finish within its timeout."""
+
+
+class ReplyTimeout(FlusterTimeout):
+    """No reply arrived within the request's timeout."""
 
 
 class JobError(FlusterError):
@@ -152,6 +165,25 @@ class ObjectLost(FlusterError, LookupError):
 
 class LeadershipLost(FlusterError):
     """This controller's lease lapsed or another controller holds it: it must stop acting (and stand by)."""
+
+
+class EnvironmentBuildFailed(FlusterError):
+    """A job's environment could not be built; ``output`` holds the installer's output (its last lines)."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.output))
+
+
+class ImageBuildError(EnvironmentBuildFailed):
+    """The base image could not be built (a missing tool, or docker refused the import)."""
+
+
+class RuntimeStartError(FlusterError, RuntimeError):
+    """An attempt could not start: no daemon, no image, an image whose Python does not match, no free GPU."""
 
 
 class RemoteTraceback(Exception):

@@ -1,7 +1,7 @@
 """Actors: any Python object served by name over NATS request/reply, called one member at a time or broadcast.
 
 ``ActorServer`` serves objects; ``ClusterResolver`` finds them and gives ``ActorPool``s;
-``fluster.actor.sync`` is the blocking facade for scripts. See ``docs/actors.md``.
+``fluster.actor.blocking`` is the blocking facade for scripts. See ``docs/actors.md``.
 """
 
 from fluster.actor.broadcast import BroadcastResult, EndpointResult

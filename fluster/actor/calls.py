@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+from fluster.protocol.values import Outcome
+
 KEEP_S = 300.0
 KEEP_BYTES = 64 * 1024 * 1024
 
@@ -28,17 +30,17 @@ class CallLog:
         self._keep_s = keep_s
         self._keep_bytes = keep_bytes
         self._running: dict[str, list[str]] = {}
-        self._done: OrderedDict[str, tuple[int, bytes, float]] = OrderedDict()
+        self._done: OrderedDict[str, tuple[Outcome, float]] = OrderedDict()
         self._bytes = 0
 
     def running(self, call_id: str) -> bool:
         return call_id in self._running
 
-    def finished(self, call_id: str) -> tuple[int, bytes] | None:
-        """The kept reply ``(status, data)`` of a finished call, if it is still kept."""
+    def finished(self, call_id: str) -> Outcome | None:
+        """The kept outcome of a finished call, if it is still kept."""
         self._expire()
         found = self._done.get(call_id)
-        return (found[0], found[1]) if found is not None else None
+        return found[0] if found is not None else None
 
     def start(self, call_id: str, reply: str) -> None:
         self._running[call_id] = [reply] if reply else []
@@ -48,14 +50,14 @@ class CallLog:
         if reply:
             self._running[call_id].append(reply)
 
-    def finish(self, call_id: str, status: int, data: bytes) -> list[str]:
-        """Keep the call's reply; the reply subjects waiting for it."""
+    def finish(self, call_id: str, outcome: Outcome) -> list[str]:
+        """Keep the call's outcome; the reply subjects waiting for it."""
         waiting = self._running.pop(call_id, [])
-        self._done[call_id] = (status, data, time.monotonic() + self._keep_s)
-        self._bytes += len(data)
+        self._done[call_id] = (outcome, time.monotonic() + self._keep_s)
+        self._bytes += len(outcome.data)
         while self._bytes > self._keep_bytes and self._done:
-            _, (_, dropped, _) = self._done.popitem(last=False)
-            self._bytes -= len(dropped)
+            _, (dropped, _) = self._done.popitem(last=False)
+            self._bytes -= len(dropped.data)
         return waiting
 
     def abandon(self, call_id: str) -> list[str]:
@@ -65,8 +67,8 @@ class CallLog:
     def _expire(self) -> None:
         now = time.monotonic()
         while self._done:
-            call_id, (_, data, until) = next(iter(self._done.items()))
+            call_id, (outcome, until) = next(iter(self._done.items()))
             if until > now:
                 return
             del self._done[call_id]
-            self._bytes -= len(data)
+            self._bytes -= len(outcome.data)

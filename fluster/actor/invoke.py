@@ -1,7 +1,9 @@
 """Turning one actor request into one reply on the server side: decode, find the method, run it, encode.
 
 Never raises for anything a caller sent: a malformed request, an unknown method or a failing method all become
-an error reply, so the serving loop keeps going.
+an error reply, so the serving loop keeps going. Stored values among the arguments (``ValueRef``) are read
+from the value store here, as the task executor reads them, so a large ``put()`` value reaches the actor
+without passing through its caller.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
-from fluster.actor import wire
-from fluster.actor.threads import ThreadRunner
-from fluster.errors import ProtocolError, UnknownActorMethod, to_wire
-from fluster.protocol.codec import encode
+from fluster.errors import UnknownActorMethod
+from fluster.protocol.calls import Call, encode_reply
+from fluster.protocol.tasks import Encoded
+from fluster.protocol.values import OK, Outcome, ValueRef, all_plain, dumps_value, failure, loads
+from fluster.threads import FastPath, ThreadRunner
 
 if TYPE_CHECKING:
     from fluster.actor.server import ActorServer, _Registration
@@ -31,7 +34,7 @@ class Reply(NamedTuple):
     """The reply message, and the large value to stream after it when it did not fit (``ref`` names it)."""
 
     body: bytes
-    ref: str | None = None
+    ref: ValueRef | None = None
     large: bytes = b""
 
 
@@ -41,10 +44,6 @@ class _Method:
     is_async: bool
     ctx_index: int | None  # position of the ActorContext parameter among positional parameters
     ctx_name: str | None
-
-
-INLINE_AFTER = 5  # calls under INLINE_MAX_S in a thread before a sync method runs on the loop
-INLINE_MAX_S = 0.0002
 
 
 def _timed(fn: Any, args: Any, kwargs: Any) -> tuple[Any, float]:
@@ -62,13 +61,11 @@ class Invoker:
         self.name = reg.name
         self._obj = reg.obj
         self._client = server.client
-        self._transfers = server.transfers
+        self._values = server.values
         self._threads = ThreadRunner(reg.max_concurrency, reg.name)
         self._threaded = reg.threaded
         self._methods: dict[str, _Method] = {}
-        # sync methods seen to return in microseconds run on the loop: a thread hand-off costs more than they do
-        self._fast_runs: dict[str, int] = {}
-        self._slow: set[str] = set()
+        self._fast = FastPath()  # sync methods seen to return in microseconds run on the loop
         self._context = ActorContext(
             actor=reg.name,
             endpoint_id=reg.record.endpoint_id,
@@ -77,64 +74,50 @@ class Invoker:
             resolver=server.resolver,
         )
 
-    async def reply_for(self, data: bytes) -> Reply:
-        """The reply to one request (decoded here)."""
-        try:
-            call = wire.decode_request(data)
-        except ProtocolError as exc:
-            return await self.encode(wire.ERROR, encode(to_wire(exc)))
-        status, body = await self.outcome(call)
-        return await self.encode(status, body)
-
-    async def read_args(self, call: wire.Call) -> bytes:
-        """The call's pickled arguments, read from their transfer when they were too large to travel inline.
+    async def read_args(self, call: Call) -> bytes:
+        """The call's pickled arguments, read from the value store when they were too large to travel inline.
 
         Raises:
-            FlusterTimeout: the transfer does not exist, or stopped arriving.
+            FlusterTimeout: the value does not exist, or stopped arriving.
         """
         if call.ref is None:
             return call.args
-        return await self._transfers.get(call.ref)
+        return await self._values.get(call.ref)
 
-    async def outcome(self, call: wire.Call, args_bytes: bytes | None = None) -> tuple[int, bytes]:
-        """Run one decoded call: ``(OK, pickled result)`` or ``(ERROR, encoded ErrorInfo)``; never raises for
-        anything the caller sent."""
+    async def outcome(self, call: Call, args_bytes: bytes | None = None) -> Outcome:
+        """Run one decoded call: its outcome (OK with the pickled result, or ERROR); never raises for anything
+        the caller sent."""
         method_name = call.method
         try:
             method = self._method(method_name)
             if args_bytes is None:
                 args_bytes = await self.read_args(call)
-            args, kwargs = wire.loads(args_bytes)
+            args, kwargs = loads(args_bytes)
+            if not all_plain(args, kwargs):
+                (resolved,) = await self._values.resolve([(args, kwargs)])
+                if isinstance(resolved, BaseException):
+                    raise resolved
+                args, kwargs = resolved
             if method.ctx_name is not None:
                 args, kwargs = self._with_context(method, tuple(args), dict(kwargs))
             if method.is_async:
                 result = await method.fn(*args, **kwargs)
-            elif self._threaded and not self._runs_inline(method_name):
+            elif self._threaded and not self._fast.inline(method_name):
                 result, elapsed = await self._threads.run(partial(_timed, method.fn, args, kwargs))
-                self._observe(method_name, elapsed)
+                self._fast.observe(method_name, elapsed)
             elif self._threaded:
                 result, elapsed = _timed(method.fn, args, kwargs)
-                self._observe(method_name, elapsed)
+                self._fast.observe(method_name, elapsed)
             else:
                 result = method.fn(*args, **kwargs)
-            return wire.OK, wire.dumps_value(result)
+            if isinstance(result, Encoded):  # already in its wire form (a task batch's outcomes)
+                return Outcome(OK, result.data)
+            return Outcome(OK, dumps_value(result))
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
             log.debug("actor call failed actor=%s method=%s: %r", self.name, method_name, exc)
-            return wire.ERROR, encode(to_wire(exc))
-
-    def _runs_inline(self, method: str) -> bool:
-        return self._fast_runs.get(method, 0) >= INLINE_AFTER and method not in self._slow
-
-    def _observe(self, method: str, elapsed: float) -> None:
-        if method in self._slow:
-            return
-        if elapsed >= INLINE_MAX_S:
-            self._slow.add(method)  # once slow, always in a thread: the loop must stay free
-            self._fast_runs.pop(method, None)
-        else:
-            self._fast_runs[method] = self._fast_runs.get(method, 0) + 1
+            return failure(exc)
 
     def close(self) -> None:
         """Let the worker threads exit once their current calls return."""
@@ -162,13 +145,13 @@ class Invoker:
         kwargs[method.ctx_name] = self._context
         return args, kwargs
 
-    async def encode(self, status: int, data: bytes) -> Reply:
-        limit = self._client.nc.max_payload - wire.ENVELOPE_ROOM
-        if len(data) <= limit:
-            return Reply(wire.encode_reply(status, data))
-        # The caller reads and drops the transfer; if it gave up, the stream's max_age reaps it.
-        ref = await self._transfers.reserve(len(data))
-        return Reply(wire.encode_reply(status, b"", ref), ref, data)
+    def encode(self, outcome: Outcome) -> Reply:
+        """The reply message; a large outcome's data goes to the ephemeral store, to send after it."""
+        if outcome.ref is not None or len(outcome.data) <= self._values.inline_limit:
+            return Reply(encode_reply(outcome))
+        # The caller reads and drops the value; if it gave up, the stream's max_age reaps it.
+        ref = self._values.reserve(len(outcome.data))
+        return Reply(encode_reply(Outcome(outcome.status, b"", ref)), ref, outcome.data)
 
 
 def _describe(fn: Callable[..., Any]) -> _Method:

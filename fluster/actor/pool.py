@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 import anyio
 from nats.aio.msg import Msg
 
-from fluster.actor import registry, wire
+from fluster.actor import registry
 from fluster.actor.broadcast import BroadcastResult
-from fluster.actor.transfer import Transfers
 from fluster.bus.mux import NoResponders, ReplyMux, ReplyTimeout
-from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout, from_wire
+from fluster.bus.values import ValueStore
+from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout
 from fluster.protocol.actor_messages import EndpointRecord
-from fluster.protocol.codec import decode
+from fluster.protocol.calls import PROBE, decode_reply, encode_request
 from fluster.protocol.ids import validate_name
-from fluster.protocol.messages import ErrorInfo
+from fluster.protocol.values import EPHEMERAL, OK, ValueRef, dumps_args, value_of
 
 if TYPE_CHECKING:
     from fluster.client.cluster import ClusterClient
@@ -37,7 +37,7 @@ class ClusterResolver:
         self.client = client
         self.call_timeout = call_timeout
         self._mux = ReplyMux(client.nc)
-        self.transfers = Transfers(client.nc, client.subjects, client.assets.repair)
+        self.values = ValueStore(client.nc, client.subjects, client.assets.objects, client.assets.repair)
 
     async def lookup(self, name: str) -> ActorPool:
         """The pool of actor ``name`` with its endpoints as of now (maybe none yet: see ``wait_for_size``)."""
@@ -66,13 +66,13 @@ class ClusterResolver:
             ActorCallTimeout: no reply in time.
             Exception: the method's own exception, with the remote traceback as its ``__cause__``.
         """
-        payload = wire.dumps_args(args, kwargs)
-        if len(payload) > self.client.nc.max_payload - wire.ENVELOPE_ROOM:
+        payload = dumps_args(args, kwargs)
+        if len(payload) > self.values.inline_limit:
             pending = await self._send_large(subject, method, payload, timeout_s)
             return await self.result(pending, actor, method, timeout_s)
         # The hot path: one publish, one reply, nothing else awaited.
         try:
-            msg = await self._mux.request(subject, wire.encode_request(method, payload), timeout_s)
+            msg = await self._mux.request(subject, encode_request(method, payload), timeout_s)
         except (NoResponders, ReplyTimeout) as exc:
             raise self._error(exc, actor, method, timeout_s) from None
         return await self.decode(msg)
@@ -88,10 +88,10 @@ class ClusterResolver:
     ) -> Pending:
         """Publish one call and return its pending reply, for ``result`` to decode (broadcasts use it).
         With a ``call_id`` the call is tracked (see ``fluster.actor.tracked``)."""
-        payload = wire.dumps_args(args, kwargs)
-        if len(payload) > self.client.nc.max_payload - wire.ENVELOPE_ROOM:
+        payload = dumps_args(args, kwargs)
+        if len(payload) > self.values.inline_limit:
             return await self._send_large(subject, method, payload, timeout_s, call_id)
-        request = wire.encode_request(method, payload, None, call_id)
+        request = encode_request(method, payload, None, call_id)
         return Pending(await self._mux.send(subject, request, timeout_s), None)
 
     def send_now(
@@ -107,10 +107,10 @@ class ClusterResolver:
         large arguments, or a connection that cannot take the write now."""
         if not self._mux.sends_now:
             return None
-        payload = wire.dumps_args(args, kwargs)
-        if len(payload) > self.client.nc.max_payload - wire.ENVELOPE_ROOM:
+        payload = dumps_args(args, kwargs)
+        if len(payload) > self.values.inline_limit:
             return None
-        future = self._mux.send_now(subject, wire.encode_request(method, payload, None, call_id), timeout_s)
+        future = self._mux.send_now(subject, encode_request(method, payload, None, call_id), timeout_s)
         return None if future is None else Pending(future, None)
 
     async def probe(self, subject: str, call_id: str, timeout_s: float) -> Msg:
@@ -120,34 +120,42 @@ class ClusterResolver:
             NoResponders: nothing serves the subject.
             ReplyTimeout: no answer within ``timeout_s``.
         """
-        return await self._mux.request(subject, wire.encode_request(wire.PROBE, b"", None, call_id), timeout_s)
+        return await self._mux.request(subject, encode_request(PROBE, b"", None, call_id), timeout_s)
 
-    async def result(self, pending: Pending, actor: str, method: str, timeout_s: float | None) -> Any:
-        """Wait for a reply from ``send`` and return the method's result (raising as ``call`` does)."""
+    async def result(
+        self, pending: Pending, actor: str, method: str, timeout_s: float | None, raw: bool = False
+    ) -> Any:
+        """Wait for a reply from ``send`` and return the method's result (raising as ``call`` does); with
+        ``raw``, the bytes of a result the method returned ``Encoded``."""
         try:
             msg = await pending.future
         except (NoResponders, ReplyTimeout) as exc:
             if pending.ref is not None and isinstance(exc, NoResponders):  # nobody will read it
-                await self.transfers.drop(pending.ref)
+                await self.values.drop(pending.ref)
             raise self._error(exc, actor, method, timeout_s) from None
-        return await self.decode(msg)
+        return await self.decode(msg, raw)
 
     async def _send_large(
         self, subject: str, method: str, payload: bytes, timeout_s: float | None, call_id: str | None = None
     ) -> Pending:
         # The request goes first, so the server reads the chunks while they are still being written.
-        ref = await self.transfers.reserve(len(payload))
-        future = await self._mux.send(subject, wire.encode_request(method, b"", ref, call_id), timeout_s)
-        await self.transfers.send(ref, payload)
+        ref = self.values.reserve(len(payload))
+        future = await self._mux.send(subject, encode_request(method, b"", ref, call_id), timeout_s)
+        await self.values.send(ref, payload)
         return Pending(future, ref)
 
-    async def decode(self, msg: Msg) -> Any:
-        status, data, ref = wire.decode_reply(msg.data)
-        if ref is not None:
-            data = await self.transfers.get(ref)
-        if status == wire.OK:
-            return wire.loads(data)
-        raise from_wire(decode(data, ErrorInfo))
+    async def decode(self, msg: Msg, raw: bool = False) -> Any:
+        """The value of a reply (its bytes when ``raw``), or raise its error.
+
+        Raises:
+            ProtocolError: the reply is not an outcome.
+        """
+        outcome = decode_reply(msg.data)
+        if outcome.ref is not None and outcome.ref.store == EPHEMERAL:
+            outcome = outcome._replace(data=await self.values.get(outcome.ref), ref=None)
+        if raw and outcome.status == OK:
+            return outcome.data
+        return value_of(outcome)
 
     def _error(self, exc: Exception, actor: str, method: str, timeout_s: float | None) -> Exception:
         if isinstance(exc, NoResponders):
@@ -235,7 +243,7 @@ class Pending(NamedTuple):
     """A sent call: the future of its reply, and the blob holding its arguments when they were large."""
 
     future: asyncio.Future[Msg]
-    ref: str | None
+    ref: ValueRef | None
 
 
 _Default = Literal["default"]  # use the resolver's call_timeout

@@ -22,19 +22,20 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import DEFAULT_SUB_PENDING_MSGS_LIMIT, Subscription
 
-from fluster.actor import registry, wire
+from fluster.actor import registry
 from fluster.actor.calls import CallLog
 from fluster.actor.invoke import Invoker
-from fluster.actor.transfer import Transfers
 from fluster.bus.publish import Publisher
-from fluster.errors import ProtocolError, to_wire
+from fluster.bus.values import ValueStore
+from fluster.errors import ProtocolError
 from fluster.logs import context_with, job_log_fields
 from fluster.observe.components import ActorMetrics
 from fluster.observe.publish import publish_loop
 from fluster.protocol.actor_messages import EndpointRecord
-from fluster.protocol.codec import encode
+from fluster.protocol.calls import PROBE, RUNNING, UNKNOWN, Call, decode_request, probe_answer
 from fluster.protocol.ids import EndpointId, new_endpoint_id, validate_name
 from fluster.protocol.messages import now_ms
+from fluster.protocol.values import ERROR, Outcome, failure
 
 if TYPE_CHECKING:
     from fluster.actor.pool import ClusterResolver
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 2.0
-MAX_READS = 64  # calls of one actor reading their arguments from transfers at once
+MAX_READS = 64  # calls of one actor reading their arguments from the value store at once
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ class _Dispatcher:
     are plain asyncio tasks in an asyncio ``TaskGroup`` that ``run`` owns (anyio's ``start_soon`` costs ~4x
     more per call); cancelling ``run`` cancels them.
 
-    A call whose arguments come through a transfer reads them before it takes a slot (bounded separately by
-    ``MAX_READS``), so requests naming transfers that never come cannot hold the actor's slots. Tracked calls
+    A call whose arguments come through the value store reads them before it takes a slot (bounded separately
+    by ``MAX_READS``), so requests naming values that never come cannot hold the actor's slots. Tracked calls
     (with a call id) are answered from the ``CallLog`` when they are probes or copies.
     """
 
@@ -95,7 +96,7 @@ class _Dispatcher:
         self,
         nc: NATS,
         invoker: Invoker,
-        transfers: Transfers,
+        values: ValueStore,
         max_concurrency: int,
         metrics: ActorMetrics,
         job_fields: dict[str, Any],
@@ -104,7 +105,7 @@ class _Dispatcher:
         self._calls_total, self._errors = metrics.actor(invoker.name, lambda: max_concurrency - self._limiter.value)
         self._log_context = context_with(actor=invoker.name, **job_fields)  # what its call tasks log with
         self._publisher = Publisher(nc)
-        self._transfers = transfers
+        self._values = values
         self.invoker = invoker
         self._limiter = anyio.Semaphore(max_concurrency)
         self._reads = anyio.Semaphore(MAX_READS)
@@ -124,9 +125,9 @@ class _Dispatcher:
     async def dispatch(self, msg: Msg) -> None:
         await self._ready.wait()
         try:
-            call = wire.decode_request(msg.data)
+            call = decode_request(msg.data)
         except ProtocolError as exc:
-            self._spawn(self._reply(msg.reply, wire.ERROR, encode(to_wire(exc))))
+            self._spawn(self._reply(msg.reply, failure(exc)))
             return
         if call.call_id is not None and self._answered(call, msg.reply):
             return
@@ -142,22 +143,22 @@ class _Dispatcher:
         if not self._spawn(self._handle(call, msg.reply, call.args)):
             self._limiter.release()  # stopping: the caller gets no reply and times out (or probes)
 
-    def _answered(self, call: wire.Call, reply: str) -> bool:
+    def _answered(self, call: Call, reply: str) -> bool:
         """Answer a probe, or a copy of a tracked call seen before; False for a tracked call to run now."""
         call_id = call.call_id
         assert call_id is not None
         finished = self._calls.finished(call_id)
         if finished is not None:
-            self._spawn(self._reply(reply, *finished))
+            self._spawn(self._reply(reply, finished))
             return True
         if self._calls.running(call_id):
-            if call.method == wire.PROBE:
-                self._spawn(self._reply(reply, wire.RUNNING, b""))
+            if call.method == PROBE:
+                self._spawn(self._answer(reply, RUNNING))
             else:
                 self._calls.join(call_id, reply)
             return True
-        if call.method == wire.PROBE:
-            self._spawn(self._reply(reply, wire.UNKNOWN, b""))
+        if call.method == PROBE:
+            self._spawn(self._answer(reply, UNKNOWN))
             return True
         self._calls.start(call_id, reply)
         return False
@@ -173,48 +174,54 @@ class _Dispatcher:
         coro.close()
         return False
 
-    async def _read_then_run(self, call: wire.Call, reply: str) -> None:
+    async def _read_then_run(self, call: Call, reply: str) -> None:
         try:
             args = await self.invoker.read_args(call)
-        except Exception as exc:  # the transfer never came, or broke off
-            await self._finish(call, reply, wire.ERROR, encode(to_wire(exc)))
+        except Exception as exc:  # the value never came, or broke off
+            await self._finish(call, reply, failure(exc))
             return
         finally:
             self._reads.release()
         await self._limiter.acquire()
         await self._handle(call, reply, args)
 
-    async def _handle(self, call: wire.Call, reply: str, args: bytes) -> None:
+    async def _handle(self, call: Call, reply: str, args: bytes) -> None:
         try:
-            status, data = await self.invoker.outcome(call, args)
+            outcome = await self.invoker.outcome(call, args)
         except BaseException:
             if call.call_id is not None:
                 self._calls.abandon(call.call_id)
             raise
         finally:
             self._limiter.release()
-        await self._finish(call, reply, status, data)
+        await self._finish(call, reply, outcome)
 
-    async def _finish(self, call: wire.Call, reply: str, status: int, data: bytes) -> None:
+    async def _finish(self, call: Call, reply: str, outcome: Outcome) -> None:
         self._calls_total.value += 1
-        if status == wire.ERROR:
+        if outcome.status == ERROR:
             self._errors.value += 1
         if call.call_id is None:
-            await self._reply(reply, status, data)
+            await self._reply(reply, outcome)
             return
-        for subject in self._calls.finish(call.call_id, status, data):
-            await self._reply(subject, status, data)
+        for subject in self._calls.finish(call.call_id, outcome):
+            await self._reply(subject, outcome)
 
-    async def _reply(self, subject: str, status: int, data: bytes) -> None:
+    async def _reply(self, subject: str, outcome: Outcome) -> None:
         if not subject:
             return
         try:
-            reply = await self.invoker.encode(status, data)
+            reply = self.invoker.encode(outcome)
             await self._publisher.publish(subject, reply.body)
             if reply.ref is not None:  # after the reply, so the caller reads while the chunks are written
-                await self._transfers.send(reply.ref, reply.large)
+                await self._values.send(reply.ref, reply.large)
         except Exception as exc:  # a connection going away: the caller times out (or probes)
             log.warning("cannot reply actor=%s: %r", self.invoker.name, exc)
+
+    async def _answer(self, subject: str, status: int) -> None:
+        try:
+            await self._publisher.publish(subject, probe_answer(status))
+        except Exception as exc:
+            log.warning("cannot answer a probe actor=%s: %r", self.invoker.name, exc)
 
 
 class ActorServer:
@@ -225,7 +232,7 @@ class ActorServer:
 
         self.client = client
         self.resolver = resolver or ClusterResolver(client)
-        self.transfers = self.resolver.transfers
+        self.values = self.resolver.values
         self._registrations: dict[str, _Registration] = {}
         self._serving = False
         self._started: tuple[TaskGroup, _Live] | None = None
@@ -341,7 +348,7 @@ class ActorServer:
                 dispatcher = _Dispatcher(
                     self.client.nc,
                     invoker,
-                    self.transfers,
+                    self.values,
                     reg.max_concurrency,
                     self.metrics,
                     job_log_fields(self.client.job),

@@ -17,9 +17,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from fluster.actor import wire
 from fluster.bus.mux import NoResponders, ReplyTimeout
 from fluster.errors import ActorCallTimeout, ActorNotFound
+from fluster.protocol.calls import RUNNING, UNKNOWN, decode_reply
 
 if TYPE_CHECKING:
     from fluster.actor.pool import ClusterResolver, Pending
@@ -56,8 +56,10 @@ async def result(
     call_id: str,
     probe_s: float = PROBE_S,
     unreachable_s: float = UNREACHABLE_S,
+    raw: bool = False,
 ) -> Any:
-    """The result of a tracked call sent as ``pending`` (``call`` is its arguments, to send it again).
+    """The result of a tracked call sent as ``pending`` (``call`` is its arguments, to send it again); with
+    ``raw``, its bytes as the method returned them ``Encoded``.
 
     Raises:
         ActorNotFound: nothing serves the subject.
@@ -69,7 +71,7 @@ async def result(
     current = pending
     while True:
         if await _done_within(current.future, probe_s):
-            return await resolver.result(current, actor, method, None)
+            return await resolver.result(current, actor, method, None, raw)
         try:
             answer = await resolver.probe(subject, call_id, probe_s)
         except NoResponders:
@@ -83,18 +85,18 @@ async def result(
                 ) from None
             continue
         heard = loop.time()
-        status = wire.decode_reply(answer.data)[0]
-        if status == wire.RUNNING:
+        status = decode_reply(answer.data).status
+        if status == RUNNING:
             continue
         if current.future.done() and not current.future.cancelled():
-            return await resolver.result(current, actor, method, None)  # the reply came meanwhile
+            return await resolver.result(current, actor, method, None, raw)  # the reply came meanwhile
         current.future.cancel()
-        if status == wire.UNKNOWN:
+        if status == UNKNOWN:
             log.info("tracked call %s.%s (%s) never arrived: sending it again", actor, method, call_id)
             current = await resolver.send(subject, method, call[0], call[1], None, call_id)
             continue
         log.info("the reply of tracked call %s.%s (%s) was lost: using its probe's", actor, method, call_id)
-        return await resolver.decode(answer)
+        return await resolver.decode(answer, raw)
 
 
 async def _done_within(future: asyncio.Future[Any], timeout: float) -> bool:

@@ -32,7 +32,7 @@ from nats.js.object_store import (
 
 from fluster.bus.kv import repair_of
 from fluster.bus.retry import with_retries
-from fluster.errors import FlusterError, FlusterTimeout
+from fluster.errors import FlusterError, FlusterTimeout, NoStream, ObjectLost
 from fluster.protocol.messages import Payload
 from fluster.protocol.subjects import entrypoint_object
 
@@ -42,14 +42,6 @@ INLINE_LIMIT = 512 * 1024  # leaves room in a 1 MiB max_payload for the message 
 MAX_CHUNK = 1024 * 1024
 BLOB_TIMEOUT_S = 60.0  # no progress for this long on a blob transfer fails it
 STALL_CHECK_S = 1.0  # a read whose chunks pause this long checks that the object still exists
-
-
-class BlobNotFound(FlusterError, LookupError):
-    """The referenced object is not (or no longer) in the object store."""
-
-
-class NoStream(FlusterError):
-    """Chunks were published to a subject no stream stores (the stream is gone)."""
 
 
 async def put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
@@ -119,13 +111,13 @@ async def get_blob(objects: ObjectStore, name: str) -> bytes:
     """Read object ``name``.
 
     Raises:
-        BlobNotFound: it does not exist (or was deleted while being read).
+        ObjectLost: it does not exist (or was deleted while being read).
         FlusterTimeout: its chunks stopped arriving.
     """
     try:
         info = await objects.get_info(name)
     except (ObjectNotFoundError, NotFoundError) as exc:
-        raise BlobNotFound(f"object {name!r} not found") from exc
+        raise ObjectLost(name) from exc
     if not info.size or not info.chunks:
         return b""
     subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=objects._name, obj=info.nuid)
@@ -144,6 +136,7 @@ async def get_blob(objects: ObjectStore, name: str) -> bytes:
         timeout=BLOB_TIMEOUT_S,
         what=f"object {name!r}",
         still_there=unchanged,
+        key=name,
     )
 
 
@@ -157,12 +150,13 @@ async def read_chunks(
     what: str,
     still_there: Callable[[], Awaitable[bool]] | None = None,
     first_timeout: float | None = None,
+    key: str = "",
 ) -> bytes:
     """Read ``count`` chunks stored on ``subject`` (an ordered consumer: one stream of deliveries) and join them.
     Whenever chunks pause for a second, ``still_there()`` (if given) is asked whether they can still come.
 
     Raises:
-        BlobNotFound: ``still_there()`` said the chunks are gone.
+        ObjectLost: ``still_there()`` said the chunks are gone (the error names ``key``).
         FlusterTimeout: no chunk arrived for ``timeout`` seconds.
         FlusterError: the chunks do not add up to ``size`` bytes.
     """
@@ -179,7 +173,7 @@ async def read_chunks(
                 except TimeoutError as exc:  # nats-py's TimeoutError subclasses the builtin
                     waited += wait
                     if still_there is not None and not await still_there():
-                        raise BlobNotFound(f"{what} was deleted while it was read") from exc
+                        raise ObjectLost(key, f"{what} was deleted while it was read") from exc
                     if waited >= limit:
                         raise FlusterTimeout(
                             f"{what}: chunk {len(parts) + 1} of {count} did not arrive within {limit:g}s"
@@ -215,21 +209,21 @@ async def from_payload(objects: ObjectStore, payload: Payload, entries: KeyValue
     """The bytes a payload stands for, read from where it says they are.
 
     Raises:
-        BlobNotFound: the object or entry it names is gone.
+        ObjectLost: the object or entry it names is gone.
     """
     if payload.inline is not None:
         return payload.inline
     if payload.entry is not None:
         if entries is None:
-            raise BlobNotFound(f"entry {payload.entry!r} is in the entrypoints bucket, which was not given")
+            raise ObjectLost(payload.entry, f"entry {payload.entry!r} is in the entrypoints bucket, not given here")
         try:
             entry = await with_retries(
                 lambda: entries.get(payload.entry or ""), f"read entry {payload.entry}", repair=repair_of(entries)
             )
         except (KeyNotFoundError, NotFoundError) as exc:
-            raise BlobNotFound(f"entry {payload.entry!r} not found") from exc
+            raise ObjectLost(payload.entry, f"entry {payload.entry!r} not found") from exc
         if entry.operation in ("DEL", "PURGE") or entry.value is None:
-            raise BlobNotFound(f"entry {payload.entry!r} not found")
+            raise ObjectLost(payload.entry, f"entry {payload.entry!r} not found")
         return bytes(entry.value)
     if payload.ref is None:
         return b""

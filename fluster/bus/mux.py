@@ -17,6 +17,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from fluster.bus.publish import Publisher
+from fluster.errors import NobodyListening, ReplyTimeout
+
+__all__ = ["NoResponders", "ReplyMux", "ReplyTimeout"]
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +27,7 @@ NO_RESPONDERS_STATUS = "503"
 TIMEOUT_GRANULARITY_S = 0.05  # a call times out up to this much after its timeout
 
 
-class NoResponders(Exception):
-    """Nobody was subscribed to the request's subject when it was published."""
-
-
-class ReplyTimeout(Exception):
-    """No reply arrived within the request's timeout."""
+NoResponders = NobodyListening  # nobody was subscribed to the request's subject when it was published
 
 
 class ReplyMux:

@@ -27,5 +27,9 @@ async def _serve(
 
     async with ClusterClient.connect() as client:
         server = ActorServer(client)
+        (resolved,) = await server.values.resolve([(args, kwargs)])  # stored values among the arguments
+        if isinstance(resolved, BaseException):
+            raise resolved
+        args, kwargs = resolved
         server.register(name, cls(*args, **kwargs), max_concurrency=max_concurrency, exclusive=exclusive)
         await server.serve()

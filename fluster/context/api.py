@@ -22,7 +22,7 @@ from typing import Any, Literal
 from fluster.context.resolve import chain, dependencies, substitute, when_done
 from fluster.context.resources import Resources
 from fluster.pool.future import TaskFuture
-from fluster.pool.remote import all_plain
+from fluster.protocol.values import all_plain
 
 Future = concurrent.futures.Future
 
@@ -186,7 +186,7 @@ class JobContext(ABC):
         options = options or ActorOptions()
         if options.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {options.max_concurrency}")
-        args, kwargs = substitute((args, kwargs), self._load)
+        args, kwargs = substitute((args, kwargs), self._constructor_argument)
         args, kwargs = substitute((args, kwargs))  # constructor arguments wait for their futures here
         return self._new_actor(cls, args, kwargs, options)
 
@@ -247,6 +247,10 @@ class JobContext(ABC):
 
     def _ref_argument(self, ref: ObjectRef) -> Any:
         """What a task or actor call receives for ``ref`` among its arguments: by default its value."""
+        return self._load(ref)
+
+    def _constructor_argument(self, ref: ObjectRef) -> Any:
+        """What an actor's constructor receives for ``ref``: by default its value."""
         return self._load(ref)
 
     def _new_future(self) -> Future[Any]:

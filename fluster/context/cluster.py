@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import uuid
@@ -20,23 +21,24 @@ from typing import Any
 
 import anyio
 
+from fluster import blocking
 from fluster.actor import registry, tracked
 from fluster.actor.pool import ActorPool, ClusterResolver
 from fluster.bus.assets import ENDPOINT_TTL_S
+from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
-from fluster.client.sync import Client
 from fluster.context.actor_job import serve_actor
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
-from fluster.context.objects import INLINE_LIMIT, ContextObjects, StoredFuture
+from fluster.context.objects import ContextObjects, StoredFuture
 from fluster.context.resources import as_resource_spec
 from fluster.errors import ActorDied, ActorNameTaken, JobFailed, JobNotFound
 from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool
-from fluster.pool.remote import all_plain
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.ids import validate_name
 from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.values import all_plain
 from fluster.types import Entrypoint, Environment
 
 log = logging.getLogger(__name__)
@@ -77,20 +79,19 @@ class ClusterContext(JobContext):
             max_retries=max_retries,
             slots=slots,
             name_prefix="ctx",
-            store_results_over=INLINE_LIMIT,
         )
         self._pools: dict[tuple[str, int], tuple[WorkerPool, AbstractContextManager[WorkerPool]]] = {}
         self._pools_lock = threading.Lock()
         self._default_pool: WorkerPool | None = None
         self._ephemeral: list[str] = []
-        self._calls_cm = self._portal.wrap_async_context_manager(self._call_group())
-        self._calls: asyncio.TaskGroup = self._calls_cm.__enter__()
+        self._calls_cm, self._calls = blocking.entered(self._portal, self._call_group())
         self._loop: asyncio.AbstractEventLoop = self._portal.call(_running_loop)
         self._resolver = ClusterResolver(self._aio, call_timeout=None)
+        self._defaults = dataclasses.replace(self._defaults, store_results_over=self._resolver.values.inline_limit)
         self._closed = False
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._actor_ends: dict[str, asyncio.Future[str]] = {}  # an actor job's end, for calls in flight
-        self.objects = ContextObjects(self._aio.assets.objects, self._portal, self._loop, self._spawn, self._resubmit)
+        self.objects = ContextObjects(self._resolver.values, self._portal, self._loop, self._spawn, self._resubmit)
 
     # -- objects --------------------------------------------------------------------------------------
 
@@ -102,6 +103,9 @@ class ClusterContext(JobContext):
 
     def _ref_argument(self, ref: ObjectRef) -> Any:
         return self.objects.as_argument(ref)
+
+    def _constructor_argument(self, ref: ObjectRef) -> Any:
+        return self.objects.as_argument(ref)  # the actor's job reads it from the store
 
     def _new_future(self) -> Future[Any]:
         return StoredFuture(self.objects)
@@ -151,11 +155,10 @@ class ClusterContext(JobContext):
                 max_retries=retries,
                 slots=self._defaults.slots,
                 name_prefix="ctx",
-                store_results_over=INLINE_LIMIT,
+                store_results_over=self._defaults.store_results_over,
             )
             pool = WorkerPool(self._aio, config)
-            cm = self._portal.wrap_async_context_manager(pool)
-            cm.__enter__()
+            cm, _ = blocking.entered(self._portal, pool)
             self._pools[key] = (pool, cm)
             if options.resources is None and options.max_retries is None:
                 self._default_pool = pool
@@ -173,7 +176,6 @@ class ClusterContext(JobContext):
         self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
     ) -> ActorHandle:
         name = validate_name(options.name, "actor name") if options.name else f"actor-{uuid.uuid4().hex[:12]}"
-        args, kwargs = await self.objects.materialize((args, kwargs))
         for _ in range(MAX_CREATE_ROUNDS):  # a round ends early when another creator wins the name
             if options.name:
                 live, dying = await self._serving(name)
@@ -257,9 +259,9 @@ class ClusterContext(JobContext):
 
         async def call() -> None:
             try:
-                ready_args, ready_kwargs = await self.objects.materialize((args, kwargs))
-                # tracked: a request or reply lost in a reconnect is noticed (probed) instead of hanging
-                reply = tracked.call(self._resolver, subject, handle.name, method, ready_args, ready_kwargs)
+                # tracked: a request or reply lost in a reconnect is noticed (probed) instead of hanging;
+                # stored values among the arguments go as references, which the actor's server reads
+                reply = tracked.call(self._resolver, subject, handle.name, method, args, kwargs)
                 if handle.job_id is None:
                     value = await reply
                 else:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
 
-from fluster.client.sync import Client
+from fluster.client.blocking import Client
 from fluster.protocol.ids import JobId, validate_name
 from fluster.protocol.messages import JobState
 from fluster.protocol.resources import CpuDevice, GpuDevice, ResourceSpec, TpuDevice

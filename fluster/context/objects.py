@@ -1,10 +1,11 @@
 """The stored objects of a cluster context: ``put`` values and large task outputs in the object store, their
 deletion once nothing refers to them, and the re-running of a task whose stored output is gone.
 
-A value whose pickle is larger than ``INLINE_LIMIT`` lives in the namespace's object store. ``put`` returns
-an ``ObjectRef`` naming it; a task whose result is that large leaves it in the store, and its future holds a
-``RemoteRef`` carrying the task's lineage (function, arguments, options): ``result()`` reads the object, and
-passing the future (or the ref) to another task passes only the key, which the executor reads itself.
+A value whose pickle is larger than the inline limit (``fluster.protocol.values.inline_limit``) lives in the
+durable value store. ``put`` returns an ``ObjectRef`` naming it; a task whose result is that large leaves it
+in the store, and its future holds a ``ValueRef`` carrying the task's lineage (function, arguments,
+options): ``result()`` reads the object, and passing the future (or the ref) to a task or an actor passes
+only the reference, which the executor or actor server reads itself.
 
 When a read finds an object gone (deleted, expired, lost with its stream), the task that made it runs again
 from its lineage (its own stored arguments are rebuilt the same way, recursively) and the ref names the new
@@ -28,23 +29,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import cloudpickle
 
-from fluster.bus.blobs import BlobNotFound, delete_blob, get_blob, put_blob
 from fluster.context.resolve import raw_result
 from fluster.errors import ObjectLost
 from fluster.pool.future import TaskFuture, until_done
-from fluster.pool.remote import RemoteRef, find, replace
 from fluster.protocol.subjects import blob_object
+from fluster.protocol.values import ValueRef
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
-    from nats.js.object_store import ObjectStore
 
+    from fluster.bus.values import ValueStore
     from fluster.context.api import ObjectRef
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-INLINE_LIMIT = 256 * 1024  # pickled values up to this size travel inside messages
 MAX_REBUILDS = 3  # re-runs of one lost object per read before giving up
 
 Lineage = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]  # fn, args, kwargs, TaskOptions
@@ -66,7 +65,7 @@ class StoredFuture(TaskFuture[T]):
         self.rebuilds = 0
 
     def set_result(self, result: T) -> None:
-        if isinstance(result, RemoteRef):
+        if isinstance(result, ValueRef):
             self._objects.adopt(result, self.lineage)
         self.lineage = None
         super().set_result(result)
@@ -79,7 +78,7 @@ class StoredFuture(TaskFuture[T]):
 
     def result(self, timeout: float | None = None) -> T:
         value = super().result(timeout)
-        if isinstance(value, RemoteRef):
+        if isinstance(value, ValueRef):
             read: T = self._objects.read(value)
             return read
         return value
@@ -91,19 +90,19 @@ class ContextObjects:
 
     def __init__(
         self,
-        objects: ObjectStore,
+        values: ValueStore,
         portal: BlockingPortal,
         loop: asyncio.AbstractEventLoop,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         resubmit: Callable[[StoredFuture[Any]], None],
     ) -> None:
-        self._objects = objects
+        self._values = values
         self._portal = portal
         self._loop = loop
         self._spawn = spawn
         self._resubmit = resubmit
         self._keys: set[str] = set()  # what close() deletes
-        self._by_key: weakref.WeakValueDictionary[str, RemoteRef] = weakref.WeakValueDictionary()
+        self._by_key: weakref.WeakValueDictionary[str, ValueRef] = weakref.WeakValueDictionary()
         self._rebuilds: dict[str, asyncio.Future[None]] = {}
         self._closed = False
 
@@ -113,10 +112,10 @@ class ContextObjects:
         from fluster.context.api import ObjectRef
 
         data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        if len(data) <= INLINE_LIMIT:
+        if len(data) <= self._values.inline_limit:
             return ObjectRef(value=obj, size=len(data))
         key = blob_object(f"ctx-{uuid.uuid4().hex}")
-        self._portal.call(put_blob, self._objects, key, data)
+        self._portal.call(self._values.put, data, key)
         ref = ObjectRef(key=key, size=len(data), owner=self)
         self._own(ref, key)
         return ref
@@ -127,18 +126,18 @@ class ContextObjects:
         self._keys.discard(key)
 
     def as_argument(self, ref: ObjectRef) -> Any:
-        """What a task receives for ``ref``: the value when inline, else a ``RemoteRef`` its executor reads
-        (holding ``ref``, so the object outlives the task)."""
+        """What a task or actor call receives for ``ref``: the value when inline, else a ``ValueRef`` that
+        its executor or actor server reads (holding ``ref``, so the object outlives the call)."""
         if ref.key is None:
             return ref.value
-        return RemoteRef(ref.key, ref.size, owner=ref)
+        return ValueRef(ref.key, ref.size, owner=ref)
 
     def load(self, ref: ObjectRef) -> Any:
-        return ref.value if ref.key is None else self.read(RemoteRef(ref.key, ref.size, owner=ref))
+        return ref.value if ref.key is None else self.read(ValueRef(ref.key, ref.size, owner=ref))
 
     # -- reading --------------------------------------------------------------------------------------
 
-    def read(self, ref: RemoteRef) -> Any:
+    def read(self, ref: ValueRef) -> Any:
         """The stored value, from a thread other than the context's event loop."""
         if asyncio._get_running_loop() is self._loop:
             raise RuntimeError(
@@ -147,12 +146,12 @@ class ContextObjects:
             )
         return self._portal.call(self.read_async, ref)
 
-    async def read_async(self, ref: RemoteRef) -> Any:
+    async def read_async(self, ref: ValueRef) -> Any:
         for rebuilds in itertools.count():
             key = ref.key
             try:
-                return pickle.loads(await get_blob(self._objects, key))
-            except BlobNotFound:
+                return pickle.loads(await self._values.get(ref))
+            except ObjectLost:
                 if ref.lineage is None:
                     raise ObjectLost(
                         key, f"object {key!r} is gone from the object store and no task made it (a put): put it again"
@@ -162,17 +161,9 @@ class ContextObjects:
                 await self.rebuild(ref, key)
         raise AssertionError("unreachable")
 
-    async def materialize(self, value: Any) -> Any:
-        """``value`` with every ``RemoteRef`` in it read (for actor calls, whose servers do not read refs)."""
-        refs = find(value, RemoteRef)
-        if not refs:
-            return value
-        loaded = {id(ref): await self.read_async(ref) for ref in refs}
-        return replace(value, RemoteRef, lambda ref: loaded[id(ref)])
-
     # -- task results ---------------------------------------------------------------------------------
 
-    def adopt(self, ref: RemoteRef, lineage: Lineage | None) -> None:
+    def adopt(self, ref: ValueRef, lineage: Lineage | None) -> None:
         """Take ownership of a task's stored result (once: a result copied to a second future is owned)."""
         if ref.finalizer is None:
             ref.lineage = lineage
@@ -196,14 +187,14 @@ class ContextObjects:
                 return False
         return True
 
-    async def _rebuild_then_run(self, future: StoredFuture[Any], source: RemoteRef, lost: str) -> None:
+    async def _rebuild_then_run(self, future: StoredFuture[Any], source: ValueRef, lost: str) -> None:
         try:
             await self.rebuild(source, lost)
             self._resubmit(future)
         except Exception as exc:
             _complete(future, error=exc)
 
-    async def rebuild(self, ref: RemoteRef, lost: str) -> None:
+    async def rebuild(self, ref: ValueRef, lost: str) -> None:
         """Run ``ref``'s task again so that ``ref`` names a new object; callers that lost the same object
         share one re-run."""
         if ref.key != lost:
@@ -214,20 +205,20 @@ class ContextObjects:
             running.add_done_callback(lambda _: self._rebuilds.pop(lost, None))
         await asyncio.shield(running)
 
-    async def _rerun(self, ref: RemoteRef, lost: str) -> None:
+    async def _rerun(self, ref: ValueRef, lost: str) -> None:
         log.info("object %s is gone: re-running the task that made it", lost)
         assert ref.lineage is not None
         done: StoredFuture[Any] = StoredFuture(self, ref.lineage)
         self._resubmit(done)
         value = await _raw(done)
-        if isinstance(value, RemoteRef):  # ref takes over the new object
+        if isinstance(value, ValueRef):  # ref takes over the new object
             assert value.finalizer is not None
             value.finalizer.detach()
             key, size = value.key, value.size
         else:  # small this time: store it so that ref still names an object
             data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
             key, size = blob_object(f"ctx-{uuid.uuid4().hex}"), len(data)
-            await put_blob(self._objects, key, data)
+            await self._values.put(data, key)
         if ref.finalizer is not None:
             ref.finalizer.detach()
         self._keys.discard(lost)
@@ -237,10 +228,10 @@ class ContextObjects:
 
     # -- ownership ------------------------------------------------------------------------------------
 
-    def _own(self, ref: ObjectRef | RemoteRef, key: str) -> weakref.finalize[Any, Any]:
+    def _own(self, ref: ObjectRef | ValueRef, key: str) -> weakref.finalize[Any, Any]:
         """Delete object ``key`` when ``ref`` is garbage-collected (or this context closes)."""
         self._keys.add(key)
-        if isinstance(ref, RemoteRef):
+        if isinstance(ref, ValueRef):
             self._by_key[key] = ref
         return weakref.finalize(ref, self._drop, key)
 
@@ -255,7 +246,7 @@ class ContextObjects:
 
     async def _delete(self, key: str) -> None:
         try:
-            await delete_blob(self._objects, key)
+            await self._values.delete(ValueRef(key, 0))
         except Exception as exc:  # the connection is closing
             log.debug("cannot delete object %s: %r", key, exc)
 

@@ -23,8 +23,8 @@ from fluster.context.ray_worker import ActorHost, Slot, load, run_task, store
 from fluster.context.resources import ray_options
 from fluster.errors import ActorDied, FlusterTimeout, ObjectLost, TaskLost
 from fluster.pool.future import TaskFuture
-from fluster.pool.remote import all_plain, replace
 from fluster.protocol.ids import validate_name
+from fluster.protocol.values import all_plain, replace
 
 log = logging.getLogger(__name__)
 

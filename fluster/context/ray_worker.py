@@ -21,9 +21,9 @@ import cloudpickle
 
 from fluster.context.api import ObjectRef, job_context
 from fluster.errors import from_wire, to_wire
-from fluster.pool.remote import replace
 from fluster.protocol.codec import decode, encode
 from fluster.protocol.messages import ErrorInfo
+from fluster.protocol.values import replace
 
 Stored = tuple[bytes, list[Any]]  # a value in Ray's object store: its pickle, and the Ray objects it holds
 

@@ -1,7 +1,7 @@
 """Futures and object refs inside task arguments: find them, wait for them, and replace them by their values.
 
 Arguments are walked through lists, tuples, sets and dict values, the containers a user builds by hand
-(``fluster.pool.remote.find`` / ``replace``); anything else is passed as is.
+(``fluster.protocol.values.find`` / ``replace``); anything else is passed as is.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fluster.pool.remote import find, replace
+from fluster.protocol.values import find, replace
 
 Args = tuple[tuple[Any, ...], dict[str, Any]]
 Future = concurrent.futures.Future

@@ -20,24 +20,18 @@ import time
 import uuid
 
 import anyio
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import (
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NoStreamResponseError,
-    NotFoundError,
-    ServiceUnavailableError,
-)
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from fluster.bus.assets import LEADER_LEASE_S as LEASE_TTL_S
+from fluster.bus.retry import TRANSIENT
 from fluster.errors import LeadershipLost
 
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "controller"
 SAFETY_S = 2.0  # the holder stops acting this long before anybody else could take the lease
-_UNAVAILABLE = (NoStreamResponseError, ServiceUnavailableError, NatsTimeout, TimeoutError, NotFoundError)
+_UNAVAILABLE = (*TRANSIENT, NotFoundError)  # a missing stream answers like a busy one
 
 
 class LeaderLease:

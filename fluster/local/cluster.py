@@ -17,12 +17,12 @@ from types import TracebackType
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from fluster import blocking
 from fluster.bus.connection import connect
 from fluster.bus.options import ConnectOptions, split_url
+from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
-from fluster.client.sync import Client
 from fluster.controller.service import Controller, ControllerSettings
 from fluster.local.server import NatsServer
 from fluster.worker.agent import Worker
@@ -84,8 +84,7 @@ class LocalCluster:
         self.controller: Controller | None = None
         self.workers: list[Worker] = []
         self._stack: contextlib.AsyncExitStack | None = None
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
-        self._portal: BlockingPortal | None = None
+        self._owned: blocking.OwnedPortal | None = None
         self._sync_client: Client | None = None
         self._sync_cm: AbstractContextManager[ClusterClient] | None = None
 
@@ -160,27 +159,24 @@ class LocalCluster:
     # -- sync -------------------------------------------------------------------------------------------
 
     def __enter__(self) -> Client:
-        self._portal_cm = start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
+        owned = self._owned = blocking.OwnedPortal()
         try:
             # one task must enter and exit the cluster's task group: the portal runs the whole context in one
-            self._sync_cm = self._portal.wrap_async_context_manager(self._run())
-            client = self._sync_cm.__enter__()
+            self._sync_cm, client = blocking.entered(owned.portal, self._run())
         except BaseException:
-            self._portal_cm.__exit__(None, None, None)
+            owned.close()
             raise
-        self._sync_client = Client._from_async(client, self._portal)
+        self._sync_client = Client._from_async(client, owned.portal)
         return self._sync_client
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._portal is not None and self._portal_cm is not None
-        assert self._sync_cm is not None
+        assert self._owned is not None and self._sync_cm is not None
         try:
             self._sync_cm.__exit__(exc_type, exc, tb)
         finally:
-            self._portal_cm.__exit__(None, None, None)
+            self._owned.close()
 
 
 async def _close_on_exit(nc: object) -> None:

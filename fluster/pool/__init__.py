@@ -4,9 +4,9 @@ See ``docs/tasks.md``.
 """
 
 from fluster.errors import TaskLost
+from fluster.pool.blocking import BlockingWorkerPool
 from fluster.pool.config import PoolStatus, WorkerPoolConfig
 from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool
-from fluster.pool.sync import SyncWorkerPool
 
-__all__ = ["PoolStatus", "SyncWorkerPool", "TaskFuture", "TaskLost", "WorkerPool", "WorkerPoolConfig"]
+__all__ = ["PoolStatus", "BlockingWorkerPool", "TaskFuture", "TaskLost", "WorkerPool", "WorkerPoolConfig"]

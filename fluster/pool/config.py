@@ -20,7 +20,7 @@ class WorkerPoolConfig:
     slots: int = 1  # tasks (batches) one executor runs at once
     name_prefix: str = "pool"
     startup_timeout: float | None = 120.0  # entering the pool waits this long for its first executor
-    store_results_over: int | None = None  # results whose pickle is larger go to the object store (RemoteRef)
+    store_results_over: int | None = None  # results whose pickle is larger go to the value store (a ValueRef)
     # a batch with no reply for this long is probed (a lost request is sent again, a lost reply fetched)
     probe_interval: float = 5.0
     # an executor that answers neither a batch nor its probes for this long is killed, its tasks retried

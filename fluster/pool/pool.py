@@ -28,22 +28,25 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from fluster import blocking
 from fluster.actor import tracked
 from fluster.actor.pool import ClusterResolver, Pending
 from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout, TaskLost
 from fluster.observe.components import PoolMetrics
 from fluster.observe.publish import publish_loop
-from fluster.pool.batch import FunctionCache, TaskSpec, decode_outcomes, encode_batch, outcome_value
+from fluster.pool.batch import FunctionCache
 from fluster.pool.config import PoolStatus, WorkerPoolConfig
 from fluster.pool.executor import RUN_METHOD
 from fluster.pool.fleet import Executor, ExecutorFleet
 from fluster.pool.future import TaskFuture
 from fluster.pool.progress import ProgressBar
+from fluster.protocol.tasks import TaskSpec, decode_outcomes, encode_batch
+from fluster.protocol.values import value_of
 
 if TYPE_CHECKING:
+    from fluster.client.blocking import Client
     from fluster.client.cluster import ClusterClient
-    from fluster.client.sync import Client
-    from fluster.pool.sync import SyncWorkerPool
+    from fluster.pool.blocking import BlockingWorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +66,10 @@ class _Task:
 
 class WorkerPool:
     """``async with WorkerPool(client, config) as pool``; ``with WorkerPool(sync_client, config)`` gives the
-    blocking ``SyncWorkerPool``. ``submit`` is safe to call from any thread."""
+    blocking ``BlockingWorkerPool``. ``submit`` is safe to call from any thread."""
 
     def __init__(self, client: ClusterClient | Client, config: WorkerPoolConfig) -> None:
-        from fluster.client.sync import Client
+        from fluster.client.blocking import Client
 
         self._sync_client = client if isinstance(client, Client) else None
         self.client: ClusterClient = client.aio if isinstance(client, Client) else client
@@ -111,15 +114,14 @@ class WorkerPool:
                 await self.shutdown(wait=True)
             await stack.aclose()
 
-    def __enter__(self) -> SyncWorkerPool:
-        from fluster.pool.sync import SyncWorkerPool
+    def __enter__(self) -> BlockingWorkerPool:
+        from fluster.pool.blocking import BlockingWorkerPool
 
         if self._sync_client is None:
             raise TypeError("`with WorkerPool(...)` needs a fluster.Client; use `async with` with a ClusterClient")
         portal = self._sync_client.portal
-        self._sync_cm = portal.wrap_async_context_manager(self)
-        self._sync_cm.__enter__()
-        return SyncWorkerPool(portal, self)
+        self._sync_cm, _ = blocking.entered(portal, self)
+        return BlockingWorkerPool(portal, self)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -362,6 +364,7 @@ class WorkerPool:
                         call_id,
                         self.config.probe_interval,
                         self.config.unreachable_timeout,
+                        raw=True,
                     )
                 finally:
                     executor.replies.discard(pending.future)
@@ -384,7 +387,11 @@ class WorkerPool:
             except Exception as exc:
                 self._lost(batch, f"executor {executor.name} failed: {exc!r}")
                 return
-            elapsed, outcomes = decode_outcomes(reply, len(batch))
+            try:
+                elapsed, outcomes = decode_outcomes(reply, len(batch))
+            except Exception as exc:  # not what an executor sends: the batch is lost, not the pool
+                self._lost(batch, f"executor {executor.name} sent a malformed reply: {exc}")
+                return
             per_task = elapsed / len(batch)
             self._task_seconds = (
                 per_task
@@ -393,7 +400,7 @@ class WorkerPool:
             )
             for task, outcome in zip(batch, outcomes, strict=True):
                 try:
-                    value = outcome_value(outcome)
+                    value = value_of(outcome)
                 except Exception as exc:
                     self._finish(task, exc)
                 else:
@@ -411,12 +418,12 @@ class WorkerPool:
     def _encode(self, batch: list[_Task]) -> bytes:
         """The batch's bytes; a task that cannot be pickled fails alone and leaves the batch."""
         try:
-            return encode_batch([t.spec for t in batch], self._functions, self.config.store_results_over)
+            return encode_batch([t.spec for t in batch], self._functions.dumps, self.config.store_results_over)
         except Exception:
             good = []
             for task in batch:
                 try:
-                    encode_batch([task.spec], self._functions)
+                    encode_batch([task.spec], self._functions.dumps)
                 except Exception as exc:
                     self._finish(task, TypeError(f"cannot pickle task {task.spec[0]!r}: {exc}"))
                 else:
@@ -424,7 +431,7 @@ class WorkerPool:
             batch[:] = good
             if not good:
                 return b""
-            return encode_batch([t.spec for t in good], self._functions, self.config.store_results_over)
+            return encode_batch([t.spec for t in good], self._functions.dumps, self.config.store_results_over)
 
     def _lost(self, batch: list[_Task], why: str) -> None:
         retry = [t for t in batch if t.attempts <= self.config.max_retries]

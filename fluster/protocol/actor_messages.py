@@ -6,7 +6,7 @@ Key layout in the namespace's endpoints bucket (see ``docs/actors.md``):
   the bucket TTL when the server's process dies, and is deleted when the server stops.
 - ``<name>``: the exclusive claim of a name, present only while an ``exclusive=True`` registration holds it.
 
-Call requests and replies do not use pydantic: their compact envelope lives in ``fluster.actor.wire``.
+Call requests and replies do not use pydantic: their compact envelope lives in ``fluster.protocol.calls``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import docker
 import docker.errors
 import docker.types
 
-from fluster.errors import FlusterError
+from fluster.errors import RuntimeStartError
 from fluster.protocol.resources import parse_memory
 from fluster.protocol.subjects import LABEL_ATTEMPT, LABEL_JOB, LABEL_PYTHON, LABEL_WORKER
 from fluster.worker.docker_attempt import DockerAttempt
@@ -45,10 +45,6 @@ CWD_DIR = "/fluster/cwd"  # the attempt's cwd when it is not on its python_path,
 
 # The daemon keeps a copy of the output too; bound it (we stream it as it comes, so rotation loses nothing).
 _LOG_CONFIG = {"type": "json-file", "config": {"max-size": "64m", "max-file": "2"}}
-
-
-class RuntimeStartError(FlusterError, RuntimeError):
-    """An attempt could not start: no daemon, no image, an image whose Python does not match, no free GPU."""
 
 
 @dataclass

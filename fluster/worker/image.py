@@ -26,6 +26,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from fluster.errors import ImageBuildError
 from fluster.protocol.subjects import LABEL_PYTHON
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,6 @@ _IMAGE_ENV = {
     "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
     "PIP_DISABLE_PIP_VERSION_CHECK": "1",
 }
-
-
-class ImageBuildError(RuntimeError):
-    """The base image could not be built (a missing tool, or docker refused the import)."""
 
 
 def build_base_image(

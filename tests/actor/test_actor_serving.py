@@ -9,10 +9,10 @@ import pytest
 from actors_for_tests import Calculator, Named, Tracker
 
 from fluster.actor import ActorNameTaken, ActorServer, ClusterResolver
-from fluster.actor.wire import decode_reply
 from fluster.client.cluster import ClusterClient
 from fluster.errors import ProtocolError, from_wire
 from fluster.local.server import NatsServer
+from fluster.protocol.calls import decode_reply
 from fluster.protocol.codec import decode
 from fluster.protocol.messages import ErrorInfo
 from fluster.protocol.subjects import actor_transfer_stream

@@ -8,7 +8,6 @@ import anyio
 import pytest
 
 from fluster.bus.blobs import (
-    BlobNotFound,
     delete_blob,
     from_payload,
     get_blob,
@@ -16,6 +15,7 @@ from fluster.bus.blobs import (
     to_payload,
 )
 from fluster.client.cluster import ClusterClient
+from fluster.errors import ObjectLost
 
 
 @pytest.mark.parametrize("size", [0, 1, 128 * 1024, 3 * 1024 * 1024 + 5])
@@ -41,12 +41,12 @@ async def test_replacing_a_blob_drops_the_old_chunks(client: ClusterClient) -> N
 
 async def test_missing_and_deleted_blobs_raise_blob_not_found(client: ClusterClient) -> None:
     objects = client.assets.objects
-    with pytest.raises(BlobNotFound):
+    with pytest.raises(ObjectLost):
         await get_blob(objects, "blobs/none")
     await put_blob(objects, "blobs/d", b"x")
     await delete_blob(objects, "blobs/d")
     await delete_blob(objects, "blobs/d")  # twice is fine
-    with pytest.raises(BlobNotFound):
+    with pytest.raises(ObjectLost):
         await get_blob(objects, "blobs/d")
 
 
@@ -66,7 +66,7 @@ async def test_a_blob_deleted_while_it_is_read_raises_blob_not_found_soon(client
             return info
 
     with anyio.fail_after(20):  # not the 60 s stall timeout
-        with pytest.raises(BlobNotFound, match="deleted while it was read"):
+        with pytest.raises(ObjectLost, match="deleted while it was read"):
             await get_blob(DeletedAfterLookup(), "blobs/v")  # type: ignore[arg-type]
 
 

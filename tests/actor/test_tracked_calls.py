@@ -13,8 +13,10 @@ import anyio
 import nats
 import pytest
 
-from fluster.actor import ActorServer, ClusterResolver, tracked, wire
+from fluster.actor import ActorServer, ClusterResolver, tracked
 from fluster.client.cluster import ClusterClient
+from fluster.protocol import calls as wire
+from fluster.protocol.values import dumps_args
 
 
 class Counting:
@@ -71,20 +73,20 @@ async def test_a_lost_reply_is_fetched_by_a_probe_and_a_copy_does_not_run_again(
             resolver = ClusterResolver(client, call_timeout=30)
             pool = await resolver.lookup("forgetful")
             await pool.wait_for_size(1, timeout=30)
-            args = wire.dumps_args(("once",), {})
+            args = dumps_args(("once",), {})
             # the reply goes to a subject nobody listens on: lost
             await raw.publish(subject, wire.encode_request("work", args, None, "call-1"), reply="nobody.listens")
             with anyio.fail_after(30):
                 while True:
                     probe = await raw.request(subject, wire.encode_request(wire.PROBE, b"", None, "call-1"), timeout=5)
-                    if wire.decode_reply(probe.data)[0] != wire.RUNNING:
+                    if wire.decode_reply(probe.data).status != wire.RUNNING:
                         break
                     await anyio.sleep(0.05)
             assert await resolver.decode(probe) == "once"
             copy = await raw.request(subject, wire.encode_request("work", args, None, "call-1"), timeout=5)
             assert await resolver.decode(copy) == "once"
             unknown = await raw.request(subject, wire.encode_request(wire.PROBE, b"", None, "call-2"), timeout=5)
-            assert wire.decode_reply(unknown.data)[0] == wire.UNKNOWN
+            assert wire.decode_reply(unknown.data).status == wire.UNKNOWN
             await resolver.close()
         finally:
             await raw.close()

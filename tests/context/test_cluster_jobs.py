@@ -11,8 +11,8 @@ import pytest
 from cluster_helpers import eventually, local_cluster
 
 from fluster.actor import ClusterResolver
+from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
-from fluster.client.sync import Client
 from fluster.context import ActorOptions, Cluster, JobRequest, Lifetime, RayCluster, create_context, get_job_context
 from fluster.context.cluster import ClusterContext
 from fluster.errors import ActorDied

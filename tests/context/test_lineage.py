@@ -13,18 +13,18 @@ import cloudpickle
 import pytest
 from cluster_helpers import local_cluster
 
-from fluster.bus.blobs import BlobNotFound, delete_blob, get_blob
+from fluster.bus.blobs import delete_blob, get_blob
 from fluster.context import create_context
 from fluster.context.cluster import ClusterContext
 from fluster.context.resolve import raw_result
 from fluster.errors import ObjectLost
 from fluster.pool.executor import CACHE_ENV
-from fluster.pool.remote import RemoteRef
+from fluster.protocol.values import ValueRef
 from fluster.types import create_environment
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-BIG = 1024 * 1024  # well over the 256 KiB inline limit
+BIG = 1024 * 1024  # well over the 512 KiB inline limit
 
 
 def make_big(log: str, fill: int = 7) -> bytes:
@@ -64,14 +64,14 @@ def uncached_ctx(nats_url: str, namespace: str) -> Iterator[ClusterContext]:
 
 def stored_key(future: object) -> str:
     value = raw_result(future)  # type: ignore[arg-type]
-    assert isinstance(value, RemoteRef), f"expected a stored result, got {type(value).__name__}"
+    assert isinstance(value, ValueRef), f"expected a stored result, got {type(value).__name__}"
     return value.key
 
 
 def exists(ctx: ClusterContext, key: str) -> bool:
     try:
         ctx.client.portal.call(get_blob, ctx.client.aio.assets.objects, key)
-    except BlobNotFound:
+    except ObjectLost:
         return False
     return True
 

@@ -10,12 +10,12 @@ import pytest
 from cluster_helpers import eventually, local_cluster
 from nats.aio.client import Client as NATS
 
-from fluster.bus.blobs import BlobNotFound, get_blob
+from fluster.bus.blobs import get_blob
 from fluster.bus.connection import connect
 from fluster.client.cluster import ClusterClient
 from fluster.controller.retention import expired
 from fluster.controller.service import Controller, ControllerSettings
-from fluster.errors import JobNotFound
+from fluster.errors import JobNotFound, ObjectLost
 from fluster.protocol.messages import JobRecord, JobRequest, JobState, Payload
 from fluster.protocol.subjects import result_object
 from fluster.types import Entrypoint
@@ -78,6 +78,6 @@ async def forgets(controller: Controller, nats_url: str, namespace: str) -> None
         await eventually(forgotten, 20, "the finished job to be forgotten")
         with pytest.raises(JobNotFound):
             await client.status(job_id)
-        with pytest.raises(BlobNotFound):
+        with pytest.raises(ObjectLost):
             await get_blob(client.assets.objects, result_object(job_id))
         assert [j.job_id for j in await client.list_jobs()] == []

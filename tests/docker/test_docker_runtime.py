@@ -12,9 +12,10 @@ import docker
 import pytest
 from fluster_docker_helpers import make_spec, read_result, run_attempt
 
+from fluster.errors import RuntimeStartError
 from fluster.protocol.resources import ResourceSpec, gpu_device
 from fluster.protocol.subjects import LABEL_JOB, LABEL_WORKER
-from fluster.worker.docker_runtime import DockerRuntime, RuntimeStartError
+from fluster.worker.docker_runtime import DockerRuntime
 from fluster.worker.image import PYTHON_VERSION
 
 pytestmark = pytest.mark.docker

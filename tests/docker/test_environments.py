@@ -17,9 +17,10 @@ from nats.js.object_store import ObjectStore
 
 from fluster.bus.blobs import put_blob
 from fluster.client.bundle import build_bundle, upload_workspace, workspace_files
+from fluster.errors import EnvironmentBuildFailed
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.subjects import bundle_object
-from fluster.worker.environments import EnvironmentBuildFailed, EnvironmentCache
+from fluster.worker.environments import EnvironmentCache
 
 
 class Emitted:

@@ -14,9 +14,10 @@ import nats
 import pytest
 
 from fluster import ClusterClient, Entrypoint, JobState
-from fluster.actor import ActorServer, ClusterResolver, wire
+from fluster.actor import ActorServer, ClusterResolver
 from fluster.bus.rpc import request
 from fluster.errors import JobNotFound, ProtocolError
+from fluster.protocol import calls
 from fluster.protocol.codec import ERROR_HEADER, decode, encode
 from fluster.protocol.ids import MAX_JOB_ID
 from fluster.protocol.messages import (
@@ -34,6 +35,7 @@ from fluster.protocol.messages import (
     WorkerInfo,
     WorkerResources,
 )
+from fluster.protocol.values import ERROR
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -88,7 +90,7 @@ async def test_garbage_on_every_subject_with_and_without_a_reply(cluster: Cluste
                     await nc.publish(subject, payload)  # fire-and-forget garbage must be survived too
                     reply = await nc.request(subject, payload, timeout=10)
                     if ".actor." in subject:  # actors answer in their own envelope
-                        assert wire.decode_reply(reply.data)[0] == wire.ERROR, (subject, what)
+                        assert calls.decode_reply(reply.data).status == ERROR, (subject, what)
                         continue
                     assert reply.headers and reply.headers.get(ERROR_HEADER) == "1", (subject, what)
                     assert len(reply.data) < 300_000, (subject, what)  # bounded, whatever the request

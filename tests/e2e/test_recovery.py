@@ -19,10 +19,12 @@ from cluster_helpers import Processes, in_own_task, local_cluster
 from fault_helpers import attempts_ran, record_attempt
 
 from fluster import ClusterClient, Entrypoint, JobState
-from fluster.actor import ActorServer, ClusterResolver, wire
+from fluster.actor import ActorServer, ClusterResolver
 from fluster.local.server import NatsServer
 from fluster.pool import WorkerPool, WorkerPoolConfig
+from fluster.protocol import calls
 from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.values import EPHEMERAL, ERROR, ValueRef
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 import fault_helpers  # noqa: E402
@@ -186,14 +188,16 @@ async def _serve_guarded(client: ClusterClient, server: ActorServer, nats_url: s
             subject = client.subjects.actor("guarded")
             bogus = [
                 asyncio.ensure_future(
-                    raw.request(subject, wire.encode_request("echo", b"", f"nope{i}:1:10"), timeout=30)
+                    raw.request(
+                        subject, calls.encode_request("echo", b"", ValueRef(f"nope{i}", 10, EPHEMERAL, 1)), timeout=30
+                    )
                 )
                 for i in range(4)
             ]
             assert await actor.call().echo("still served") == "still served"
             assert not any(f.done() for f in bogus)  # they wait for transfers that will never come...
             for reply in await asyncio.gather(*bogus):  # ...and then fail, each with an error of its own
-                assert wire.decode_reply(reply.data)[0] == wire.ERROR
+                assert calls.decode_reply(reply.data).status == ERROR
         finally:
             await raw.close()
             await resolver.close()

@@ -14,12 +14,12 @@ import pytest
 from cluster_helpers import eventually, local_cluster
 
 from fluster.bus.blobs import delete_blob, put_blob
+from fluster.bus.values import ReadCache
 from fluster.client.cluster import ClusterClient
 from fluster.errors import ClusterUnavailable, FlusterTimeout, ObjectLost, TaskLost
 from fluster.pool import WorkerPool, WorkerPoolConfig
-from fluster.pool.executor import BlobCache
-from fluster.pool.remote import RemoteRef
 from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.values import ValueRef
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -200,18 +200,18 @@ def append_and_count(values: list[int]) -> int:
 async def test_stored_arguments_are_read_by_the_executor_and_cached(cluster: ClusterClient) -> None:
     data = pickle.dumps(list(range(200_000)))
     await put_blob(cluster.assets.objects, "blobs/shared-arg", data)
-    ref = RemoteRef("blobs/shared-arg", len(data))
+    ref = ValueRef("blobs/shared-arg", len(data))
     async with WorkerPool(cluster, WorkerPoolConfig(num_workers=1, resources=ONE_CPU)) as pool:
         assert await pool.submit(append_and_count, ref) == 200_001
         await delete_blob(cluster.assets.objects, "blobs/shared-arg")
         # the executor kept the bytes: the deleted object still serves this executor, a fresh copy per use
         assert [await f for f in [pool.submit(append_and_count, ref) for _ in range(3)]] == [200_001] * 3
         with pytest.raises(ObjectLost, match="no longer in the object store"):
-            await pool.submit(len, RemoteRef("blobs/never-stored", 10))
+            await pool.submit(len, ValueRef("blobs/never-stored", 10))
 
 
 def test_the_blob_cache_keeps_the_most_recently_used_within_its_limit() -> None:
-    cache = BlobCache(limit=10)
+    cache = ReadCache(limit=10)
     cache.put("a", b"1234")
     cache.put("b", b"5678")
     assert cache.get("a") == b"1234"  # a is now the most recent

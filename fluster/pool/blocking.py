@@ -1,4 +1,4 @@
-"""``SyncWorkerPool``: what ``with WorkerPool(fluster.Client(...), config)`` gives, the pool without ``await``.
+"""``BlockingWorkerPool``: what ``with WorkerPool(fluster.Client(...), config)`` gives: the pool without ``await``.
 
 ``submit``, ``map`` and ``status`` are the async pool's own (they never block); the rest forward through
 the client's blocking portal.
@@ -16,7 +16,7 @@ from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool
 
 
-class SyncWorkerPool:
+class BlockingWorkerPool:
     """The blocking face of a running ``WorkerPool``."""
 
     def __init__(self, portal: BlockingPortal, pool: WorkerPool) -> None:

@@ -6,8 +6,8 @@ import pytest
 from actors_for_tests import Boom, Calculator, Named
 
 from fluster.actor import ActorNotFound
-from fluster.actor.sync import SyncActors, connect
-from fluster.client.sync import Client
+from fluster.actor.blocking import BlockingActors, connect
+from fluster.client.blocking import Client
 
 
 def test_blocking_facade_calls_broadcasts_and_serves(nats_url: str, namespace: str) -> None:
@@ -33,7 +33,7 @@ def test_blocking_facade_calls_broadcasts_and_serves(nats_url: str, namespace: s
 
 def test_blocking_facade_shares_a_fluster_client(nats_url: str, namespace: str) -> None:
     with Client(nats_url, namespace) as client:
-        with SyncActors.from_client(client) as actors:
+        with BlockingActors.from_client(client) as actors:
             server = actors.server()
             server.register("calc", Calculator())
             with server:

@@ -1,18 +1,18 @@
 """``fluster.Client``: the blocking facade over ``ClusterClient`` for scripts and notebooks.
 
-Each method forwards to the async client on a background event loop (an anyio blocking portal); nothing
-here reimplements behaviour.
+Each method forwards to the async client on a background event loop (a portal of ``fluster.blocking``);
+nothing here reimplements behaviour.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
+from fluster import blocking
 from fluster.bus.options import ConnectOptions
 from fluster.client.cluster import ClusterClient
 from fluster.protocol.ids import JobId
@@ -27,19 +27,15 @@ class Client:
     def __init__(
         self, url: str | None = None, namespace: str | None = None, *, options: ConnectOptions | None = None
     ) -> None:
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
-        try:
-            self._client: ClusterClient = self._portal.call(_connect, url, namespace, options)
-        except BaseException:
-            self._portal_cm.__exit__(None, None, None)
-            raise
+        owned, self._client = blocking.connect(url, namespace, options)
+        self._owned: blocking.OwnedPortal | None = owned
+        self._portal = owned.portal
 
     @classmethod
     def _from_async(cls, client: ClusterClient, portal: BlockingPortal) -> Client:
         """Wrap a client that lives on ``portal``'s loop (the portal is owned by the caller)."""
         self = cls.__new__(cls)
-        self._portal_cm = None
+        self._owned = None
         self._portal = portal
         self._client = client
         return self
@@ -112,23 +108,15 @@ class Client:
         return self._portal.call(self._client.list_workers)
 
     def logs(self, job_id: str, follow: bool = False, task: int | None = None) -> Iterator[LogLine]:
-        lines = self._client.logs(job_id, follow, task)
-        try:
-            while True:
-                try:
-                    yield self._portal.call(lines.__anext__)
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._portal.call(lines.aclose)
+        return blocking.iterate(self._portal, self._client.logs(job_id, follow, task))
 
     def close(self) -> None:
-        if self._portal_cm is not None:
+        owned, self._owned = self._owned, None
+        if owned is not None:
             try:
                 self._portal.call(self._client.close)
             finally:
-                self._portal_cm.__exit__(None, None, None)
-                self._portal_cm = None
+                owned.close()
 
     def __enter__(self) -> Client:
         return self
@@ -137,7 +125,3 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-async def _connect(url: str | None, namespace: str | None, options: ConnectOptions | None) -> ClusterClient:
-    return await ClusterClient.connect(url, namespace, options=options)

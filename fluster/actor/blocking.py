@@ -1,11 +1,11 @@
 """The blocking facade over the async actor API, for scripts: the same calls without ``await``.
 
-Every method forwards to the async object through one ``anyio.from_thread`` blocking portal (an event loop in
-a background thread); nothing here re-implements behaviour.
+Every method forwards to the async object on a portal of ``fluster.blocking`` (an event loop in a background
+thread); nothing here re-implements behaviour.
 
 ::
 
-    with fluster.actor.sync.connect(url) as actors:
+    with fluster.actor.blocking.connect(url) as actors:
         pool = actors.lookup("inference")
         pool.wait_for_size(3, timeout=30)
         prediction = pool.call().predict([1, 2, 3])
@@ -15,49 +15,42 @@ a background thread); nothing here re-implements behaviour.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from functools import partial
 from types import TracebackType
 from typing import Any, Literal
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
+from fluster import blocking
 from fluster.actor.broadcast import BroadcastResult, EndpointResult
 from fluster.actor.pool import DEFAULT_CALL_TIMEOUT_S, ActorClient, ActorPool, ClusterResolver
 from fluster.actor.server import ActorServer
-from fluster.client.cluster import ClusterClient
-from fluster.client.sync import Client
+from fluster.client.blocking import Client
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.ids import EndpointId
 
 
 def connect(
     url: str | None = None, namespace: str | None = None, call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S
-) -> SyncActors:
+) -> BlockingActors:
     """Connect to a cluster (as ``ClusterClient.connect`` does) and return the blocking actor API.
 
     Raises:
         ClusterUnavailable: nothing answers at the URL.
     """
-    portal_cm = start_blocking_portal(backend="asyncio")
-    portal = portal_cm.__enter__()
-    try:
-        client = portal.call(_connect, url, namespace)
-    except BaseException as exc:
-        portal_cm.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    return SyncActors(portal, ClusterResolver(client, call_timeout=call_timeout), portal_cm)
+    owned, client = blocking.connect(url, namespace)
+    return BlockingActors(owned.portal, ClusterResolver(client, call_timeout=call_timeout), owned)
 
 
-class SyncActors:
+class BlockingActors:
     """A resolver and server factory usable without ``await``; close it (or use ``with``) when done."""
 
     def __init__(
         self,
         portal: BlockingPortal,
         resolver: ClusterResolver,
-        owned_portal: AbstractContextManager[BlockingPortal] | None = None,
+        owned_portal: blocking.OwnedPortal | None = None,
         owns_client: bool = True,
     ) -> None:
         self.portal = portal
@@ -66,20 +59,20 @@ class SyncActors:
         self._owns_client = owns_client
 
     @classmethod
-    def from_client(cls, client: Client, call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S) -> SyncActors:
+    def from_client(cls, client: Client, call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S) -> BlockingActors:
         """Actors over an open ``fluster.Client``, sharing its connection and event loop (closing this
         object leaves the client open)."""
         return cls(client.portal, ClusterResolver(client.aio, call_timeout=call_timeout), owns_client=False)
 
-    def lookup(self, name: str) -> SyncPool:
-        return SyncPool(self.portal, self.portal.call(self.resolver.lookup, name))
+    def lookup(self, name: str) -> BlockingActorPool:
+        return BlockingActorPool(self.portal, self.portal.call(self.resolver.lookup, name))
 
     def actor(self, name: str, timeout: float | None = DEFAULT_CALL_TIMEOUT_S) -> Any:
         """One actor, called directly: ``actors.actor("counter").incr(1)``."""
-        return _SyncMethods(self.portal, ActorClient(self.resolver, name, timeout))
+        return blocking.Methods(self.portal, ActorClient(self.resolver, name, timeout))
 
-    def server(self) -> SyncActorServer:
-        return SyncActorServer(self.portal, ActorServer(self.resolver.client, self.resolver))
+    def server(self) -> BlockingActorServer:
+        return BlockingActorServer(self.portal, ActorServer(self.resolver.client, self.resolver))
 
     def close(self) -> None:
         """Close the connection, and the event loop thread when this object started it."""
@@ -89,9 +82,9 @@ class SyncActors:
                 self.portal.call(self.resolver.client.close)
         finally:
             if self._owned_portal is not None:
-                self._owned_portal.__exit__(None, None, None)
+                self._owned_portal.close()
 
-    def __enter__(self) -> SyncActors:
+    def __enter__(self) -> BlockingActors:
         return self
 
     def __exit__(
@@ -100,7 +93,7 @@ class SyncActors:
         self.close()
 
 
-class SyncPool:
+class BlockingActorPool:
     """``ActorPool`` without ``await``."""
 
     def __init__(self, portal: BlockingPortal, pool: ActorPool) -> None:
@@ -123,18 +116,18 @@ class SyncPool:
         return self._portal.call(self.pool.wait_for_size, n, timeout)
 
     def call(self, timeout: float | None | Literal["default"] = "default") -> Any:
-        return _SyncMethods(self._portal, self.pool.call(timeout))
+        return blocking.Methods(self._portal, self.pool.call(timeout))
 
     def broadcast(self, timeout: float | None | Literal["default"] = "default") -> Any:
-        """``pool.broadcast().method(*args)`` returns a ``SyncBroadcast``."""
-        return _SyncMethods(
+        """``pool.broadcast().method(*args)`` returns a ``BlockingBroadcast``."""
+        return blocking.Methods(
             self._portal,
             self.pool.broadcast(timeout),
-            lambda result: SyncBroadcast(self._portal, result),
+            lambda result: BlockingBroadcast(self._portal, result),
         )
 
 
-class SyncBroadcast:
+class BlockingBroadcast:
     """``BroadcastResult`` without ``await``."""
 
     def __init__(self, portal: BlockingPortal, result: BroadcastResult) -> None:
@@ -157,7 +150,7 @@ class SyncBroadcast:
             yield future.result()
 
 
-class SyncActorServer:
+class BlockingActorServer:
     """``ActorServer`` without ``await``: ``register`` then ``serve()`` (blocks) or ``with server:``."""
 
     def __init__(self, portal: BlockingPortal, server: ActorServer) -> None:
@@ -180,9 +173,8 @@ class SyncActorServer:
         """Serve until the process is interrupted."""
         self._portal.call(self.server.serve)
 
-    def __enter__(self) -> SyncActorServer:
-        self._context = self._portal.wrap_async_context_manager(self.server)
-        self._context.__enter__()
+    def __enter__(self) -> BlockingActorServer:
+        self._context, _ = blocking.entered(self._portal, self.server)
         return self
 
     def __exit__(
@@ -191,32 +183,3 @@ class SyncActorServer:
         context, self._context = self._context, None
         if context is not None:
             context.__exit__(exc_type, exc, tb)
-
-
-class _SyncMethods:
-    """``proxy.method(*args)`` runs the async proxy's method in the portal and returns its result."""
-
-    def __init__(self, portal: BlockingPortal, methods: Any, wrap: Callable[[Any], Any] | None = None) -> None:
-        self._portal = portal
-        self._methods = methods
-        self._wrap = wrap
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        if method.startswith("_"):
-            raise AttributeError(method)
-        call = getattr(self._methods, method)
-
-        def blocking(*args: Any, **kwargs: Any) -> Any:
-            result = self._portal.call(partial(_await, call, args, kwargs))
-            return self._wrap(result) if self._wrap else result
-
-        blocking.__name__ = method
-        return blocking
-
-
-async def _await(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return await call(*args, **kwargs)
-
-
-async def _connect(url: str | None, namespace: str | None) -> ClusterClient:
-    return await ClusterClient.connect(url, namespace)
