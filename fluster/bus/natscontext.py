@@ -20,6 +20,7 @@ from typing import Any
 
 from fluster.bus.options import ConnectOptions, split_url
 from fluster.errors import ConfigurationError
+from fluster.security.local import local_cluster_context
 
 # natscli's variable for each option (nats/main.go); FLUSTER_URL comes before NATS_URL
 ENV_VARS = {
@@ -84,7 +85,17 @@ def resolve(flags: ConnectionFlags, env: Mapping[str, str]) -> tuple[str | None,
     if flags.tls_first:
         given["tls_first"] = True
     options = options.merged(ConnectOptions(**given))
+    if url and not context_name and not _has_credentials(options):
+        # a cluster `fluster up` runs on this machine: connect as its client, as its state file says
+        local = local_cluster_context(url, env)
+        if local is not None:
+            _, found = load_context(str(local), env)
+            options = found.merged(options)
     return url, options
+
+
+def _has_credentials(options: ConnectOptions) -> bool:
+    return any((options.user, options.token, options.creds, options.creds_data, options.nkey, options.nkey_seed))
 
 
 def config_root(env: Mapping[str, str]) -> Path:
