@@ -104,6 +104,10 @@ def start_detached(argv: list[str]) -> int:
             print(f"export FLUSTER_URL={found['url']}")
             if found.get("dashboard"):
                 print(f"dashboard: {found['dashboard']}")
+            if found.get("context"):
+                print(f"credentials: {found['context']} (commands here find them for this URL)")
+            else:
+                print("no authentication (--insecure): any process on this machine can submit jobs")
             print(f"logs: {log}; `fluster down` stops it")
             return 0
         if proc.poll() is not None:

@@ -6,13 +6,16 @@ identity, and the server holds every role to its part."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import cloudpickle
 import pytest
 from cli_helpers import fluster
@@ -24,9 +27,12 @@ from fluster.actor import ClusterResolver
 from fluster.bus.connection import connect
 from fluster.bus.natscontext import load_context
 from fluster.bus.options import ConnectOptions
+from fluster.controller.service import Controller, ControllerSettings
 from fluster.errors import ClusterUnavailable
 from fluster.local.server import find_nats_server, free_port
+from fluster.protocol.permissions import Role
 from fluster.protocol.subjects import Subjects
+from fluster.security.store import AuthStore
 from fluster.security.tls import make_tls_files
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -144,3 +150,59 @@ async def test_a_secure_cluster_of_processes_on_the_shipped_config(tmp_path: Pat
                 await connect(url, "stranger", ConnectOptions(tls_ca=ca))
         finally:
             procs.stop_all()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
+            return bool(json.loads(reply.read()).get("status") == "ok")
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def shipped_cluster(etc: Path) -> Iterator[tuple[str, list[int]]]:
+    """deploy/nats/secure-cluster-n{1,2,3}.conf installed in ``etc``, on free loopback ports: (URL, monitors)."""
+    clients, routes, monitors = ([free_port() for _ in range(3)] for _ in range(3))
+    procs = []
+    try:
+        for i in range(3):
+            n = i + 1
+            text = (DEPLOY / f"secure-cluster-n{n}.conf").read_text().replace("/etc/fluster", str(etc))
+            text = text.replace("/var/lib/fluster", str(etc)).replace(f'"0.0.0.0:1422{n}"', f'"127.0.0.1:{clients[i]}"')
+            text = text.replace(f'"127.0.0.1:1822{n}"', f'"127.0.0.1:{monitors[i]}"')
+            text = text.replace(f'"0.0.0.0:1622{n}"', f'"127.0.0.1:{routes[i]}"')
+            for j in range(3):
+                text = text.replace(f"nats-route://127.0.0.1:1622{j + 1}", f"nats-route://127.0.0.1:{routes[j]}")
+            (etc / f"n{n}.conf").write_text(text)
+            with open(etc / f"n{n}.log", "wb") as log:
+                procs.append(
+                    subprocess.Popen([find_nats_server(), "-c", str(etc / f"n{n}.conf")], stdout=log, stderr=log)
+                )
+        yield ",".join(f"nats://127.0.0.1:{port}" for port in clients), monitors
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+
+
+async def test_the_shipped_three_node_config_forms_a_cluster_over_mutual_tls(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    store = AuthStore.open(etc / "auth")
+    ca = str(make_tls_files(etc / "tls").ca)
+    with shipped_cluster(etc) as (url, monitors):
+        for port in monitors:  # healthy: routes up over TLS and a JetStream meta leader elected
+            await eventually(lambda port=port: anyio.to_thread.run_sync(_healthy, port), 60, "a healthy node")
+        files = store.write_issued(store.issue(Role.CONTROLLER, "controller"), etc / "creds", None, ca)
+        nc = await connect(url, "controller", ConnectOptions(creds=str(files.creds), tls_ca=ca))
+        try:
+            controller = Controller(nc, ControllerSettings(replicas=3, job_issuer=store.job_issuer()))
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(controller.run)  # every bucket and stream made with 3 replicas
+                    info = await nc.jetstream().stream_info(controller.assets.logs_stream)
+                    assert info.config.num_replicas == 3
+                    tg.cancel_scope.cancel()
+        finally:
+            await nc.close()
