@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import anyio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
@@ -133,6 +134,20 @@ async def ensure_assets(
         await _stream(js, stream, replicas)
     objects = await _object_store(js, subjects.object_bucket, replicas)
     return _assets(js, subjects, made, objects, replicas)
+
+
+async def assets_when_ready(js: JetStreamContext, subjects: Subjects, create: bool) -> Assets:
+    """``ensure_assets``; when this identity may not create the assets (``create`` False), wait for the
+    namespace's controller to (a worker or a dashboard started before it)."""
+    waited = False
+    while True:
+        try:
+            return await ensure_assets(js, subjects, create=create)
+        except NamespaceNotReady as exc:
+            if not waited:
+                log.warning("waiting for the controller: %s", exc)
+                waited = True
+            await anyio.sleep(1.0)
 
 
 async def _bind(js: JetStreamContext, subjects: Subjects) -> Assets:

@@ -24,11 +24,10 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
-from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
+from fluster.bus.assets import Assets, assets_when_ready, watch_reconnects
 from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import serve_requests
 from fluster.environ import task_env_vars
-from fluster.errors import NamespaceNotReady
 from fluster.logs import bind_context
 from fluster.observe.components import WorkerMetrics
 from fluster.observe.publish import publish_loop
@@ -142,7 +141,8 @@ class Worker:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         bind_context(worker_id=self.worker_id)
-        self._assets = await _bind_assets(self.nc, self.subjects, self.settings)
+        create = may_create_assets(self.settings.connect)  # else the controller makes them: wait for it
+        self._assets = await assets_when_ready(self.nc.jetstream(), self.subjects, create)
         watch_reconnects(self.nc, self._assets)
         self.work_root.mkdir(parents=True, exist_ok=True)
         await self.runtime.cleanup_stale()
@@ -519,17 +519,3 @@ class Worker:
             for attempt in list(self.attempts.values()):
                 tg.start_soon(self._stop, attempt, JobState.KILLED, 0.5)
         await self.link.register(self.info, self.lease)
-
-
-async def _bind_assets(nc: NATS, subjects: Subjects, settings: WorkerSettings) -> Assets:
-    """The namespace's assets; a worker whose identity may not create them waits for its controller to."""
-    create = may_create_assets(settings.connect)
-    waited = False
-    while True:
-        try:
-            return await ensure_assets(nc.jetstream(), subjects, create=create)
-        except NamespaceNotReady as exc:
-            if not waited:
-                log.warning("waiting for the controller: %s", exc)
-                waited = True
-            await anyio.sleep(1.0)
