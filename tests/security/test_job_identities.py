@@ -229,3 +229,29 @@ async def test_a_jobs_identity_is_renewed_while_it_runs_and_refused_after_it_exp
                     break
                 await nc.close()
                 await anyio.sleep(0.2)  # until its JWT's expiry, which is all the test waits for
+
+
+def gather_roles() -> list[tuple[int, str]]:
+    import os
+
+    from fluster.environ import job_env
+    from fluster.gang import all_gather
+    from fluster.security.identity import identity_of
+
+    job = job_env()
+    assert job is not None
+    identity = identity_of(job.connect_options()[1])
+    assert identity is not None
+    return list(all_gather((int(os.environ["FLUSTER_TASK_INDEX"]), identity.name)))
+
+
+async def test_each_task_of_a_gang_is_its_own_identity_and_they_gather(secured: Secured) -> None:
+    from fluster import ResourceSpec
+
+    one = ResourceSpec(cpu=1, memory="256m")
+    job_id = await secured.client.submit("gang", gather_roles, resources=one, replicas=2, coschedule=True)
+    status = await secured.client.wait(job_id, timeout=90)
+    assert status.state.value == "SUCCEEDED", status.error
+    first, second = await secured.client.result(job_id, timeout=30)  # each task's value: what it gathered
+    assert first == second and [index for index, _ in first] == [0, 1]
+    assert len({name for _, name in first}) == 2  # one identity per task
