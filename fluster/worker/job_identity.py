@@ -21,8 +21,9 @@ from nats.aio.client import Client as NATS
 
 from fluster.bus.connection import connect
 from fluster.bus.options import ConnectOptions
+from fluster.bus.retry import backoff
 from fluster.bus.rpc import request
-from fluster.errors import FlusterError, PermissionDenied
+from fluster.errors import ClusterUnavailable, FlusterError, FlusterTimeout, LeadershipLost, PermissionDenied
 from fluster.protocol.messages import IssueJobIdentity, JobIdentityReply
 from fluster.protocol.subjects import Subjects
 from fluster.security.identity import identity_of
@@ -36,6 +37,7 @@ Attempt = tuple[str, int, int]  # job id, task, attempt
 REQUEST_TIMEOUT_S = 5.0
 RENEW_AT = 0.5  # of an identity's lifetime: when the worker asks for the next one
 RENEW_CHECK_S = 1.0
+ISSUE_DEADLINE_S = 30.0  # a new attempt's identity is asked for this long while no controller answers
 
 
 @dataclass
@@ -70,12 +72,12 @@ class JobIdentities:
         Raises:
             PermissionDenied: the controller refused (the attempt is no longer this worker's), or mints no
                 identities (this worker will not hand its own identity to a job).
-            FlusterError: the controller did not answer.
+            FlusterError: no controller answered within ``ISSUE_DEADLINE_S``.
         """
         if not self.enabled:
             return None
         user = new_keypair("user")
-        reply = await self._ask(key, incarnation, user)
+        reply = await self._ask_through_failover(key, incarnation, user)
         if not reply.minting:
             raise PermissionDenied(
                 "the controller mints no job identities, and this worker does not hand its own identity to "
@@ -129,6 +131,19 @@ class JobIdentities:
                         held.issued_at, held.expires_at = now, reply.expires_at_ms / 1000
                 except FlusterError as exc:  # the next check asks again, until the identity expires
                     log.warning("cannot renew the identity of job_id=%s task=%d attempt=%d: %s", *key, exc)
+
+    async def _ask_through_failover(self, key: Attempt, incarnation: str, user: KeyPair) -> JobIdentityReply:
+        """``_ask``, again while no controller answers for up to ``ISSUE_DEADLINE_S`` (a failover takes a lease)."""
+        deadline, tries = anyio.current_time() + ISSUE_DEADLINE_S, 0
+        while True:
+            try:
+                return await self._ask(key, incarnation, user)
+            except (FlusterTimeout, ClusterUnavailable, LeadershipLost) as exc:
+                if anyio.current_time() >= deadline:
+                    raise
+                log.info("no controller signs the identity of job_id=%s yet (%s): asking again", key[0], exc)
+                await anyio.sleep(backoff(tries, first=0.2))
+                tries += 1
 
     async def _ask(self, key: Attempt, incarnation: str, user: KeyPair) -> JobIdentityReply:
         job_id, task, attempt = key
