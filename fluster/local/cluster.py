@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
@@ -181,7 +182,9 @@ class LocalCluster:
             return
         self.server = NatsServer(store_dir=self._store_dir, port=self._port, host=self._host)
         if not self._insecure:
-            hosts = () if is_loopback(self._host) or self._host in ("0.0.0.0", "::") else (self._host,)
+            # the TLS certificate's names besides loopback: the address it listens on, or this host's name
+            everywhere = self._host in ("0.0.0.0", "::")
+            hosts = () if is_loopback(self._host) else (socket.gethostname(),) if everywhere else (self._host,)
             self.auth = local_auth(self.server.store_dir, self.namespace, self._tls, hosts, self._ttl)
             self.server.extra_config = self.auth.server_config
             self.options = self.auth.client
