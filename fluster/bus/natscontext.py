@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -135,7 +136,25 @@ def load_context(name: str, env: Mapping[str, str]) -> tuple[str | None, Connect
         raise ConfigurationError(f"cannot read NATS context {name!r} from {path}: {exc}") from exc
     if not isinstance(settings, dict):
         raise ConfigurationError(f"NATS context {path} is not a JSON object")
-    return _from_settings(name, settings, env)
+    url, options = _from_settings(name, settings, env)
+    return url, _beside(options, path.parent)
+
+
+def _beside(options: ConnectOptions, directory: Path) -> ConnectOptions:
+    """``options`` with relative file paths taken as relative to the context file (so a context and its creds
+    file, copied together to another machine, work from any working directory)."""
+
+    def near(value: str | None) -> str | None:
+        return str(directory / value) if value and not Path(value).is_absolute() else value
+
+    return dataclasses.replace(
+        options,
+        creds=near(options.creds),
+        nkey=near(options.nkey),
+        tls_cert=near(options.tls_cert),
+        tls_key=near(options.tls_key),
+        tls_ca=near(options.tls_ca),
+    )
 
 
 def _from_settings(name: str, s: dict[str, Any], env: Mapping[str, str]) -> tuple[str | None, ConnectOptions]:

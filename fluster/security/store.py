@@ -138,19 +138,25 @@ class AuthStore:
         return Issued(role, namespace, name, creds_text(token, user.seed), inbox_prefix(namespace, role, name))
 
     def write_issued(self, issued: Issued, directory: Path, url: str | None, tls_ca: str | None = None) -> IssuedFiles:
-        """Write ``issued`` as ``<role>-<name>.creds`` and a natscli context beside it, both mode 0600."""
+        """Write ``issued`` as ``<role>-<name>.creds`` and a natscli context beside it, both mode 0600, with a
+        copy of the TLS CA (``ca.pem``) when there is one. The context names its files relative to itself:
+        copied together to another machine, they work from any directory (with fluster; natscli reads
+        relative paths from the working directory)."""
         stem = f"{issued.role.value}-{issued.name}" if issued.role is not Role.CONTROLLER else "controller"
         creds = directory / f"{stem}.creds"
         write_private(creds, issued.creds)
         context: dict[str, str] = {
             "description": f"fluster {issued.role.value} {issued.name} (namespace {issued.namespace})",
-            "creds": str(creds.resolve()),
+            "creds": creds.name,
             "inbox_prefix": issued.inbox_prefix,
         }
         if url:
             context["url"] = url
         if tls_ca:
-            context["ca"] = str(Path(tls_ca).resolve())
+            ca = directory / "ca.pem"
+            if Path(tls_ca).resolve() != ca.resolve():
+                ca.write_bytes(Path(tls_ca).read_bytes())
+            context["ca"] = ca.name
         path = directory / f"{stem}.context.json"
         write_private(path, json.dumps(context, indent=1))
         return IssuedFiles(creds=creds, context=path)

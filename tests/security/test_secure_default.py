@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -86,7 +87,13 @@ def test_up_issues_credentials_for_another_machine(up: dict[str, str], tmp_path:
     assert str(context) in issued.out and stat.S_IMODE(context.stat().st_mode) == 0o600
     assert json.loads(context.read_text())["inbox_prefix"] == "_INBOX_default.client.ada"
     elsewhere = {"FLUSTER_STATE_DIR": str(tmp_path / "no-state-here")}  # as on a machine that did not run up
-    listed = fluster("jobs", "--json", "--context", str(context), extra_env=elsewhere).ok()
+    copied = tmp_path / "other-machine"
+    copied.mkdir()
+    for name in ("client-ada.context.json", "client-ada.creds"):  # the two files, copied anywhere, work
+        shutil.copy(tmp_path / name, copied / name)
+    (tmp_path / "cwd").mkdir()
+    context = copied / "client-ada.context.json"
+    listed = fluster("jobs", "--json", "--context", str(context), extra_env=elsewhere, cwd=tmp_path / "cwd").ok()
     assert isinstance(json.loads(listed.out), list)
     worker = fluster("creds", "worker", "--worker-id", "box-2", "--out", str(tmp_path), extra_env=up).ok()
     assert "fluster worker --context worker-box-2.context.json" in worker.out
