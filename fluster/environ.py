@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from fluster.bus.natscontext import URL_VARS, ConnectionFlags, resolve
 from fluster.bus.options import ConnectOptions, read_connection_file
+from fluster.security.signing import Signer, Verifier
 
 CONNECTION_VAR = "FLUSTER_CONNECTION"  # the path of the job's connection file (see bus/options.py)
+SIGNING_KEY_VAR = "FLUSTER_SIGNING_KEY"  # an nkey seed file: sign submissions and actor calls with it
+TRUSTED_KEYS_VAR = "FLUSTER_TRUSTED_KEYS"  # public keys whose signed calls actor servers accept
 # natscli's connection variables: a worker's own credentials, which its jobs must not inherit
 NATS_VARS = frozenset(
     {
@@ -37,6 +40,7 @@ __all__ = [
     "JobEnv",
     "default_connection",
     "default_namespace",
+    "default_signing",
     "default_url",
     "inherited_job_environment",
     "job_env",
@@ -102,10 +106,57 @@ def default_connection(url: str | None = None) -> tuple[str | None, ConnectOptio
     return resolve(ConnectionFlags(url=url), os.environ)
 
 
-def inherited_job_environment() -> dict[str, str]:
-    """The worker's environment as a job process inherits it (PATH, HOME, ...): without the worker's NATS
-    connection variables, so no credential reaches a job through its environment (it gets a file instead)."""
-    return {key: value for key, value in os.environ.items() if key not in NATS_VARS}
+# What a job process inherits of its worker's environment: what programs need to run (where commands and
+# libraries are, who and where the user is, locale, time zone, temp dir, TLS trust stores). Nothing else: a
+# worker started with secrets in its environment (cloud keys, tokens) must not hand them to every job.
+JOB_INHERITS = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TERM",
+        "LD_LIBRARY_PATH",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
+JOB_INHERITS_PREFIXES = ("LC_",)
+
+
+def inherited_job_environment(passthrough: frozenset[str] = frozenset()) -> dict[str, str]:
+    """What a job process inherits of the worker's environment: ``JOB_INHERITS`` (PATH, HOME, locale, ...) and
+    the names in ``passthrough`` (``fluster worker --job-env VAR``), never the worker's NATS credentials. The
+    job's own variables (its submission's, and ``FLUSTER_*``) come on top."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in NATS_VARS and (key in JOB_INHERITS or key in passthrough or key.startswith(JOB_INHERITS_PREFIXES))
+    }
+
+
+def default_signing() -> tuple[Signer | None, Verifier | None]:
+    """The signer of ``FLUSTER_SIGNING_KEY`` (an nkey seed file) and a verifier of ``FLUSTER_TRUSTED_KEYS``
+    (public keys, comma-separated), each None when unset (payload signing, ``fluster.security.signing``).
+
+    Raises:
+        ConfigurationError: the signing key cannot be read.
+    """
+    path = os.environ.get(SIGNING_KEY_VAR)
+    trusted = trusted_keys(os.environ.get(TRUSTED_KEYS_VAR, ""))
+    return (Signer.read(path) if path else None), (Verifier(trusted) if trusted else None)
+
+
+def trusted_keys(text: str) -> frozenset[str]:
+    """Public keys from a comma- or space-separated list."""
+    return frozenset(key for key in text.replace(",", " ").split() if key)
 
 
 def default_namespace() -> str | None:
@@ -113,9 +164,16 @@ def default_namespace() -> str | None:
 
 
 def job_env_vars(
-    url: str, namespace: str, job_id: str, attempt: int, worker_id: str, connection_file: str | None = None
+    url: str,
+    namespace: str,
+    job_id: str,
+    attempt: int,
+    worker_id: str,
+    connection_file: str | None = None,
+    trusted: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
-    """The ``FLUSTER_*`` variables a worker gives a job process (the inverse of ``job_env``)."""
+    """The ``FLUSTER_*`` variables a worker gives a job process (the inverse of ``job_env``); ``trusted``: the
+    submitter keys the worker trusts, which the job's actor servers then require of calls too."""
     env = {
         "FLUSTER_URL": url,
         "FLUSTER_NAMESPACE": namespace,
@@ -125,6 +183,8 @@ def job_env_vars(
     }
     if connection_file:
         env[CONNECTION_VAR] = connection_file
+    if trusted:
+        env[TRUSTED_KEYS_VAR] = ",".join(sorted(trusted))
     return env
 
 

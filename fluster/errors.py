@@ -9,6 +9,9 @@
         NobodyListening    nothing was subscribed to the subject a request went to
         WorkerIdInUse      a live worker already registered this worker id
         NoStream           what was published went to a subject no stream stores (the stream is gone)
+        NamespaceNotReady  the namespace's streams do not exist, and this identity may not create them
+      PermissionDenied     the NATS server refused this identity an operation (a subject it may not use)
+        UntrustedPayload   a job or call is unsigned, or signed by a key not trusted here (payload signing)
       FlusterTimeout       also a TimeoutError
         ReplyTimeout       no reply to a request in time (the mux's own; callers turn it into theirs)
       JobError
@@ -71,6 +74,18 @@ class WorkerIdInUse(ClusterUnavailable):
 
 class NoStream(ClusterUnavailable):
     """Chunks were published to a subject no stream stores (the stream is gone)."""
+
+
+class NamespaceNotReady(ClusterUnavailable):
+    """The namespace's buckets and streams do not exist yet, and this identity may not create them."""
+
+
+class PermissionDenied(FlusterError):
+    """The NATS server refused this identity an operation: a subject its role may not publish or subscribe to."""
+
+
+class UntrustedPayload(PermissionDenied):
+    """A job or an actor call that must be signed is not, or not by a trusted key, or not as it is now."""
 
 
 class FlusterTimeout(FlusterError, TimeoutError):
@@ -223,11 +238,18 @@ def to_wire(exc: BaseException, code: str = "error") -> ErrorInfo:
     )
 
 
-def from_wire(info: ErrorInfo) -> BaseException:
-    """Rebuild the exception that ``to_wire`` described: its own type when it unpickles, else ``RemoteError``."""
+def from_wire(info: ErrorInfo, unpickle: bool = True) -> BaseException:
+    """Rebuild the exception that ``to_wire`` described: its own type when it unpickles, else ``RemoteError``.
+
+    ``unpickle=False`` (control-plane replies: a worker answering the controller, the controller answering a
+    client) never unpickles what a peer sent, which could run code here: a fluster error or a common builtin
+    comes back as its type with the message, anything else as ``RemoteError``."""
     exc: BaseException
     try:
-        loaded = cloudpickle.loads(info.pickled) if info.pickled is not None else None
+        if not unpickle:
+            loaded: object = _by_name(info)
+        else:
+            loaded = cloudpickle.loads(info.pickled) if info.pickled is not None else None
     except Exception:  # the type may not exist here (a class from the job's own modules)
         loaded = None
     if isinstance(loaded, BaseException):
@@ -241,3 +263,23 @@ def from_wire(info: ErrorInfo) -> BaseException:
         except AttributeError:  # exceptions with __slots__ keep the traceback in __cause__ only
             pass
     return exc
+
+
+_BUILTINS: dict[str, type[BaseException]] = {
+    f"builtins.{cls.__name__}": cls
+    for cls in (ValueError, TypeError, KeyError, LookupError, RuntimeError, TimeoutError, PermissionError)
+}
+
+
+def _by_name(info: ErrorInfo) -> BaseException | None:
+    """The exception ``info`` names, built from its message alone (no unpickling), when it is one we know."""
+    module, _, name = info.type_name.rpartition(".")
+    found = globals().get(name) if module == __name__ else _BUILTINS.get(info.type_name)
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        return None
+    if module == __name__ and not issubclass(found, FlusterError):
+        return None
+    try:
+        return found(info.message)
+    except TypeError:  # a constructor that needs more than a message (RemoteError, ObjectLost)
+        return None

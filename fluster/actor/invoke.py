@@ -92,6 +92,8 @@ class Invoker:
             method = self._method(method_name)
             if args_bytes is None:
                 args_bytes = await self.read_args(call)
+            if self._client.verifier is not None:  # signed calls only: check before unpickling anything
+                args_bytes = self._client.verifier.open_call(self.name, method_name, args_bytes)
             args, kwargs = loads(args_bytes)
             if not all_plain(args, kwargs):
                 (resolved,) = await self._values.resolve([(args, kwargs)])

@@ -66,7 +66,7 @@ class ClusterResolver:
             ActorCallTimeout: no reply in time.
             Exception: the method's own exception, with the remote traceback as its ``__cause__``.
         """
-        payload = dumps_args(args, kwargs)
+        payload = self._seal(subject, method, dumps_args(args, kwargs))
         if len(payload) > self.values.inline_limit:
             pending = await self._send_large(subject, method, payload, timeout_s)
             return await self.result(pending, actor, method, timeout_s)
@@ -88,7 +88,7 @@ class ClusterResolver:
     ) -> Pending:
         """Publish one call and return its pending reply, for ``result`` to decode (broadcasts use it).
         With a ``call_id`` the call is tracked (see ``fluster.actor.tracked``)."""
-        payload = dumps_args(args, kwargs)
+        payload = self._seal(subject, method, dumps_args(args, kwargs))
         if len(payload) > self.values.inline_limit:
             return await self._send_large(subject, method, payload, timeout_s, call_id)
         request = encode_request(method, payload, None, call_id)
@@ -107,7 +107,7 @@ class ClusterResolver:
         large arguments, or a connection that cannot take the write now."""
         if not self._mux.sends_now:
             return None
-        payload = dumps_args(args, kwargs)
+        payload = self._seal(subject, method, dumps_args(args, kwargs))
         if len(payload) > self.values.inline_limit:
             return None
         future = self._mux.send_now(subject, encode_request(method, payload, None, call_id), timeout_s)
@@ -156,6 +156,13 @@ class ClusterResolver:
         if raw and outcome.status == OK:
             return outcome.data
         return value_of(outcome)
+
+    def _seal(self, subject: str, method: str, args: bytes) -> bytes:
+        """Signed arguments when this client signs its calls (``fluster.security.signing``), else as they are."""
+        signer = self.client.signer
+        if signer is None:
+            return args
+        return signer.seal_call(self.client.subjects.actor_of(subject), method, args)
 
     def _error(self, exc: Exception, actor: str, method: str, timeout_s: float | None) -> Exception:
         if isinstance(exc, NoResponders):

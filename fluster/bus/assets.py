@@ -17,14 +17,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import anyio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from fluster.bus.kv import REPAIR_ATTRIBUTE
+from fluster.errors import NamespaceNotReady
 from fluster.protocol.subjects import Subjects, actor_transfer_all, actor_transfer_stream
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Assets:
     _js: JetStreamContext = field(repr=False)
     _subjects: Subjects = field(repr=False)
     _replicas: int | None = field(repr=False, default=None)
+    _create: bool = field(repr=False, default=True)  # False: this identity may not create streams (it binds)
     _last_repair: float = field(repr=False, default=0.0)
     _repairing: asyncio.Future[set[str]] | None = field(repr=False, default=None)
     _on_recreated: list[Callable[[set[str]], Awaitable[None]]] = field(repr=False, default_factory=list)
@@ -72,6 +75,8 @@ class Assets:
         self._repairing = asyncio.get_running_loop().create_future()
         recreated: set[str] = set()
         try:
+            if not self._create:  # the controller re-creates them; this process waits for that
+                return set()
             recreated = await _recreate_missing(self._js, self._subjects, self._replicas)
             if recreated:
                 log.warning("re-created missing JetStream assets: %s", ", ".join(sorted(recreated)))
@@ -105,21 +110,77 @@ def watch_reconnects(nc: NATS, assets: Assets) -> None:
     nc._reconnected_cb = reconnected
 
 
-async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int | None = None) -> Assets:
+async def ensure_assets(
+    js: JetStreamContext, subjects: Subjects, replicas: int | None = None, *, create: bool = True
+) -> Assets:
     """Create (or bind) the namespace's buckets, streams and object store; safe to call from every process.
 
     ``replicas``: the JetStream replica count to create (or raise) the assets with, on a NATS cluster. None
     (clients, workers) creates missing assets with one replica and leaves existing ones as they are; the
     controller passes its setting, so ``fluster controller --replicas 3`` makes every asset survive the loss of
-    a server.
+    a server. ``create=False`` only binds (an identity that may not create streams: only the controller may,
+    in a cluster of fluster identities).
+
+    Raises:
+        NamespaceNotReady: ``create`` is False and an asset does not exist yet.
     """
     r = replicas or 1
+    if not create:
+        return await _bind(js, subjects)
     made: dict[str, KeyValue] = {}
     for config in _kv_configs(subjects, r):
         made[config.bucket] = await _kv(js, config, replicas)
     for stream in _stream_configs(subjects, r):
         await _stream(js, stream, replicas)
     objects = await _object_store(js, subjects.object_bucket, replicas)
+    return _assets(js, subjects, made, objects, replicas)
+
+
+async def assets_when_ready(js: JetStreamContext, subjects: Subjects, create: bool) -> Assets:
+    """``ensure_assets``; when this identity may not create the assets (``create`` False), wait for the
+    namespace's controller to (a worker or a dashboard started before it)."""
+    waited = False
+    while True:
+        try:
+            return await ensure_assets(js, subjects, create=create)
+        except NamespaceNotReady as exc:
+            if not waited:
+                log.warning("waiting for the controller: %s", exc)
+                waited = True
+            await anyio.sleep(1.0)
+
+
+async def _bind(js: JetStreamContext, subjects: Subjects) -> Assets:
+    missing = []
+    made: dict[str, KeyValue] = {}
+    for config in _kv_configs(subjects, 1):
+        try:
+            made[config.bucket] = await js.key_value(config.bucket)
+        except (NotFoundError, BucketNotFoundError):
+            missing.append(config.bucket)
+    for stream in _stream_configs(subjects, 1):
+        if not await _exists(js, stream.name or ""):
+            missing.append(stream.name or "")
+    try:
+        objects = await js.object_store(subjects.object_bucket)
+    except NotFoundError:
+        missing.append(subjects.object_bucket)
+    if missing:
+        raise NamespaceNotReady(
+            f"namespace {subjects.namespace!r} is not set up: {', '.join(missing)} missing; its controller "
+            "creates them (start `fluster controller`), and this identity may not"
+        )
+    return _assets(js, subjects, made, objects, None, create=False)
+
+
+def _assets(
+    js: JetStreamContext,
+    subjects: Subjects,
+    made: dict[str, KeyValue],
+    objects: ObjectStore,
+    replicas: int | None,
+    create: bool = True,
+) -> Assets:
     assets = Assets(
         jobs=made[subjects.jobs_bucket],
         workers=made[subjects.workers_bucket],
@@ -134,6 +195,7 @@ async def ensure_assets(js: JetStreamContext, subjects: Subjects, replicas: int 
         _js=js,
         _subjects=subjects,
         _replicas=replicas,
+        _create=create,
     )
     for bound in (*made.values(), objects):
         setattr(bound, REPAIR_ATTRIBUTE, assets.repair)  # bus.kv's retries re-create a missing bucket with it

@@ -32,7 +32,7 @@ from nats.js.object_store import (
 
 from fluster.bus.kv import repair_of
 from fluster.bus.retry import with_retries
-from fluster.errors import FlusterError, FlusterTimeout, NoStream, ObjectLost
+from fluster.errors import FlusterError, FlusterTimeout, NoStream, ObjectLost, ProtocolError
 from fluster.protocol.messages import Payload
 from fluster.protocol.subjects import entrypoint_object
 
@@ -42,29 +42,30 @@ INLINE_LIMIT = 512 * 1024  # leaves room in a 1 MiB max_payload for the message 
 MAX_CHUNK = 1024 * 1024
 BLOB_TIMEOUT_S = 60.0  # no progress for this long on a blob transfer fails it
 STALL_CHECK_S = 1.0  # a read whose chunks pause this long checks that the object still exists
+HASH_IN_THREAD = 1 << 20  # larger values are hashed off the event loop
 
 
-async def put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
+async def put_blob(objects: ObjectStore, name: str, data: bytes) -> bytes:
     """Store ``data`` as object ``name``, replacing any object of that name (re-creating the object store
-    first when it has gone missing).
+    first when it has gone missing); returns the SHA-256 digest of ``data``.
 
     Raises:
         FlusterTimeout: JetStream did not acknowledge every chunk in time.
     """
     try:
         try:
-            await _put_blob(objects, name, data)
+            return await _put_blob(objects, name, data)
         except NoStream:
             repair = repair_of(objects)
             if repair is None:
                 raise
             await repair()
-            await _put_blob(objects, name, data)
+            return await _put_blob(objects, name, data)
     except APIError as exc:  # a full disk ("insufficient resources"), a limit: say what could not be stored
         raise FlusterError(f"the object store refused {name!r} ({len(data)} bytes): {exc.description}") from exc
 
 
-async def _put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
+async def _put_blob(objects: ObjectStore, name: str, data: bytes) -> bytes:
     js = objects._js
     nc = js._nc
     bucket = objects._name
@@ -105,6 +106,7 @@ async def _put_blob(objects: ObjectStore, name: str, data: bytes) -> None:
     await js.publish(meta_subject, json.dumps(info.as_dict()).encode(), headers={api.Header.ROLLUP: MSG_ROLLUP_SUBJECT})
     if previous is not None and previous.nuid and previous.nuid != nuid:
         await js.purge_stream(objects._stream, subject=OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=previous.nuid))
+    return digest
 
 
 async def get_blob(objects: ObjectStore, name: str) -> bytes:
@@ -201,18 +203,29 @@ async def to_payload(objects: ObjectStore, name: str, data: bytes, limit: int = 
     """Wrap ``data`` in a Payload, storing it as object ``name`` when it is larger than ``limit``."""
     if len(data) <= limit:
         return Payload(inline=data, size=len(data))
-    await put_blob(objects, name, data)
-    return Payload(ref=name, size=len(data))
+    digest = await put_blob(objects, name, data)
+    return Payload(ref=name, size=len(data), digest=digest.hex())
 
 
 async def from_payload(objects: ObjectStore, payload: Payload, entries: KeyValue | None = None) -> bytes:
-    """The bytes a payload stands for, read from where it says they are.
+    """The bytes a payload stands for, read from where it says they are (and checked against its digest).
 
     Raises:
         ObjectLost: the object or entry it names is gone.
+        ProtocolError: the bytes there are not the ones the payload's digest names (someone replaced them).
     """
     if payload.inline is not None:
         return payload.inline
+    data = await _referenced(objects, payload, entries)
+    if payload.digest is not None:
+        found = await _sha256(data)
+        if found.hex() != payload.digest:
+            where = f"entry {payload.entry!r}" if payload.entry is not None else f"object {payload.ref!r}"
+            raise ProtocolError(f"{where} does not match its digest: it was replaced after it was stored")
+    return data
+
+
+async def _referenced(objects: ObjectStore, payload: Payload, entries: KeyValue | None) -> bytes:
     if payload.entry is not None:
         if entries is None:
             raise ObjectLost(payload.entry, f"entry {payload.entry!r} is in the entrypoints bucket, not given here")
@@ -235,10 +248,10 @@ async def store_entrypoint(objects: ObjectStore, entries: KeyValue, token: str, 
     submission's token, or (when large) an object of the same name. Job records carry only the reference."""
     if len(data) <= INLINE_LIMIT:
         await with_retries(lambda: entries.put(token, data), "store the entrypoint", repair=repair_of(entries))
-        return Payload(entry=token, size=len(data))
+        return Payload(entry=token, size=len(data), digest=(await _sha256(data)).hex())
     name = entrypoint_object(token)
-    await put_blob(objects, name, data)
-    return Payload(ref=name, size=len(data))
+    digest = await put_blob(objects, name, data)
+    return Payload(ref=name, size=len(data), digest=digest.hex())
 
 
 async def publish_chunks(nc: NATS, subject: str, data: bytes, chunk: int, *, timeout: float, what: str) -> int:
@@ -285,6 +298,12 @@ async def publish_chunks(nc: NATS, subject: str, data: bytes, chunk: int, *, tim
     if acked < count:
         raise FlusterTimeout(f"{what} acknowledged {acked} of {count} chunks in {timeout:g}s")
     return count
+
+
+async def _sha256(data: bytes) -> bytes:
+    if len(data) < HASH_IN_THREAD:
+        return hashlib.sha256(data).digest()
+    return await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).digest())
 
 
 def _b64(name: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+import weakref
 from typing import Any
 
 import anyio
@@ -14,6 +15,8 @@ from nats.aio.client import Client as NATS
 
 from fluster.bus.options import ConnectOptions, nats_kwargs, redact_url, split_url
 from fluster.errors import ClusterUnavailable, ConfigurationError
+from fluster.security.identity import apply_identity
+from fluster.security.renewal import follow_renewals
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,7 @@ _FIRST_CONNECT: dict[str, Any] = dict(  # nats-py annotates some of these int; f
     ping_interval=10,
     max_outstanding_pings=3,
 )
+ABANDON_S = 2.0
 FIRST_CONNECT_S = 15.0  # per server: the first connect's tries (connect timeout 2 s, 4 tries) and TLS handshakes
 
 HOW_TO_START = (
@@ -42,7 +46,7 @@ async def connect(url: str, name: str, options: ConnectOptions | None = None, **
         ConfigurationError: the options cannot work (a missing TLS or creds file).
     """
     clean, in_url = split_url(url)
-    options = in_url.merged(options or ConnectOptions())
+    options = apply_identity(in_url.merged(options or ConnectOptions()))
     servers = [part for part in clean.split(",") if part]
     kwargs = nats_kwargs(options)
     errors: list[Exception] = []
@@ -50,6 +54,10 @@ async def connect(url: str, name: str, options: ConnectOptions | None = None, **
     first = anyio.CancelScope(deadline=anyio.current_time() + FIRST_CONNECT_S * len(servers))
 
     async def _error_cb(exc: Exception) -> None:
+        if is_permission_violation(exc):  # the connection stays up: say what this identity may not do
+            _violations.setdefault(nc, []).append(str(exc))
+            log.warning("NATS refused connection=%s (%s): %s", name, options.describe(), exc)
+            return
         errors.append(exc)
         log.info("nats error connection=%s: %s", name, exc)
         if not nc.is_connected and _refused(exc):
@@ -67,12 +75,27 @@ async def connect(url: str, name: str, options: ConnectOptions | None = None, **
     except ConfigurationError:
         raise
     except Exception as exc:  # nats-py raises several unrelated types for "nothing there"
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(ABANDON_S, shield=True):  # closing a half-made TLS connection can hang
             await _abandon(nc)
         raise ClusterUnavailable(_explain(redact_url(clean), options, exc, errors)) from exc
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = 0.5
+    if options.creds:  # an expiring identity (a job's) is renewed in its file: reconnect to each renewal
+        follow_renewals(nc, options.creds)
     return nc
+
+
+def is_permission_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server refusing this connection's identity a subject (it stays connected)."""
+    return "permissions violation" in str(exc).lower()
+
+
+def permission_violations(nc: NATS) -> list[str]:
+    """The permission violations the server reported on ``nc`` so far (oldest first)."""
+    return list(_violations.get(nc, ()))
+
+
+_violations: weakref.WeakKeyDictionary[NATS, list[str]] = weakref.WeakKeyDictionary()
 
 
 async def _abandon(nc: NATS) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any
 
 from fluster.bus.options import ConnectOptions, split_url
 from fluster.errors import ConfigurationError
+from fluster.security.local import local_cluster_context
 
 # natscli's variable for each option (nats/main.go); FLUSTER_URL comes before NATS_URL
 ENV_VARS = {
@@ -84,7 +86,17 @@ def resolve(flags: ConnectionFlags, env: Mapping[str, str]) -> tuple[str | None,
     if flags.tls_first:
         given["tls_first"] = True
     options = options.merged(ConnectOptions(**given))
+    if url and not context_name and not _has_credentials(options):
+        # a cluster `fluster up` runs on this machine: connect as its client, as its state file says
+        local = local_cluster_context(url, env)
+        if local is not None:
+            _, found = load_context(str(local), env)
+            options = found.merged(options)
     return url, options
+
+
+def _has_credentials(options: ConnectOptions) -> bool:
+    return any((options.user, options.token, options.creds, options.creds_data, options.nkey, options.nkey_seed))
 
 
 def config_root(env: Mapping[str, str]) -> Path:
@@ -124,7 +136,25 @@ def load_context(name: str, env: Mapping[str, str]) -> tuple[str | None, Connect
         raise ConfigurationError(f"cannot read NATS context {name!r} from {path}: {exc}") from exc
     if not isinstance(settings, dict):
         raise ConfigurationError(f"NATS context {path} is not a JSON object")
-    return _from_settings(name, settings, env)
+    url, options = _from_settings(name, settings, env)
+    return url, _beside(options, path.parent)
+
+
+def _beside(options: ConnectOptions, directory: Path) -> ConnectOptions:
+    """``options`` with relative file paths taken as relative to the context file (so a context and its creds
+    file, copied together to another machine, work from any working directory)."""
+
+    def near(value: str | None) -> str | None:
+        return str(directory / value) if value and not Path(value).is_absolute() else value
+
+    return dataclasses.replace(
+        options,
+        creds=near(options.creds),
+        nkey=near(options.nkey),
+        tls_cert=near(options.tls_cert),
+        tls_key=near(options.tls_key),
+        tls_ca=near(options.tls_ca),
+    )
 
 
 def _from_settings(name: str, s: dict[str, Any], env: Mapping[str, str]) -> tuple[str | None, ConnectOptions]:

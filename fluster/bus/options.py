@@ -170,10 +170,14 @@ def redact_url(url: str) -> str:
 # -- the job's connection file --------------------------------------------------------------------------
 
 
-def write_connection_file(directory: Path, url: str, options: ConnectOptions) -> Path:
+def write_connection_file(directory: Path, url: str, options: ConnectOptions, identity: str | None = None) -> Path:
     """Write ``connection.json`` (mode 0600) into ``directory``: the URL (without credentials) and the
     credentials and TLS material themselves, so a job reaches its cluster without a secret in its environment
     and without access to the files the worker read them from. TLS files are copied beside it.
+
+    ``identity``: the name of a ``.creds`` file in ``directory`` holding the job's own identity; the file
+    then names it instead of carrying ``options``' credentials (which are the worker's), and a renewed
+    identity written there is read at the job's next reconnect.
 
     Raises:
         ConfigurationError: a credentials or TLS file cannot be read.
@@ -181,7 +185,14 @@ def write_connection_file(directory: Path, url: str, options: ConnectOptions) ->
     clean_url, in_url = split_url(url)
     options = in_url.merged(options)
     content: dict[str, Any] = {"version": CONNECTION_FILE_VERSION, "url": clean_url}
+    if identity is not None:
+        options = replace(
+            options, user=None, password=None, token=None, creds=None, creds_data=None, nkey=None, nkey_seed=None
+        )
+        content["creds"] = identity  # relative to the connection file, like the TLS files
     for name in ("user", "password", "token", "tls_hostname", "inbox_prefix"):
+        if name == "inbox_prefix" and identity is not None:
+            continue  # the job's identity has its own, which its creds file says
         if getattr(options, name) is not None:
             content[name] = getattr(options, name)
     if options.tls_first:
@@ -216,7 +227,7 @@ def read_connection_file(path: str | Path) -> tuple[str, ConnectOptions]:
         content.pop("version", None)
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise ConfigurationError(f"cannot read the job's connection file {path}: {exc}") from exc
-    for name in _TLS_FILES:
+    for name in (*_TLS_FILES, "creds"):
         if content.get(name):
             content[name] = str(path.parent / content[name])
     unknown = set(content) - set(_FIELDS)

@@ -18,7 +18,16 @@ from nats.errors import ConnectionClosedError, ConnectionDrainingError, NoRespon
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel
 
-from fluster.errors import ClusterUnavailable, FlusterTimeout, NobodyListening, ProtocolError, from_wire, to_wire
+from fluster.bus.connection import permission_violations
+from fluster.errors import (
+    ClusterUnavailable,
+    FlusterTimeout,
+    NobodyListening,
+    PermissionDenied,
+    ProtocolError,
+    from_wire,
+    to_wire,
+)
 from fluster.protocol.codec import ERROR_HEADERS, decode, encode, is_error_reply
 from fluster.protocol.messages import ErrorInfo
 
@@ -37,10 +46,12 @@ async def request(
 
     Raises:
         ClusterUnavailable: nobody is subscribed to ``subject``.
+        PermissionDenied: the server refused this identity publishing to ``subject``.
         FlusterTimeout: no reply within ``timeout``.
         ProtocolError: the reply does not decode.
         ValueError: the request is larger than the server takes (too many environment variables, say).
-        Exception: whatever error the responder sent back, rebuilt by ``from_wire``.
+        Exception: whatever error the responder sent back, rebuilt by ``from_wire`` (by type name, never
+            unpickled).
     """
     data = encode(message)
     if len(data) > nc.max_payload:
@@ -53,16 +64,26 @@ async def request(
     except NoRespondersError as exc:
         raise NobodyListening(f"nothing answers {what or subject}") from exc
     except NatsTimeout as exc:
+        refused = _refused(nc, subject)
+        if refused is not None:  # a denied publish is dropped by the server, so it looks like silence
+            raise PermissionDenied(f"NATS refused this identity the request to {what or subject}: {refused}") from exc
         raise FlusterTimeout(f"no reply from {what or subject} within {timeout:g}s") from exc
     except (ConnectionClosedError, ConnectionDrainingError) as exc:
         raise ClusterUnavailable(f"the connection to NATS is closed; cannot reach {what or subject}") from exc
     return decode_reply(msg, reply_model)
 
 
+def _refused(nc: NATS, subject: str) -> str | None:
+    """The server's permission violation for publishing to ``subject`` on ``nc``, if it reported one."""
+    wanted = f'"{subject.lower()}"'
+    return next((v for v in reversed(permission_violations(nc)) if "publish" in v and wanted in v.lower()), None)
+
+
 def decode_reply(msg: Msg, reply_model: type[Rep]) -> Rep:
-    """Decode a reply, raising the remote error when it is an error reply."""
+    """Decode a reply, raising the remote error when it is an error reply (rebuilt without unpickling: the
+    responder, a worker say, must not be able to run code in the controller that asked)."""
     if is_error_reply(msg.headers):
-        raise from_wire(decode(msg.data, ErrorInfo))
+        raise from_wire(decode(msg.data, ErrorInfo), unpickle=False)
     return decode(msg.data, reply_model)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -20,9 +21,13 @@ from fluster.cli import local_state
 from fluster.cli.dashboard import add_dashboard_address, add_log_format, up_dashboard
 from fluster.cli.failures import INTERRUPTED
 from fluster.controller.service import Controller, ControllerSettings
-from fluster.environ import default_namespace
+from fluster.environ import TRUSTED_KEYS_VAR, default_namespace, trusted_keys
+from fluster.errors import ConfigurationError
 from fluster.local.cluster import LocalCluster
+from fluster.protocol.permissions import Role
 from fluster.protocol.resources import CpuDevice, GpuDevice, TpuDevice
+from fluster.security.identity import identity_of
+from fluster.security.issuer import JobIssuer
 from fluster.worker.agent import Worker
 from fluster.worker.settings import WorkerSettings
 
@@ -61,6 +66,17 @@ def register(add: Sub, add_plain: Sub) -> None:
     p.add_argument("--no-dashboard", action="store_true", help="start no dashboard (see `fluster dashboard`)")
     add_dashboard_address(p, "--dashboard-host", "--dashboard-port")
     add_log_format(p)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address nats-server listens on (default: %(default)s; another needs the credentials up generates)",
+    )
+    p.add_argument("--tls", action="store_true", help="TLS for every connection, with a CA generated in the store dir")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no authentication: any local process could run code on the workers (refused off loopback)",
+    )
 
     p = add_plain("down", "stop the local cluster(s) that `fluster up` started", _down)
     p.add_argument("--port", type=a.port, default=None, help="only the cluster on this port (default: every one)")
@@ -97,14 +113,21 @@ def register(add: Sub, add_plain: Sub) -> None:
         help="a job waiting this long keeps the workers it needs as they free up, so smaller jobs cannot "
         "starve it; 0 never reserves (default: 3m)",
     )
+    p.add_argument(
+        "--job-issuer",
+        default=os.environ.get("FLUSTER_JOB_ISSUER"),
+        metavar="FILE",
+        help="mint each job's identity with this key (`fluster creds controller` writes it; default: "
+        "$FLUSTER_JOB_ISSUER)",
+    )
     add_log_format(p)
 
     p = add("worker", "run a worker in the foreground", _worker)
     p.add_argument(
         "--worker-id",
         type=a.name,
-        default=a.default_worker_id(),
-        help="stable id of this worker, one per worker (default: the host name)",
+        default=None,
+        help="stable id of this worker, one per worker (default: its credentials' worker id, else the host name)",
     )
     p.add_argument("--cpu", type=a.cpu, default=None, help="CPUs offered (default: probe)")
     p.add_argument("--memory", type=a.memory, default=None, help="memory offered, e.g. 16g (default: probe)")
@@ -153,6 +176,20 @@ def register(add: Sub, add_plain: Sub) -> None:
         default=5.0,
         help="seconds between SIGTERM and SIGKILL when a job is stopped (default: %(default)g)",
     )
+    p.add_argument(
+        "--job-env",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help="a variable of this worker's environment that jobs inherit besides PATH, HOME, locale (repeatable)",
+    )
+    p.add_argument(
+        "--trusted-key",
+        action="append",
+        default=sorted(trusted_keys(os.environ.get(TRUSTED_KEYS_VAR, ""))),
+        metavar="KEY",
+        help="run only jobs signed by this public key (repeatable; default: $FLUSTER_TRUSTED_KEYS; none: any job)",
+    )
     add_log_format(p)
 
 
@@ -171,9 +208,15 @@ async def _up(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         store_dir=args.store_dir,
         port=port,
+        host=args.host,
+        tls=args.tls,
+        insecure=args.insecure,
     )
     async with _stop_signals("the local cluster") as stop, cluster, up_dashboard(cluster, args) as dashboard:
-        state = local_state.record(cluster.url, port, args.namespace, args.store_dir, dashboard)
+        auth = cluster.auth.store.directory if cluster.auth is not None else None
+        state = local_state.record(
+            cluster.url, port, args.namespace, args.store_dir, dashboard, cluster.client_context, auth
+        )
         try:
             if args.port is None and port != local_state.DEFAULT_PORT:
                 print(f"port {local_state.DEFAULT_PORT} is in use: nats-server took port {port}")
@@ -182,6 +225,13 @@ async def _up(args: argparse.Namespace) -> int:
                 server = cluster.server
                 print(f"nats-server: config {server.store_dir / 'nats-server.conf'}, log {server.log_file}")
             print(f"export FLUSTER_URL={cluster.url}")
+            if cluster.client_context is not None:
+                print(
+                    f"credentials: {cluster.client_context} (commands here find them for this URL; "
+                    "`fluster creds worker|client` issues more)"
+                )
+            else:
+                print("no authentication (--insecure): any process on this machine can submit jobs")
             if dashboard:
                 print(f"dashboard: {dashboard}")
             print("press Ctrl-C (or run `fluster down`) to stop", flush=True)
@@ -208,6 +258,7 @@ async def _controller(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         finished_job_retention=args.finished_job_retention or None,
         reserve_after=args.reserve_after or None,
+        job_issuer=JobIssuer.read(args.job_issuer) if args.job_issuer else None,
     )
     try:
         async with _stop_signals("the controller") as stop, anyio.create_task_group() as tg:
@@ -223,6 +274,15 @@ async def _controller(args: argparse.Namespace) -> int:
 
 async def _worker(args: argparse.Namespace) -> int:
     url, options = a.need_connection(args)
+    identity = identity_of(options)
+    if args.worker_id is None:
+        args.worker_id = identity.name if identity is not None else a.default_worker_id()
+    if identity is not None and (identity.role is not Role.WORKER or identity.name != args.worker_id):
+        raise ConfigurationError(
+            f"these credentials are for {identity.role.value} {identity.name!r}, not worker {args.worker_id!r}: "
+            f"use `--worker-id {identity.name}`, or credentials from `fluster creds worker --worker-id "
+            f"{args.worker_id}`"
+        )
     device: CpuDevice | GpuDevice | TpuDevice | None = None
     if args.gpus is not None:
         device = GpuDevice(variant=args.gpu_variant, count=args.gpus) if args.gpus > 0 else CpuDevice()
@@ -243,6 +303,8 @@ async def _worker(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         docker_image=args.image,
         kill_grace=args.kill_grace,
+        job_env_passthrough=frozenset(args.job_env),
+        trusted_submitters=frozenset(args.trusted_key),
     )
     nc = await connect(url, name=f"fluster-worker-{args.worker_id}", options=options)
     worker = Worker(nc, settings)

@@ -15,6 +15,7 @@ from fluster.cli import args as a
 from fluster.cli.failures import INTERRUPTED
 from fluster.dashboard.server import DEFAULT_PORT, Dashboard, DashboardSettings
 from fluster.local.cluster import LocalCluster
+from fluster.security.identity import may_create_assets
 
 Sub = Callable[..., argparse.ArgumentParser]
 
@@ -58,7 +59,7 @@ async def _dashboard(args: argparse.Namespace) -> int:
     settings = DashboardSettings(args.namespace, args.dashboard_host, args.dashboard_port)
     try:
         async with _stop_signals("the dashboard") as stop, anyio.create_task_group() as tg:
-            address = await tg.start(Dashboard(nc, settings).run)
+            address = await tg.start(Dashboard(nc, settings, may_create_assets(options)).run)
             print(f"dashboard of namespace {args.namespace!r}: {address}", flush=True)
             await stop.requested.wait()
             tg.cancel_scope.cancel()
@@ -78,7 +79,7 @@ async def up_dashboard(cluster: LocalCluster, args: argparse.Namespace) -> Async
     nc = await connect(cluster.url, name="fluster-dashboard", options=cluster.options)
     try:
         async with anyio.create_task_group() as tg:
-            yield await tg.start(Dashboard(nc, settings).run)
+            yield await tg.start(Dashboard(nc, settings, may_create_assets(cluster.options)).run)
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):

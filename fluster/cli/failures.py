@@ -8,7 +8,7 @@ traceback for something the user can fix. The codes (also in docs/cli.md):
 2     usage: a bad flag or value (memory string, CPU count, name, module or function that does not exist)
 3     the cluster cannot be reached: no NATS server, no controller, the connection was lost
 4     not found: no such job (or no cluster started by ``fluster up`` for ``down``)
-5     configuration: credentials, TLS files or a natscli context that cannot work
+5     configuration: credentials, TLS files or a natscli context that cannot work (or may not do that)
 6     timed out
 7     conflict: the job name is taken, or a live worker already uses the worker id
 70    an internal error (a bug in fluster: the traceback is printed so it can be reported)
@@ -32,6 +32,7 @@ from fluster.errors import (
     JobAlreadyExists,
     JobFailed,
     JobNotFound,
+    PermissionDenied,
     WorkerIdInUse,
 )
 
@@ -87,7 +88,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, JobNotFound | ActorNotFound | NotFound):
         hint = "; `fluster jobs` lists the jobs" if isinstance(exc, JobNotFound) else ""
         return NOT_FOUND, text + hint
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError | PermissionDenied):
         return CONFIGURATION, text
     if isinstance(exc, FlusterTimeout | TimeoutError):
         return TIMEOUT, text or "timed out"

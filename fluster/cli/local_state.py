@@ -19,6 +19,7 @@ from typing import Any
 
 from fluster.cli.failures import NOT_FOUND, UNAVAILABLE, NotFound, UsageError
 from fluster.local.server import free_port
+from fluster.security.local import state_dir as local_state_dir
 
 DEFAULT_PORT = 4222
 START_TIMEOUT_S = 60.0
@@ -26,11 +27,7 @@ STOP_TIMEOUT_S = 60.0
 
 
 def state_dir() -> Path:
-    explicit = os.environ.get("FLUSTER_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "fluster"
+    return local_state_dir(os.environ)
 
 
 def choose_port(requested: int | None) -> int:
@@ -46,8 +43,18 @@ def choose_port(requested: int | None) -> int:
     return DEFAULT_PORT if _free(DEFAULT_PORT) else free_port()
 
 
-def record(url: str, port: int, namespace: str, store_dir: str | None, dashboard: str | None = None) -> Path:
-    """Write the state file of a running ``up`` (this process)."""
+def record(
+    url: str,
+    port: int,
+    namespace: str,
+    store_dir: str | None,
+    dashboard: str | None = None,
+    context: Path | None = None,
+    auth: Path | None = None,
+) -> Path:
+    """Write the state file of a running ``up`` (this process); ``context``: its client's natscli context, which
+    commands on this machine connect with (``fluster.security.local.local_cluster_context``); ``auth``: its
+    identity store (``fluster creds`` issues credentials from it)."""
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"up-{port}.json"
@@ -60,6 +67,8 @@ def record(url: str, port: int, namespace: str, store_dir: str | None, dashboard
         "started_at": time.time(),
         "log": os.environ.get("FLUSTER_UP_LOG"),
         "dashboard": dashboard,
+        "context": str(context) if context else None,
+        "auth": str(auth) if auth else None,
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(content))
@@ -95,6 +104,10 @@ def start_detached(argv: list[str]) -> int:
             print(f"export FLUSTER_URL={found['url']}")
             if found.get("dashboard"):
                 print(f"dashboard: {found['dashboard']}")
+            if found.get("context"):
+                print(f"credentials: {found['context']} (commands here find them for this URL)")
+            else:
+                print("no authentication (--insecure): any process on this machine can submit jobs")
             print(f"logs: {log}; `fluster down` stops it")
             return 0
         if proc.poll() is not None:
@@ -135,6 +148,11 @@ def stop_recorded(port: int | None) -> int:
         where = f" on port {port}" if port is not None else ""
         raise NotFound(f"no cluster started by `fluster up` is running{where} (state in {state_dir()})")
     return 0 if stopped else NOT_FOUND
+
+
+def running() -> list[dict[str, Any]]:
+    """The state of every ``fluster up`` that still runs."""
+    return [state for state in _states() if int(state.get("pid", 0)) > 0 and _alive(int(state["pid"]))]
 
 
 def _states() -> list[dict[str, Any]]:

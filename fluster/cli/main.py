@@ -15,7 +15,7 @@ from importlib import metadata
 
 import anyio
 
-from fluster.cli import cluster_view, daemons, jobs
+from fluster.cli import cluster_view, creds, daemons, jobs
 from fluster.cli import dashboard as dashboard_cli
 from fluster.cli.args import Parser, add_connection
 from fluster.cli.failures import report
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(connected)
     cluster_view.register(connected)
     dashboard_cli.register(connected)
+    creds.register(plain)
 
     p = plain("build-image", "build the docker runtime's base image without a registry", _build_image)
     p.add_argument("--image", default="fluster-base:py311", help="tag to build (default %(default)s)")

@@ -28,13 +28,14 @@ from fluster.bus.kv import get_model, snapshot, watch_model
 from fluster.bus.options import ConnectOptions, split_url
 from fluster.bus.retry import backoff
 from fluster.bus.rpc import request
-from fluster.environ import JobEnv, default_connection, default_namespace, job_env
+from fluster.environ import JobEnv, default_connection, default_namespace, default_signing, job_env
 from fluster.errors import (
     ClusterUnavailable,
     FlusterTimeout,
     JobFailed,
     JobNotFound,
     LeadershipLost,
+    PermissionDenied,
     Unschedulable,
     from_wire,
 )
@@ -54,8 +55,10 @@ from fluster.protocol.messages import (
     WorkerInfo,
 )
 from fluster.protocol.observe import UsageRecord
+from fluster.protocol.permissions import Role
 from fluster.protocol.resources import ResourceSpec
 from fluster.protocol.subjects import Subjects
+from fluster.security.identity import identity_of, may_create_assets
 from fluster.types import Constraints, Entrypoint, Environment, JobStatus, constraint_messages
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,10 @@ class ClusterClient:
         self.subjects = Subjects(namespace)
         self.assets = assets
         self.job = job  # set when this process runs inside a fluster job of this namespace
+        self.identity = identity_of(self.options)  # the fluster identity it connects as (None: other credentials)
+        # payload signing (fluster.security.signing): what it signs its submissions and actor calls with, and
+        # the keys its actor servers accept calls from; FLUSTER_SIGNING_KEY and FLUSTER_TRUSTED_KEYS by default
+        self.signer, self.verifier = default_signing()
 
     @staticmethod
     def connect(
@@ -119,7 +126,7 @@ class ClusterClient:
         subjects = Subjects(namespace)
         nc = await connect(url, name=f"fluster-client-{uuid.uuid4().hex[:6]}", options=options)
         try:
-            assets = await ensure_assets(nc.jetstream(), subjects)
+            assets = await ensure_assets(nc.jetstream(), subjects, create=may_create_assets(options))
         except BaseException:
             await nc.close()
             raise
@@ -172,7 +179,9 @@ class ClusterClient:
             ValueError: a bad name, resources or environment.
             JobAlreadyExists: another submission already used this job id.
             ClusterUnavailable: no controller answered within the submit deadline.
+            PermissionDenied: this identity is a worker's or a controller's.
         """
+        self._may("submit jobs")
         if not isinstance(entrypoint, Entrypoint):
             if not callable(entrypoint):
                 raise ValueError(f"entrypoint must be an Entrypoint or a callable, got {entrypoint!r}")
@@ -201,6 +210,8 @@ class ClusterClient:
                 max_task_failures=max_task_failures,
             ),
         )
+        if self.signer is not None:
+            message = message.model_copy(update={"request": self.signer.sign_job(job_id, message.request)})
         reply = await self._retrying(
             lambda: request(
                 self.nc,
@@ -267,8 +278,10 @@ class ClusterClient:
 
         Raises:
             JobNotFound: no such job.
+            PermissionDenied: this identity is a worker's or a controller's.
         """
         validate_job_id(job_id)
+        self._may("kill jobs")
         return await request(
             self.nc,
             self.subjects.kill,
@@ -386,6 +399,15 @@ class ClusterClient:
         except NotFoundError:
             return 0
         return int(msg.seq or 0)
+
+    def _may(self, what: str) -> None:
+        """Say at once that this identity's role may not do ``what`` (the server would refuse it anyway, but
+        a refused publish only shows as silence)."""
+        if self.identity is not None and self.identity.role not in (Role.CLIENT, Role.JOB):
+            raise PermissionDenied(
+                f"these credentials are {self.identity.role.value} {self.identity.name!r}'s: a "
+                f"{self.identity.role.value} may not {what}; use a client's (`fluster creds client`)"
+            )
 
     async def _retrying(self, attempt: Callable[[], Awaitable[SubmitJobReply]], deadline: float) -> SubmitJobReply:
         with anyio.move_on_after(deadline):

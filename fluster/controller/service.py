@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
 from fluster.bus.rpc import serve_requests
-from fluster.controller import jobs, workers
+from fluster.controller import credentials, jobs, workers
 from fluster.controller.dispatch import Dispatcher
 from fluster.controller.heap import keep_collections_cheap
 from fluster.controller.leader import LeaderLease, lease_holder_id
@@ -36,6 +36,7 @@ from fluster.observe.publish import publish_loop
 from fluster.protocol.messages import (
     DeregisterWorker,
     Heartbeat,
+    IssueJobIdentity,
     JobRecord,
     JobUpdated,
     KillJob,
@@ -161,6 +162,7 @@ class Controller:
             (s.from_workers("deregister"), DeregisterWorker, lambda m, w: workers.on_deregister(term, m, w)),
             (s.from_workers("update"), JobUpdated, lambda m, w: jobs.on_update(term, m, w)),
             (s.from_workers("heartbeat"), Heartbeat, lambda m, w: workers.on_heartbeat(term, m, w)),
+            (s.from_workers("credentials"), IssueJobIdentity, lambda m, w: credentials.on_issue(term, m, w)),
         ]
         heartbeats: Subscription | None = None
         for subject, model, handler in handlers:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fluster.security.issuer import JobIssuer
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class ControllerSettings:
     max_concurrent_submits: int = 10_000  # submits waiting for their write at once; more wait in NATS
     # a job (a gang most of all) that has waited this long keeps the workers it needs as they free up
     reserve_after: float | None = 180.0
+    job_issuer: JobIssuer | None = None  # mints each attempt's identity (fluster.security); None: none minted
 
     @property
     def attempt_lease_s(self) -> float:

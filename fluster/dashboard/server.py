@@ -18,7 +18,7 @@ import uvicorn
 from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 
-from fluster.bus.assets import ensure_assets, watch_reconnects
+from fluster.bus.assets import assets_when_ready, watch_reconnects
 from fluster.dashboard.app import build_app
 from fluster.dashboard.feeds import Feeds
 from fluster.dashboard.view import ClusterView
@@ -39,8 +39,11 @@ class DashboardSettings:
 
 
 class Dashboard:
-    def __init__(self, nc: NATS, settings: DashboardSettings | None = None) -> None:
+    def __init__(self, nc: NATS, settings: DashboardSettings | None = None, create_assets: bool = True) -> None:
+        """``create_assets=False``: its identity may not create the namespace's streams (a fluster client's):
+        it waits for the controller to."""
         self.nc = nc
+        self._create_assets = create_assets
         self.settings = settings or DashboardSettings()
         self.subjects = Subjects(self.settings.namespace)
         self.view = ClusterView(self.settings.namespace)
@@ -48,7 +51,7 @@ class Dashboard:
 
     async def run(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
         bind_context(component="dashboard")
-        assets = await ensure_assets(self.nc.jetstream(), self.subjects)
+        assets = await assets_when_ready(self.nc.jetstream(), self.subjects, self._create_assets)
         watch_reconnects(self.nc, assets)
         stopping = anyio.Event()
         app = build_app(self.view, self.nc, self.subjects, stopping)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
@@ -25,6 +26,8 @@ from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
 from fluster.controller.service import Controller, ControllerSettings
 from fluster.local.server import NatsServer
+from fluster.security.issuer import DEFAULT_TTL_S
+from fluster.security.local import LocalAuth, is_loopback, local_auth, refuse_open_bind
 from fluster.worker.agent import Worker
 from fluster.worker.settings import WorkerSettings
 
@@ -50,13 +53,33 @@ class LocalCluster:
         controller: bool = True,
         options: ConnectOptions | None = None,
         port: int | None = None,
+        insecure: bool = False,
+        tls: bool = False,
+        host: str = "127.0.0.1",
+        job_identity_ttl: float = DEFAULT_TTL_S,
+        trusted_keys: frozenset[str] = frozenset(),
     ) -> None:
         """``url``: use the NATS server(s) there (with ``options``' credentials and TLS) instead of starting one;
-        ``port``: the port of the server it starts (default: a free one)."""
+        ``port``: the port of the server it starts (default: a free one).
+
+        The server it starts requires authentication: identities for the controller, each worker and the
+        client are generated into its store dir (``<store>/auth``), and each job gets its own
+        (docs/security.md). ``insecure=True`` starts it without (refused on a ``host`` other than loopback);
+        ``tls=True`` adds TLS with a generated CA (needs ``cryptography``). ``trusted_keys``: its workers run
+        only jobs signed by one of these keys (``fluster.security.signing``).
+
+        Raises:
+            ConfigurationError: ``insecure`` with a non-loopback ``host``.
+        """
         self.n_workers = workers
         self.namespace = namespace
         self._external_url: str | None = None
         self.options = options or ConnectOptions()
+        if insecure and url is None:
+            refuse_open_bind(host)
+        self._insecure, self._tls, self._host, self._ttl = insecure, tls, host, job_identity_ttl
+        self.auth: LocalAuth | None = None  # the identities of the server it started (None: insecure or external)
+        self.client_context: Path | None = None  # the client's natscli context (url, creds, inbox prefix)
         if url:  # credentials written in the URL join the options, so no URL this cluster hands out carries them
             self._external_url, in_url = split_url(url)
             self.options = in_url.merged(self.options)
@@ -76,6 +99,7 @@ class LocalCluster:
                 runtime=runtime,
                 max_concurrent_jobs=max_concurrent_jobs,
                 heartbeat_interval=heartbeat_interval,
+                trusted_submitters=trusted_keys,
             )
             for index in range(workers)
         ]
@@ -114,11 +138,15 @@ class LocalCluster:
     @contextlib.asynccontextmanager
     async def _run(self) -> AsyncIterator[ClusterClient]:
         with self._nats_server():
-            nc = await connect(self.url, name="fluster-local", options=self.options)
+            own = self.auth.controller if self.auth is not None else self.options
+            nc = await connect(self.url, name="fluster-local", options=own)
             try:
                 async with anyio.create_task_group() as tg:
                     if self._with_controller:
-                        self.controller = Controller(nc, self._controller_settings)
+                        settings = self._controller_settings
+                        if self.auth is not None:
+                            settings = dataclasses.replace(settings, job_issuer=self.auth.job_issuer)
+                        self.controller = Controller(nc, settings)
                         await tg.start(self.controller.run)
                     await self._start_workers(tg)
                     client = await ClusterClient.connect(self.url, self.namespace, options=self.options)
@@ -138,8 +166,10 @@ class LocalCluster:
 
     async def _start_workers(self, tg: TaskGroup) -> None:
         for settings in self._worker_settings:
-            wnc = await connect(self.url, name=f"fluster-{settings.worker_id}", options=self.options)
-            worker = Worker(wnc, dataclasses.replace(settings, url=self.url))
+            assert settings.worker_id is not None
+            options = self.auth.worker(settings.worker_id) if self.auth is not None else self.options
+            wnc = await connect(self.url, name=f"fluster-{settings.worker_id}", options=options)
+            worker = Worker(wnc, dataclasses.replace(settings, url=self.url, connect=options))
             self.workers.append(worker)
             tg.start_soon(_close_on_exit, wnc)
             await tg.start(worker.run)
@@ -149,9 +179,18 @@ class LocalCluster:
         if self._external_url:
             yield
             return
-        self.server = NatsServer(store_dir=self._store_dir, port=self._port)
+        self.server = NatsServer(store_dir=self._store_dir, port=self._port, host=self._host)
+        if not self._insecure:
+            # the TLS certificate's names besides loopback: the address it listens on, or this host's name
+            everywhere = self._host in ("0.0.0.0", "::")
+            hosts = () if is_loopback(self._host) else (socket.gethostname(),) if everywhere else (self._host,)
+            self.auth = local_auth(self.server.store_dir, self.namespace, self._tls, hosts, self._ttl)
+            self.server.extra_config = self.auth.server_config
+            self.options = self.auth.client
         self.server.start()
         try:
+            if self.auth is not None:
+                self.client_context = self.auth.write_client_context(self.server.url)
             yield
         finally:
             self.server.stop()

@@ -57,8 +57,12 @@ class NatsServer:
         max_payload: int = MAX_PAYLOAD,
         extra_config: str = "",
         max_file_store: int | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        """``host``: the address to listen on (loopback unless told otherwise; ``fluster up`` refuses another
+        one without authentication)."""
         self._own_dir = store_dir is None
+        self.host = host
         self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="fluster-nats-"))
         self.port = port or 0
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
@@ -69,7 +73,14 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self._connect_host}:{self.port}"
+
+    @property
+    def _connect_host(self) -> str:
+        """Where this machine reaches the server: loopback when it listens on every address."""
+        if self.host in ("0.0.0.0", "::", ""):
+            return "127.0.0.1"
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     @property
     def pid(self) -> int | None:
@@ -87,7 +98,7 @@ class NatsServer:
             port = self.port or free_port()
             config = self.store_dir / "nats-server.conf"
             config.write_text(
-                f'listen: "127.0.0.1:{port}"\n'
+                f'listen: "{self._listen_host}:{port}"\n'
                 f"max_payload: {self.max_payload}\n"
                 'ping_interval: "10s"\n'
                 f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"\n{self._limits()}}}\n' + self.extra_config
@@ -108,6 +119,10 @@ class NatsServer:
             if self.port:  # a fixed port that failed will not get better
                 break
         raise ClusterUnavailable(f"nats-server did not start; see {self.log_file}")
+
+    @property
+    def _listen_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     def _limits(self) -> str:
         return f"  max_file_store: {self.max_file_store}\n" if self.max_file_store else ""
@@ -147,7 +162,8 @@ class NatsServer:
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
                 return False
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            address = self._connect_host.strip("[]")
+            with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.2):
                 return True
             time.sleep(0.02)  # readiness poll of a subprocess: no event to wait on
         return False

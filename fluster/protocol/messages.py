@@ -82,6 +82,9 @@ class Payload(Message):
     ref: str | None = Field(default=None, max_length=1024)
     entry: TokenField | None = None
     size: int = Field(default=0, ge=0)
+    # SHA-256 (hex) of the bytes a reference stands for, checked by the reader: a record or dispatch that only
+    # the controller writes vouches for bytes in a store that other identities of the namespace can write
+    digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 # -- environments and requests --------------------------------------------------------------------------
@@ -106,6 +109,13 @@ class Constraint(Message):
     values: list[Annotated[str, Field(max_length=255)]] = Field(default_factory=list, max_length=64)
 
 
+class PayloadSignature(Message):
+    """A submitter's Ed25519 signature (``fluster.security.signing``): its public nkey and the signature."""
+
+    key: str = Field(min_length=56, max_length=56)
+    sig: bytes = Field(min_length=64, max_length=64)
+
+
 class JobRequest(Message):
     name: NameField
     entrypoint: Payload
@@ -121,6 +131,7 @@ class JobRequest(Message):
     group_by: NameField | None = None  # a gang's tasks all on workers that share this label's value
     constraints: list[Constraint] = Field(default_factory=list, max_length=32)
     max_task_failures: int = Field(default=0, ge=0)  # independent tasks that may fail for good
+    signature: PayloadSignature | None = None  # of everything above, by the submitter (optional)
 
     @property
     def is_gang(self) -> bool:
@@ -346,3 +357,25 @@ class LogLine(Message):
     line: str
     final: bool = False  # the last line of an attempt (no more output follows from it)
     task: int = 0
+
+
+# -- job identities (fluster.security.issuer) -----------------------------------------------------------
+
+
+class IssueJobIdentity(Message):
+    """Worker → controller: sign the identity of an attempt assigned to me, for this user public key (the
+    worker made the key pair; the seed stays with it). Asked again, same key, to renew before expiry."""
+
+    worker_id: NameField
+    incarnation: TokenField
+    job_id: JobIdField
+    attempt: int = Field(ge=0)
+    public_key: str = Field(min_length=56, max_length=56, pattern=r"^U[A-Z2-7]{55}$")
+    task: int = Field(default=0, ge=0, lt=MAX_REPLICAS)
+
+
+class JobIdentityReply(Message):
+    jwt: str | None = Field(default=None, max_length=MAX_TEXT)  # None: refused (see ``reason``)
+    expires_at_ms: int = 0
+    minting: bool = True  # False: this controller mints no job identities (an open or static-users cluster)
+    reason: str = Field(default="", max_length=MAX_TEXT)

@@ -58,8 +58,12 @@ class Subjects:
     def job_update(self, worker_id: str) -> str:
         return f"{self.prefix}.ctl.update.{validate_name(worker_id, 'worker id')}"
 
+    def credentials(self, worker_id: str) -> str:
+        """Where a worker asks for the identity of an attempt it runs (see ``fluster.security.issuer``)."""
+        return f"{self.prefix}.ctl.credentials.{validate_name(worker_id, 'worker id')}"
+
     def from_workers(self, verb: str) -> str:
-        """What the controller subscribes to for ``verb`` (register, deregister, heartbeat, update)."""
+        """What the controller subscribes to for ``verb`` (register, deregister, heartbeat, update, credentials)."""
         return f"{self.prefix}.ctl.{verb}.*"
 
     @property
@@ -93,6 +97,10 @@ class Subjects:
     def actor_endpoint(self, name: str, endpoint_id: str) -> str:
         """The subject of one endpoint of actor ``name``, for direct and broadcast calls."""
         return f"{self.actor(name)}.{validate_name(endpoint_id, 'endpoint id')}"
+
+    def actor_of(self, subject: str) -> str:
+        """The actor name that a pool or endpoint subject names."""
+        return subject[len(self.prefix) + len(".actor.") :].split(".", 1)[0]
 
     # -- JetStream ----------------------------------------------------------------------------------
     @property

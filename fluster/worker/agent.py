@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import shutil
 import socket
 import tempfile
@@ -25,7 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
-from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
+from fluster.bus.assets import Assets, assets_when_ready, watch_reconnects
 from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import serve_requests
 from fluster.environ import task_env_vars
@@ -49,7 +48,10 @@ from fluster.protocol.messages import (
     now_ms,
 )
 from fluster.protocol.subjects import Subjects, result_object
+from fluster.security.identity import may_create_assets
+from fluster.security.signing import Verifier
 from fluster.worker.job_connection import job_connection_env
+from fluster.worker.job_identity import JobIdentities
 from fluster.worker.lease import Lease
 from fluster.worker.link import ControllerLink
 from fluster.worker.runtime import (
@@ -61,6 +63,7 @@ from fluster.worker.runtime import (
     Lifeline,
     RunningAttempt,
     Runtime,
+    read_outcome,
 )
 from fluster.worker.settings import WorkerSettings, make_runtime, resolve_labels, resolve_resources
 
@@ -107,6 +110,7 @@ class Worker:
         self.work_root = base / f"fluster-{settings.namespace}-{self.worker_id}-{self.incarnation}"
         self.attempts: dict[tuple[str, int, int], _Attempt] = {}  # (job id, task, attempt)
         self.link = ControllerLink(nc, self.subjects)
+        self.identities = JobIdentities(nc, self.subjects, self.worker_id, settings.url, settings.connect)
         self.lease = Lease()
         self._reincarnating = anyio.Lock()
         self._draining = False
@@ -137,7 +141,8 @@ class Worker:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         bind_context(worker_id=self.worker_id)
-        self._assets = await ensure_assets(self.nc.jetstream(), self.subjects)
+        create = may_create_assets(self.settings.connect)  # else the controller makes them: wait for it
+        self._assets = await assets_when_ready(self.nc.jetstream(), self.subjects, create)
         watch_reconnects(self.nc, self._assets)
         self.work_root.mkdir(parents=True, exist_ok=True)
         await self.runtime.cleanup_stale()
@@ -163,6 +168,7 @@ class Worker:
                     lambda: running_attempts(self.attempts.values()),
                     self.settings.usage_interval,
                 )
+                tg.start_soon(self.identities.run)
                 log.info(
                     "worker ready worker_id=%s runtime=%s cpu=%g memory=%d",
                     self.worker_id,
@@ -258,15 +264,18 @@ class Worker:
         try:
             with attempt.scope:
                 workdir.mkdir(parents=True, exist_ok=True)
+                if self.settings.trusted_submitters:  # before anything of the job is read, let alone unpickled
+                    Verifier(self.settings.trusted_submitters).check_job(job_id, request_)
                 entrypoint = await from_payload(self.assets.objects, request_.entrypoint, self.assets.entrypoints)
                 (workdir / ENTRYPOINT_FILE).write_bytes(entrypoint)
                 lifeline = Lifeline(workdir, self.lease.expires_at)
                 attempt.lifeline = lifeline
                 python_path, cwd = await self._prepare_environment(attempt)
+                identity = await self.identities.issue(attempt.key, attempt.message.incarnation, workdir)
                 env = {
                     **request_.environment.env_vars,
                     **job_connection_env(
-                        self._job_url(), self.settings, workdir, job_id, attempt.attempt, self.worker_id
+                        self._job_url(), self.settings, workdir, job_id, attempt.attempt, self.worker_id, identity
                     ),
                     **task_env_vars(task, request_.replicas, attempt.message.task_hosts),
                 }
@@ -300,6 +309,7 @@ class Worker:
                 if update is not None and not attempt.fenced:
                     self.link.report(update)
                 self.attempts.pop(attempt.key, None)
+                self.identities.forget(attempt.key)
                 attempt.done.set()
                 if lifeline is not None:
                     lifeline.close()
@@ -339,16 +349,11 @@ class Worker:
                 exit_code=exit_info.exit_code,
                 error=attempt.stop_reason or f"stopped ({attempt.stop_state.value.lower()})",
             )
-        outcome = _read_result(workdir / RESULT_FILE)
+        outcome = read_outcome(workdir / RESULT_FILE)
         if exit_info.oom_killed or exit_info.error:
             return self._update(attempt, JobState.FAILED, exit_code=exit_info.exit_code, error=exit_info.error)
         if outcome is not None and outcome[0] == "ok":
-            payload = await to_payload(
-                self.assets.objects,
-                result_object(attempt.job_id, attempt.message.task),
-                outcome[1],
-                limit=RESULT_INLINE_LIMIT,
-            )
+            payload = await self._store_result(attempt, outcome[1])
             return self._update(attempt, JobState.SUCCEEDED, exit_code=exit_info.exit_code, result=payload)
         if outcome is not None and outcome[0] == "err":
             info = ErrorInfo.model_validate(outcome[1])
@@ -364,6 +369,18 @@ class Worker:
         code = exit_info.exit_code
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         return self._update(attempt, JobState.FAILED, exit_code=code, error=f"job process ended: {reason}")
+
+    async def _store_result(self, attempt: _Attempt, value: bytes) -> Payload:
+        """The result inline, or written to the object store as the job's own identity when it has one (this
+        worker's identity may not write objects)."""
+        name = result_object(attempt.job_id, attempt.message.task)
+        if len(value) <= RESULT_INLINE_LIMIT:
+            return await to_payload(self.assets.objects, name, value, limit=RESULT_INLINE_LIMIT)
+        async with self.identities.connection(attempt.key) as job_nc:
+            objects = self.assets.objects
+            if job_nc is not None:
+                objects = await job_nc.jetstream().object_store(self.subjects.object_bucket)
+            return await to_payload(objects, name, value, limit=RESULT_INLINE_LIMIT)
 
     def _update(
         self,
@@ -502,14 +519,3 @@ class Worker:
             for attempt in list(self.attempts.values()):
                 tg.start_soon(self._stop, attempt, JobState.KILLED, 0.5)
         await self.link.register(self.info, self.lease)
-
-
-def _read_result(path: Path) -> tuple[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            outcome = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError):
-        return None
-    if isinstance(outcome, tuple) and len(outcome) == 2 and outcome[0] in ("ok", "err"):
-        return outcome
-    return None

@@ -3,28 +3,41 @@
 It imports only the standard library (and cloudpickle, through unpickling), so a job starts in tens of
 milliseconds; fluster itself is imported only when a job fails, to describe the exception.
 Usage: ``python bootstrap.py <workdir>``; ``<workdir>/entrypoint.pkl`` holds ``("call", fn, args, kwargs)`` or
-``("exec", argv)``; the outcome goes to ``<workdir>/result.pkl`` as ``("ok", value_bytes)`` or ``("err", info)``.
+``("exec", argv)``; the outcome goes to ``<workdir>/result.out``: one JSON line (``{"status": "ok"}`` or
+``{"status": "err", "error": {...}}``), then, when ok, the cloudpickled value. Never a pickle: the worker
+reads this file, and whatever the job wrote into it must not run code in the worker.
 """
 
+import base64
+import json
 import os
 import pickle
 import signal
 import sys
 
 LEASE_FORMAT = "!d"  # as fluster.worker.runtime.LEASE_FORMAT (this file imports nothing of fluster at start)
+RESULT_FILE = "result.out"  # as fluster.worker.runtime.RESULT_FILE
 
 
-def _write(workdir: str, outcome: tuple[object, ...]) -> None:
-    tmp = os.path.join(workdir, "result.pkl.tmp")
+def _write(workdir: str, outcome: tuple[str, object]) -> None:
+    status, value = outcome
+    tmp = os.path.join(workdir, RESULT_FILE + ".tmp")
     with open(tmp, "wb") as f:
-        pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, os.path.join(workdir, "result.pkl"))
+        if status == "ok":
+            assert isinstance(value, bytes)
+            f.write(json.dumps({"status": "ok"}).encode() + b"\n")
+            f.write(value)
+        else:
+            f.write(json.dumps({"status": "err", "error": value}).encode() + b"\n")
+    os.replace(tmp, os.path.join(workdir, RESULT_FILE))
 
 
-def _error(exc: BaseException) -> tuple[object, ...]:
+def _error(exc: BaseException) -> tuple[str, object]:
     from fluster.errors import to_wire
 
-    return ("err", to_wire(exc).model_dump(mode="python"))
+    info = to_wire(exc).model_dump(mode="python")
+    info["pickled"] = base64.b64encode(info["pickled"]).decode() if info.get("pickled") is not None else None
+    return ("err", info)
 
 
 class _Terminated(SystemExit):

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 # Fixed paths inside the container.
-JOB_DIR = "/job"  # the attempt's work dir (entrypoint.pkl in, result.pkl out), read-write
+JOB_DIR = "/job"  # the attempt's work dir (entrypoint.pkl in, result.out out), read-write
 BOOTSTRAP_PATH = "/fluster/bootstrap.py"
 SUPPORT_DIR = "/fluster/site"  # fluster and its dependencies, read-only, last on PYTHONPATH
 PATH_DIR = "/fluster/path"  # PATH_DIR/<n>: the attempt's python_path entries, read-only

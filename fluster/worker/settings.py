@@ -33,6 +33,10 @@ class WorkerSettings:
     address: str | None = None  # how the job's other tasks reach this host (FLUSTER_TASK_HOSTS); default: its name
     metrics_interval: float = 5.0  # seconds between metrics snapshots (fluster.observe)
     usage_interval: float = 5.0  # seconds between samples of each job's CPU and memory (fluster.observe.usage)
+    # the worker's environment variables its jobs inherit besides PATH, HOME, locale (fluster.environ)
+    job_env_passthrough: frozenset[str] = frozenset()
+    # payload signing: run only jobs signed by one of these keys (empty: any job), fluster.security.signing
+    trusted_submitters: frozenset[str] = frozenset()
 
 
 def resolve_resources(settings: WorkerSettings) -> WorkerResources:
@@ -47,7 +51,7 @@ def resolve_resources(settings: WorkerSettings) -> WorkerResources:
 
 def make_runtime(settings: WorkerSettings, worker_id: str, cache_dir: Path, resources: WorkerResources) -> Runtime:
     if settings.runtime == "process":
-        return ProcessRuntime()
+        return ProcessRuntime(passthrough=settings.job_env_passthrough)
     if settings.runtime == "docker":
         from fluster.worker.docker_runtime import DockerRuntime
 

@@ -105,13 +105,17 @@ def test_the_connection_file_carries_secrets_privately_and_the_url_without_them(
     assert read_connection_file(path)[1] == ConnectOptions(nkey_seed="SUAEXAMPLE")
 
 
-def test_jobs_do_not_inherit_the_workers_nats_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jobs_inherit_only_what_programs_need_of_the_workers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from fluster.environ import inherited_job_environment
 
     monkeypatch.setenv("NATS_PASSWORD", "s3cret")
     monkeypatch.setenv("NATS_URL", "nats://ada:s3cret@h:1")
     monkeypatch.setenv("NATS_CREDS", "/etc/worker.creds")
-    monkeypatch.setenv("MY_SETTING", "kept")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+    monkeypatch.setenv("MY_SETTING", "passed through")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
     inherited = inherited_job_environment()
-    assert not {"NATS_PASSWORD", "NATS_URL", "NATS_CREDS"} & set(inherited)
-    assert inherited["MY_SETTING"] == "kept"
+    assert not {"NATS_PASSWORD", "NATS_URL", "NATS_CREDS", "AWS_SECRET_ACCESS_KEY", "MY_SETTING"} & set(inherited)
+    assert inherited["PATH"] and inherited["LC_ALL"] == "C.UTF-8"
+    passed = inherited_job_environment(frozenset({"MY_SETTING", "NATS_PASSWORD"}))
+    assert passed["MY_SETTING"] == "passed through" and "NATS_PASSWORD" not in passed  # never the credentials

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import pickle
 import sys
 import uuid
 import zipfile
@@ -17,7 +16,15 @@ import cloudpickle
 
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.resources import ResourceSpec
-from fluster.worker.runtime import ENTRYPOINT_FILE, RESULT_FILE, AttemptSpec, ExitInfo, RunningAttempt, Stream
+from fluster.worker.runtime import (
+    ENTRYPOINT_FILE,
+    RESULT_FILE,
+    AttemptSpec,
+    ExitInfo,
+    RunningAttempt,
+    Stream,
+    read_outcome,
+)
 
 
 def make_spec(
@@ -68,8 +75,9 @@ async def run_attempt(attempt: RunningAttempt) -> tuple[ExitInfo, list[tuple[Str
 
 
 def read_result(spec: AttemptSpec) -> Any:
-    status, value = pickle.loads((spec.workdir / RESULT_FILE).read_bytes())
-    assert status == "ok", value
+    outcome = read_outcome(spec.workdir / RESULT_FILE)
+    assert outcome is not None and outcome[0] == "ok", outcome
+    value = outcome[1]
     return cloudpickle.loads(value)
 
 

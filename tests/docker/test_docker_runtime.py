@@ -177,13 +177,13 @@ def _fail() -> None:
 
 
 async def test_a_failing_job_writes_its_error_from_inside_the_container(runtime: DockerRuntime, tmp_path: Path) -> None:
-    import pickle
+    from fluster.worker.runtime import RESULT_FILE, read_outcome
 
     spec = make_spec(tmp_path, _fail)
     info, lines = await run_attempt(await runtime.start(spec))
     assert info.exit_code == 1 and info.error is None
-    status, error = pickle.loads((spec.workdir / "result.pkl").read_bytes())
-    assert status == "err" and error["type_name"] == "builtins.KeyError"
+    outcome = read_outcome(spec.workdir / RESULT_FILE)
+    assert outcome is not None and outcome[0] == "err" and outcome[1]["type_name"] == "builtins.KeyError"
     assert ("stderr", "KeyError: 'missing'") in lines
 
 
