@@ -24,6 +24,7 @@ import nats
 
 from fluster.local.cluster import LocalCluster
 from fluster.local.server import NatsServer
+from fluster.protocol.jobfiles import ENTRYPOINT_FILE, call_entrypoint
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.resources import ResourceSpec
 from fluster.protocol.subjects import Subjects
@@ -48,7 +49,7 @@ async def run_job(runtime: Runtime, root: Path, fn: object, python_path: list[Pa
     """Seconds from start() to a readable result, as a worker sees it."""
     workdir = root / uuid.uuid4().hex[:8]
     workdir.mkdir()
-    (workdir / "entrypoint.pkl").write_bytes(cloudpickle.dumps(("call", fn, (), {})))
+    (workdir / ENTRYPOINT_FILE).write_bytes(call_entrypoint(fn, (), {}))
     spec = AttemptSpec(
         job_id="bench",
         attempt=1,

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import cloudpickle
-
-from fluster.protocol import messages
+from fluster.protocol import jobfiles, messages
 from fluster.protocol.messages import AttemptRecord, JobRecord, JobState
 from fluster.protocol.resources import ResourceSpec
 
@@ -43,8 +41,8 @@ class Entrypoint:
     def to_bytes(self) -> bytes:
         """The pickled form the job bootstrap reads."""
         if self.command is not None:
-            return bytes(cloudpickle.dumps(("exec", list(self.command))))
-        return bytes(cloudpickle.dumps(("call", self.callable, tuple(self.args), dict(self.kwargs))))
+            return jobfiles.exec_entrypoint(list(self.command))
+        return jobfiles.call_entrypoint(self.callable, tuple(self.args), dict(self.kwargs))
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ from fluster.bus.retry import with_retries
 from fluster.errors import FlusterError, FlusterTimeout, NoStream, ObjectLost, ProtocolError
 from fluster.protocol.messages import Payload
 from fluster.protocol.subjects import entrypoint_object
+from fluster.protocol.values import inline_limit
 
 log = logging.getLogger(__name__)
 
-INLINE_LIMIT = 512 * 1024  # leaves room in a 1 MiB max_payload for the message around the bytes
 MAX_CHUNK = 1024 * 1024
 BLOB_TIMEOUT_S = 60.0  # no progress for this long on a blob transfer fails it
 STALL_CHECK_S = 1.0  # a read whose chunks pause this long checks that the object still exists
@@ -199,9 +199,9 @@ async def delete_blob(objects: ObjectStore, name: str) -> None:
         pass
 
 
-async def to_payload(objects: ObjectStore, name: str, data: bytes, limit: int = INLINE_LIMIT) -> Payload:
-    """Wrap ``data`` in a Payload, storing it as object ``name`` when it is larger than ``limit``."""
-    if len(data) <= limit:
+async def to_payload(objects: ObjectStore, name: str, data: bytes) -> Payload:
+    """Wrap ``data`` in a Payload, storing it as object ``name`` when it is larger than the inline limit."""
+    if len(data) <= _inline_limit(objects):
         return Payload(inline=data, size=len(data))
     digest = await put_blob(objects, name, data)
     return Payload(ref=name, size=len(data), digest=digest.hex())
@@ -246,7 +246,7 @@ async def _referenced(objects: ObjectStore, payload: Payload, entries: KeyValue 
 async def store_entrypoint(objects: ObjectStore, entries: KeyValue, token: str, data: bytes) -> Payload:
     """Store a job's entrypoint where its worker reads it: a key of the entrypoints bucket named by the
     submission's token, or (when large) an object of the same name. Job records carry only the reference."""
-    if len(data) <= INLINE_LIMIT:
+    if len(data) <= _inline_limit(objects):
         await with_retries(lambda: entries.put(token, data), "store the entrypoint", repair=repair_of(entries))
         return Payload(entry=token, size=len(data), digest=(await _sha256(data)).hex())
     name = entrypoint_object(token)
@@ -304,6 +304,10 @@ async def _sha256(data: bytes) -> bytes:
     if len(data) < HASH_IN_THREAD:
         return hashlib.sha256(data).digest()
     return await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).digest())
+
+
+def _inline_limit(objects: ObjectStore) -> int:
+    return inline_limit(objects._js._nc.max_payload)
 
 
 def _b64(name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import shlex
 import tempfile
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from fluster.bus.retry import backoff
 from fluster.context.jobs import JobInfo, JobRequest
 from fluster.context.ray_entry import PAYLOAD
 from fluster.context.ray_jobs import (
@@ -123,16 +125,16 @@ class RayCluster:
             FlusterTimeout: still running after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.05
-        while True:
+        for polls in itertools.count():
             info = self.poll(job_id)
             if info.finished:
                 return info
             if deadline is not None and time.monotonic() >= deadline:
                 raise FlusterTimeout(f"job {job_id} is still {info.status} after {timeout:g}s")
             # Ray's job server has no watch: poll, backing off to once a second
+            delay = backoff(polls)
             time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 1.0)
+        raise AssertionError("unreachable")
 
     def terminate(self, job_id: str, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop the job and return once it has stopped (or ended on its own meanwhile).

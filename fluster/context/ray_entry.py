@@ -18,8 +18,9 @@ import cloudpickle
 
 from fluster.context.api import job_context
 from fluster.context.ray_backend import RayContext
+from fluster.protocol.jobfiles import CALL, ENTRYPOINT_FILE
 
-PAYLOAD = "entrypoint.pkl"
+PAYLOAD = ENTRYPOINT_FILE
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +29,7 @@ def main(argv: list[str]) -> int:
         return 2
     package, namespace = argv[1], (argv[2] if len(argv) == 3 else None)
     kind, fn, args, kwargs = cloudpickle.loads(importlib.resources.files(package).joinpath(PAYLOAD).read_bytes())
-    if kind != "call":
+    if kind != CALL:
         sys.stderr.write(f"fluster: {package}/{PAYLOAD} holds a {kind!r} entrypoint, not a callable\n")
         return 2
     signal.signal(signal.SIGTERM, _terminate)

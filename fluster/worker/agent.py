@@ -1,7 +1,7 @@
 """The worker: registers, heartbeats, accepts dispatches, runs attempts through a runtime, reports them.
 
-Logs go line by line to the logs stream, return values into the job record (or the object store when
-large), state reports to the controller through an outbox that retries until acknowledged. Fencing: a worker
+Each attempt runs in ``fluster.worker.attempts``; its state reports go to the controller through an outbox
+that retries until acknowledged (``fluster.worker.link``). Fencing: a worker
 the controller declared dead is told to re-register by its next heartbeat; it then kills everything it
 still runs and comes back under a new incarnation, so an attempt never runs twice at once.
 """
@@ -15,9 +15,8 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -25,21 +24,14 @@ from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
 from fluster.bus.assets import Assets, assets_when_ready, watch_reconnects
-from fluster.bus.blobs import from_payload, to_payload
 from fluster.bus.rpc import serve_requests
-from fluster.environ import task_env_vars
 from fluster.logs import bind_context
 from fluster.observe.components import WorkerMetrics
 from fluster.observe.publish import publish_loop
 from fluster.observe.usage import running_attempts, usage_loop
-from fluster.protocol.codec import encode
 from fluster.protocol.ids import Incarnation, new_incarnation, new_worker_id
 from fluster.protocol.messages import (
-    ErrorInfo,
     JobState,
-    JobUpdated,
-    LogLine,
-    Payload,
     RunJob,
     RunJobReply,
     StopJob,
@@ -47,23 +39,14 @@ from fluster.protocol.messages import (
     WorkerInfo,
     now_ms,
 )
-from fluster.protocol.subjects import Subjects, result_object
+from fluster.protocol.subjects import Subjects
 from fluster.security.identity import may_create_assets
-from fluster.security.signing import Verifier
-from fluster.worker.job_connection import job_connection_env
+from fluster.worker.attempts import Attempt, AttemptRunner
 from fluster.worker.job_identity import JobIdentities
 from fluster.worker.lease import Lease
 from fluster.worker.link import ControllerLink
 from fluster.worker.runtime import (
-    ENTRYPOINT_FILE,
-    LIFELINE_ENDED_FILE,
-    RESULT_FILE,
-    AttemptSpec,
-    ExitInfo,
-    Lifeline,
-    RunningAttempt,
     Runtime,
-    read_outcome,
 )
 from fluster.worker.settings import WorkerSettings, make_runtime, resolve_labels, resolve_resources
 
@@ -71,26 +54,7 @@ log = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=BaseModel)
 
-RESULT_INLINE_LIMIT = 64 * 1024
-HEARTBEATS_IN_FLIGHT = 4  # larger return values go to the object store, not into the job record
-
-
-@dataclass
-class _Attempt:
-    job_id: str
-    attempt: int
-    message: RunJob
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    running: RunningAttempt | None = None
-    stop_state: JobState | None = None  # set when the worker was told to stop it (KILLED, PREEMPTED)
-    stop_reason: str | None = None
-    lifeline: Lifeline | None = None
-    fenced: bool = False  # the controller no longer counts this attempt: report nothing
-    done: anyio.Event = field(default_factory=anyio.Event)
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.job_id, self.message.task, self.attempt)
+HEARTBEATS_IN_FLIGHT = 4
 
 
 class Worker:
@@ -108,17 +72,29 @@ class Worker:
         # unique per worker run: two workers with the same id (in two namespaces) never share a directory
         base = settings.work_dir or Path(tempfile.gettempdir())
         self.work_root = base / f"fluster-{settings.namespace}-{self.worker_id}-{self.incarnation}"
-        self.attempts: dict[tuple[str, int, int], _Attempt] = {}  # (job id, task, attempt)
         self.link = ControllerLink(nc, self.subjects)
         self.identities = JobIdentities(nc, self.subjects, self.worker_id, settings.url, settings.connect)
         self.lease = Lease()
+        self.metrics = WorkerMetrics(self.worker_id, lambda: len(self.attempts))
+        self.runner = AttemptRunner(
+            nc,
+            settings,
+            self.worker_id,
+            self.runtime,
+            self.link,
+            self.identities,
+            self.lease,
+            self.metrics,
+            lambda: self.assets,
+            self.cache_dir,
+            self.work_root,
+        )
+        self.attempts = self.runner.running  # (job id, task, attempt) -> what runs
         self._reincarnating = anyio.Lock()
         self._draining = False
         self._assets: Assets | None = None
         self._tg: TaskGroup | None = None
         self._run_sub: Any = None
-        self._environments: Any = None
-        self.metrics = WorkerMetrics(self.worker_id, lambda: len(self.attempts))
 
     @property
     def info(self) -> WorkerInfo:
@@ -182,7 +158,7 @@ class Worker:
                 for attempt in list(self.attempts.values()):
                     attempt.fenced = True
                     with anyio.move_on_after(self.settings.kill_grace + 2):
-                        await self._stop(attempt, JobState.PREEMPTED, 0.5)
+                        await self.runner.stop(attempt, JobState.PREEMPTED, 0.5)
             shutil.rmtree(self.work_root, ignore_errors=True)
 
     async def drain(self, grace: float = 0.0) -> None:
@@ -197,7 +173,7 @@ class Worker:
                 await next(iter(self.attempts.values())).done.wait()
         async with anyio.create_task_group() as tg:
             for attempt in list(self.attempts.values()):
-                tg.start_soon(self._stop, attempt, JobState.PREEMPTED, self.settings.kill_grace)
+                tg.start_soon(self.runner.stop, attempt, JobState.PREEMPTED, self.settings.kill_grace)
         await self.link.flushed(5)
         await self.link.deregister(self.worker_id, self.incarnation)
         log.info("worker drained worker_id=%s", self.worker_id)
@@ -230,211 +206,18 @@ class Worker:
             return RunJobReply(accepted=True, reason="already running")
         if len(self.attempts) >= self.resources.max_concurrent_jobs:
             return RunJobReply(accepted=False, reason="worker is full")
-        attempt = _Attempt(job_id=msg.job_id, attempt=msg.attempt, message=msg)
+        attempt = Attempt(job_id=msg.job_id, attempt=msg.attempt, message=msg)
         self.attempts[key] = attempt
         assert self._tg is not None
-        self._tg.start_soon(self._run_attempt, attempt)
+        self._tg.start_soon(self.runner.run, attempt)
         return RunJobReply(accepted=True)
 
     async def _on_stop(self, msg: StopJob) -> StopJobReply:
         attempt = self.attempts.get((msg.job_id, msg.task, msg.attempt))
         if attempt is None:
             return StopJobReply(stopped=False, message="not running here")
-        await self._stop(attempt, msg.state, msg.grace_ms / 1000)
+        await self.runner.stop(attempt, msg.state, msg.grace_ms / 1000)
         return StopJobReply(stopped=True)
-
-    async def _stop(self, attempt: _Attempt, state: JobState, grace: float) -> None:
-        if attempt.stop_state is None:
-            attempt.stop_state = state
-        if attempt.running is not None:
-            await attempt.running.stop(grace)
-        else:
-            attempt.scope.cancel()
-        await attempt.done.wait()
-
-    # -- attempts ---------------------------------------------------------------------------------------
-
-    async def _run_attempt(self, attempt: _Attempt) -> None:
-        job_id, request_ = attempt.job_id, attempt.message.request
-        bind_context(job_id=job_id, attempt=attempt.attempt)  # this task's log records name the attempt
-        task = attempt.message.task
-        workdir = self.work_root / job_id.replace("/", "__") / f"task-{task}-attempt-{attempt.attempt}"
-        update: JobUpdated | None = None
-        lifeline: Lifeline | None = None
-        try:
-            with attempt.scope:
-                workdir.mkdir(parents=True, exist_ok=True)
-                if self.settings.trusted_submitters:  # before anything of the job is read, let alone unpickled
-                    Verifier(self.settings.trusted_submitters).check_job(job_id, request_)
-                entrypoint = await from_payload(self.assets.objects, request_.entrypoint, self.assets.entrypoints)
-                (workdir / ENTRYPOINT_FILE).write_bytes(entrypoint)
-                lifeline = Lifeline(workdir, self.lease.expires_at)
-                attempt.lifeline = lifeline
-                python_path, cwd = await self._prepare_environment(attempt)
-                identity = await self.identities.issue(attempt.key, attempt.message.incarnation, workdir)
-                env = {
-                    **request_.environment.env_vars,
-                    **job_connection_env(
-                        self._job_url(), self.settings, workdir, job_id, attempt.attempt, self.worker_id, identity
-                    ),
-                    **task_env_vars(task, request_.replicas, attempt.message.task_hosts),
-                }
-                spec = AttemptSpec(
-                    job_id=job_id,
-                    attempt=attempt.attempt,
-                    workdir=workdir,
-                    env=env,
-                    resources=request_.resources,
-                    environment=request_.environment,
-                    python_path=python_path,
-                    cwd=cwd,
-                )
-                attempt.running = await self.runtime.start(spec)
-            if attempt.running is not None:
-                if attempt.stop_state is not None:
-                    await attempt.running.stop(0)
-                self._report(attempt, JobState.RUNNING)
-                self.metrics.attempts.value += 1
-                exit_info = await self._follow(attempt, attempt.running)
-                update = await self._outcome(attempt, workdir, exit_info)
-            else:
-                update = self._update(attempt, attempt.stop_state or JobState.KILLED, error="stopped before start")
-        except Exception as exc:  # a failure of the worker's own steps (bundle, install, runtime) fails the attempt
-            log.warning("attempt failed to run job_id=%s: %r", job_id, exc)
-            await self._publish_log(attempt, "system", f"fluster: {exc}")
-            update = self._update(attempt, attempt.stop_state or JobState.FAILED, error=str(exc))
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._publish_log(attempt, "system", "", final=True)
-                if update is not None and not attempt.fenced:
-                    self.link.report(update)
-                self.attempts.pop(attempt.key, None)
-                self.identities.forget(attempt.key)
-                attempt.done.set()
-                if lifeline is not None:
-                    lifeline.close()
-                shutil.rmtree(workdir, ignore_errors=True)
-
-    async def _prepare_environment(self, attempt: _Attempt) -> tuple[list[Path], Path | None]:
-        env = attempt.message.request.environment
-        if not env.pip_packages and not env.workspace and not env.extras:
-            return [], None
-        if self._environments is None:
-            from fluster.worker.environments import EnvironmentCache
-
-            self._environments = EnvironmentCache(self.cache_dir, self.assets.objects)
-        if self._environments.needs_build(env):
-            self._report(attempt, JobState.BUILDING)
-
-        async def emit(line: str) -> None:
-            await self._publish_log(attempt, "system", line)
-
-        prepared = await self._environments.prepare(env, emit)
-        return list(prepared.python_path), prepared.cwd
-
-    async def _follow(self, attempt: _Attempt, running: RunningAttempt) -> ExitInfo:
-        async for stream, line in running.lines():
-            await self._publish_log(attempt, stream, line)
-        return await running.wait()
-
-    async def _outcome(self, attempt: _Attempt, workdir: Path, exit_info: ExitInfo) -> JobUpdated:
-        ended = workdir / LIFELINE_ENDED_FILE
-        if attempt.stop_state is None and ended.exists():  # its lease ran out: lost, not failed
-            attempt.stop_state = JobState.PREEMPTED
-            attempt.stop_reason = f"stopped by its lifeline: {ended.read_text(errors='replace')[:500]}"
-        if attempt.stop_state is not None:
-            return self._update(
-                attempt,
-                attempt.stop_state,
-                exit_code=exit_info.exit_code,
-                error=attempt.stop_reason or f"stopped ({attempt.stop_state.value.lower()})",
-            )
-        outcome = read_outcome(workdir / RESULT_FILE)
-        if exit_info.oom_killed or exit_info.error:
-            return self._update(attempt, JobState.FAILED, exit_code=exit_info.exit_code, error=exit_info.error)
-        if outcome is not None and outcome[0] == "ok":
-            payload = await self._store_result(attempt, outcome[1])
-            return self._update(attempt, JobState.SUCCEEDED, exit_code=exit_info.exit_code, result=payload)
-        if outcome is not None and outcome[0] == "err":
-            info = ErrorInfo.model_validate(outcome[1])
-            return self._update(
-                attempt,
-                JobState.FAILED,
-                exit_code=exit_info.exit_code,
-                error=f"{info.type_name.rsplit('.', 1)[-1]}: {info.message}",
-                error_info=info,
-            )
-        if exit_info.exit_code == 0:
-            return self._update(attempt, JobState.SUCCEEDED, exit_code=0)
-        code = exit_info.exit_code
-        reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        return self._update(attempt, JobState.FAILED, exit_code=code, error=f"job process ended: {reason}")
-
-    async def _store_result(self, attempt: _Attempt, value: bytes) -> Payload:
-        """The result inline, or written to the object store as the job's own identity when it has one (this
-        worker's identity may not write objects)."""
-        name = result_object(attempt.job_id, attempt.message.task)
-        if len(value) <= RESULT_INLINE_LIMIT:
-            return await to_payload(self.assets.objects, name, value, limit=RESULT_INLINE_LIMIT)
-        async with self.identities.connection(attempt.key) as job_nc:
-            objects = self.assets.objects
-            if job_nc is not None:
-                objects = await job_nc.jetstream().object_store(self.subjects.object_bucket)
-            return await to_payload(objects, name, value, limit=RESULT_INLINE_LIMIT)
-
-    def _update(
-        self,
-        attempt: _Attempt,
-        state: JobState,
-        *,
-        exit_code: int | None = None,
-        error: str | None = None,
-        error_info: ErrorInfo | None = None,
-        result: Payload | None = None,
-    ) -> JobUpdated:
-        return JobUpdated(
-            worker_id=self.worker_id,
-            incarnation=attempt.message.incarnation,
-            job_id=attempt.job_id,
-            attempt=attempt.attempt,
-            task=attempt.message.task,
-            state=state,
-            at_ms=now_ms(),
-            exit_code=exit_code,
-            error=error,
-            error_info=error_info,
-            result=result,
-        )
-
-    def _report(self, attempt: _Attempt, state: JobState) -> None:
-        if not attempt.fenced:
-            self.link.report(self._update(attempt, state))
-
-    async def _publish_log(
-        self, attempt: _Attempt, stream: Literal["stdout", "stderr", "system"], line: str, final: bool = False
-    ) -> None:
-        message = LogLine(
-            at_ms=now_ms(),
-            stream=stream,
-            attempt=attempt.attempt,
-            line=line,
-            final=final,
-            task=attempt.message.task,
-        )
-        subject = self.subjects.logs(attempt.job_id)
-        self.metrics.log_lines.value += 1
-        try:
-            if final:
-                # acknowledged: once the stream stored the last line, it stored every line before it (one
-                # connection, one stream, in order), so the attempt's logs are complete before it is reported
-                await self.nc.jetstream().publish(subject, encode(message), timeout=10)
-            else:
-                await self.nc.publish(subject, encode(message))
-        except Exception as exc:  # a log line is not worth failing a job for
-            log.warning("log publish failed job_id=%s: %r", attempt.job_id, exc)
-
-    def _job_url(self) -> str:
-        return self.settings.url
 
     # -- controller link --------------------------------------------------------------------------------
 
@@ -475,7 +258,7 @@ class Worker:
                         ref.attempt,
                     )
                     stale.fenced = True
-                    self._tg.start_soon(self._stop, stale, JobState.KILLED, self.settings.kill_grace)
+                    self._tg.start_soon(self.runner.stop, stale, JobState.KILLED, self.settings.kill_grace)
         finally:
             in_flight.release()
 
@@ -498,7 +281,7 @@ class Worker:
             for attempt in list(self.attempts.values()):
                 if attempt.stop_state is None:
                     attempt.stop_reason = "its worker lost contact with the controller (the attempt lease ran out)"
-                    self._tg.start_soon(self._stop, attempt, JobState.PREEMPTED, 0.0)
+                    self._tg.start_soon(self.runner.stop, attempt, JobState.PREEMPTED, 0.0)
 
     async def _reincarnate(self) -> None:
         """The controller declared this worker dead: kill what still runs, then register anew.
@@ -517,5 +300,5 @@ class Worker:
         self.link.drop_pending()
         async with anyio.create_task_group() as tg:
             for attempt in list(self.attempts.values()):
-                tg.start_soon(self._stop, attempt, JobState.KILLED, 0.5)
+                tg.start_soon(self.runner.stop, attempt, JobState.KILLED, 0.5)
         await self.link.register(self.info, self.lease)

@@ -2,10 +2,8 @@
 
 It imports only the standard library (and cloudpickle, through unpickling), so a job starts in tens of
 milliseconds; fluster itself is imported only when a job fails, to describe the exception.
-Usage: ``python bootstrap.py <workdir>``; ``<workdir>/entrypoint.pkl`` holds ``("call", fn, args, kwargs)`` or
-``("exec", argv)``; the outcome goes to ``<workdir>/result.out``: one JSON line (``{"status": "ok"}`` or
-``{"status": "err", "error": {...}}``), then, when ok, the cloudpickled value. Never a pickle: the worker
-reads this file, and whatever the job wrote into it must not run code in the worker.
+Usage: ``python bootstrap.py <workdir>``. What it reads and writes there is the channel of
+``fluster.protocol.jobfiles``, whose constants it repeats (tests/worker/test_jobfiles.py checks them).
 """
 
 import base64
@@ -15,29 +13,37 @@ import pickle
 import signal
 import sys
 
-LEASE_FORMAT = "!d"  # as fluster.worker.runtime.LEASE_FORMAT (this file imports nothing of fluster at start)
-RESULT_FILE = "result.out"  # as fluster.worker.runtime.RESULT_FILE
+# as in fluster.protocol.jobfiles (this file imports nothing of fluster at start)
+ENTRYPOINT_FILE = "entrypoint.pkl"
+RESULT_FILE = "result.out"
+LIFELINE_FILE = "lifeline"
+LEASE_FORMAT = "!d"
+LIFELINE_ENDED_FILE = "lifeline.ended"
+CALL = "call"
+EXEC = "exec"
+OK = 0
+ERROR = 1
 
 
-def _write(workdir: str, outcome: tuple[str, object]) -> None:
+def _write(workdir: str, outcome: tuple[int, object]) -> None:
     status, value = outcome
     tmp = os.path.join(workdir, RESULT_FILE + ".tmp")
     with open(tmp, "wb") as f:
-        if status == "ok":
+        if status == OK:
             assert isinstance(value, bytes)
-            f.write(json.dumps({"status": "ok"}).encode() + b"\n")
+            f.write(json.dumps({"status": OK}).encode() + b"\n")
             f.write(value)
         else:
-            f.write(json.dumps({"status": "err", "error": value}).encode() + b"\n")
+            f.write(json.dumps({"status": ERROR, "error": value}).encode() + b"\n")
     os.replace(tmp, os.path.join(workdir, RESULT_FILE))
 
 
-def _error(exc: BaseException) -> tuple[str, object]:
+def _error(exc: BaseException) -> tuple[int, object]:
     from fluster.errors import to_wire
 
     info = to_wire(exc).model_dump(mode="python")
     info["pickled"] = base64.b64encode(info["pickled"]).decode() if info.get("pickled") is not None else None
-    return ("err", info)
+    return (ERROR, info)
 
 
 class _Terminated(SystemExit):
@@ -53,7 +59,7 @@ def _hold_lifeline(workdir: str) -> None:
     or when the attempt's lease runs out without a renewal (the worker is paused or cut off from the
     controller, which may soon start this job elsewhere). Works in containers too, where the worker is not
     our parent: the monotonic clock is the host's."""
-    path = os.path.join(workdir, "lifeline")
+    path = os.path.join(workdir, LIFELINE_FILE)
     if not os.path.exists(path):
         return
     import select
@@ -67,7 +73,7 @@ def _hold_lifeline(workdir: str) -> None:
     def end(why: str) -> None:
         try:
             # tells a live worker why its attempt died (a lease that ran out is a preemption, not a failure)
-            with open(os.path.join(workdir, "lifeline.ended"), "w") as f:
+            with open(os.path.join(workdir, LIFELINE_ENDED_FILE), "w") as f:
                 f.write(why)
             os.write(2, f"fluster: {why}: stopping the job\n".encode())
         finally:
@@ -130,14 +136,14 @@ def _run_command(argv: list[str]) -> int:
 def main() -> int:
     workdir = sys.argv[1]
     try:
-        with open(os.path.join(workdir, "entrypoint.pkl"), "rb") as f:
+        with open(os.path.join(workdir, ENTRYPOINT_FILE), "rb") as f:
             entry = pickle.load(f)
     except Exception as exc:  # e.g. the callable's module is not importable where the job runs
         _write(workdir, _error(RuntimeError(f"cannot load the job's entrypoint: {type(exc).__name__}: {exc}")))
         sys.stderr.write(f"fluster: cannot load the job's entrypoint: {type(exc).__name__}: {exc}\n")
         return 1
     _hold_lifeline(workdir)
-    if entry[0] == "exec":
+    if entry[0] == EXEC:
         return _run_command(list(entry[1]))
     _, fn, args, kwargs = entry
     # a stop (SIGTERM) becomes SystemExit in the job, so its finally blocks and context managers run (an actor
@@ -163,7 +169,7 @@ def main() -> int:
     try:
         import cloudpickle
 
-        _write(workdir, ("ok", cloudpickle.dumps(value)))
+        _write(workdir, (OK, cloudpickle.dumps(value)))
     except Exception as exc:
         _write(
             workdir,

@@ -8,9 +8,7 @@ reports), so ``process`` and ``docker`` behave the same to users.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -20,11 +18,12 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import anyio
 
 from fluster.environ import inherited_job_environment
+from fluster.protocol.jobfiles import LEASE_FORMAT, LIFELINE_FILE
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.resources import ResourceSpec, parse_memory
 from fluster.worker.memory import MemoryWatch
@@ -32,11 +31,6 @@ from fluster.worker.memory import MemoryWatch
 log = logging.getLogger(__name__)
 
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
-ENTRYPOINT_FILE = "entrypoint.pkl"
-RESULT_FILE = "result.out"  # written by the job (bootstrap.py): a JSON line, then the pickled value; never unpickled
-LIFELINE_FILE = "lifeline"  # a FIFO the worker holds open; the job sees end-of-file when the worker dies
-LEASE_FORMAT = "!d"  # each lease renewal on the lifeline: the monotonic time it runs until (bootstrap.py reads it)
-LIFELINE_ENDED_FILE = "lifeline.ended"  # written by the bootstrap when its lifeline ends the job: why
 
 Stream = Literal["stdout", "stderr"]
 
@@ -47,7 +41,7 @@ class AttemptSpec:
 
     job_id: str
     attempt: int
-    workdir: Path  # holds ENTRYPOINT_FILE; the attempt writes RESULT_FILE here (read by read_outcome)
+    workdir: Path  # holds the entrypoint; the attempt writes its result here (fluster.protocol.jobfiles)
     env: dict[str, str]  # the job's env vars plus FLUSTER_*; the runtime adds nothing the user did not ask for
     resources: ResourceSpec
     environment: EnvironmentSpec
@@ -82,32 +76,6 @@ class Runtime(Protocol):
     async def cleanup_stale(self) -> None:
         """Remove what an earlier run of this worker left behind (containers)."""
         ...
-
-
-MAX_OUTCOME_HEADER = 16 * 1024 * 1024  # an error's JSON line (message, traceback, pickled exception) at most
-
-
-def read_outcome(path: Path) -> tuple[str, Any] | None:
-    """What the job wrote to its result file: ``("ok", value bytes)`` or ``("err", ErrorInfo fields)``; None
-    when it wrote nothing readable. It is the job's output, so it is parsed, never unpickled."""
-    try:
-        with open(path, "rb") as f:
-            header = json.loads(f.readline(MAX_OUTCOME_HEADER))
-            if not isinstance(header, dict):
-                return None
-            if header.get("status") == "ok":
-                return "ok", f.read()
-    except (OSError, ValueError):
-        return None
-    error = header.get("error") if header.get("status") == "err" else None
-    if not isinstance(error, dict):
-        return None
-    try:
-        if error.get("pickled") is not None:
-            error["pickled"] = base64.b64decode(error["pickled"], validate=True)
-    except (ValueError, TypeError):
-        error["pickled"] = None
-    return "err", error
 
 
 class Lifeline:

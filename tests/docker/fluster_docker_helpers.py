@@ -14,17 +14,11 @@ from typing import Any
 import anyio
 import cloudpickle
 
+from fluster.protocol.jobfiles import ENTRYPOINT_FILE, RESULT_FILE, call_entrypoint, read_outcome
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.resources import ResourceSpec
-from fluster.worker.runtime import (
-    ENTRYPOINT_FILE,
-    RESULT_FILE,
-    AttemptSpec,
-    ExitInfo,
-    RunningAttempt,
-    Stream,
-    read_outcome,
-)
+from fluster.protocol.values import OK
+from fluster.worker.runtime import AttemptSpec, ExitInfo, RunningAttempt, Stream
 
 
 def make_spec(
@@ -41,7 +35,7 @@ def make_spec(
     module = sys.modules[fn.__module__]
     cloudpickle.register_pickle_by_value(module)
     try:
-        entry = cloudpickle.dumps(("call", fn, args, {}))
+        entry = call_entrypoint(fn, args, {})
     finally:
         cloudpickle.unregister_pickle_by_value(module)
     workdir = tmp_path / f"work-{uuid.uuid4().hex[:6]}"
@@ -76,9 +70,8 @@ async def run_attempt(attempt: RunningAttempt) -> tuple[ExitInfo, list[tuple[Str
 
 def read_result(spec: AttemptSpec) -> Any:
     outcome = read_outcome(spec.workdir / RESULT_FILE)
-    assert outcome is not None and outcome[0] == "ok", outcome
-    value = outcome[1]
-    return cloudpickle.loads(value)
+    assert outcome is not None and outcome.status == OK, outcome
+    return cloudpickle.loads(outcome.data)
 
 
 def make_wheel(directory: Path, name: str, version: str, source: str) -> Path:

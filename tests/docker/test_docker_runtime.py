@@ -13,6 +13,7 @@ import pytest
 from fluster_docker_helpers import make_spec, read_result, run_attempt
 
 from fluster.errors import RuntimeStartError
+from fluster.protocol.jobfiles import ENTRYPOINT_FILE, exec_entrypoint
 from fluster.protocol.resources import ResourceSpec, gpu_device
 from fluster.protocol.subjects import LABEL_JOB, LABEL_WORKER
 from fluster.worker.docker_runtime import DockerRuntime
@@ -177,13 +178,18 @@ def _fail() -> None:
 
 
 async def test_a_failing_job_writes_its_error_from_inside_the_container(runtime: DockerRuntime, tmp_path: Path) -> None:
-    from fluster.worker.runtime import RESULT_FILE, read_outcome
+    from fluster.errors import from_wire
+    from fluster.protocol.codec import decode
+    from fluster.protocol.jobfiles import RESULT_FILE, read_outcome
+    from fluster.protocol.messages import ErrorInfo
+    from fluster.protocol.values import ERROR
 
     spec = make_spec(tmp_path, _fail)
     info, lines = await run_attempt(await runtime.start(spec))
     assert info.exit_code == 1 and info.error is None
     outcome = read_outcome(spec.workdir / RESULT_FILE)
-    assert outcome is not None and outcome[0] == "err" and outcome[1]["type_name"] == "builtins.KeyError"
+    assert outcome is not None and outcome.status == ERROR
+    assert isinstance(from_wire(decode(outcome.data, ErrorInfo)), KeyError)
     assert ("stderr", "KeyError: 'missing'") in lines
 
 
@@ -281,10 +287,9 @@ async def test_image_without_the_python_label_is_probed_once(
 
 
 async def test_command_job_runs_in_the_container(runtime: DockerRuntime, tmp_path: Path) -> None:
-    import cloudpickle
 
     spec = make_spec(tmp_path, _whoami)
-    (spec.workdir / "entrypoint.pkl").write_bytes(cloudpickle.dumps(("exec", ["sh", "-c", "echo hi from $(id -u)"])))
+    (spec.workdir / ENTRYPOINT_FILE).write_bytes(exec_entrypoint(["sh", "-c", "echo hi from $(id -u)"]))
     info, lines = await run_attempt(await runtime.start(spec))
     assert info.exit_code == 0
     assert lines == [("stdout", "hi from 1000")]

@@ -20,8 +20,8 @@ from fluster.bus.blobs import from_payload, store_entrypoint
 from fluster.bus.rpc import request
 from fluster.errors import JobFailed, ProtocolError, RemoteError, to_wire
 from fluster.protocol.codec import ERROR_HEADERS, encode
+from fluster.protocol.jobfiles import RESULT_FILE, call_entrypoint
 from fluster.protocol.messages import Ack, Heartbeat
-from fluster.worker.runtime import RESULT_FILE
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 pytestmark = pytest.mark.timeout(120)
@@ -107,7 +107,7 @@ async def test_another_client_cannot_swap_the_code_of_a_pending_job(secured: Sec
     record = await client._record(victim)
     token = record.request.entrypoint.entry
     assert token is not None
-    swapped = cloudpickle.dumps(("call", lambda: "theirs", (), {}))
+    swapped = call_entrypoint(lambda: "theirs", (), {})
     async with ClusterClient.connect(secured.url, client.namespace, options=secured.client_options) as other:
         await other.assets.entrypoints.put(token, swapped)  # a client may write entrypoints: it cannot forge them
     release.write_text("go")
