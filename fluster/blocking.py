@@ -9,6 +9,7 @@ backend (``create_context("sync")``) is something else: it runs each task at onc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from functools import partial
@@ -31,8 +32,12 @@ class OwnedPortal:
         self.portal: BlockingPortal = self._cm.__enter__()
 
     def close(self) -> None:
+        """End the loop, cancelling what still runs on it (an actor server still serving, say: its owner is
+        gone, and waiting for it would wait forever)."""
         cm, self._cm = self._cm, None
         if cm is not None:
+            with contextlib.suppress(RuntimeError):  # already stopped
+                self.portal.call(self.portal.stop, True)
             cm.__exit__(None, None, None)
 
 

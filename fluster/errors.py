@@ -100,8 +100,11 @@ class JobError(FlusterError):
     """Base of errors about jobs."""
 
 
-class JobNotFound(JobError, LookupError):
-    """No job with that id exists in the namespace."""
+class JobNotFound(JobError, KeyError):
+    """No job with that id exists in the namespace (a ``KeyError``, as Fray's cluster API raises)."""
+
+    def __str__(self) -> str:  # the message as given, not KeyError's repr of it
+        return Exception.__str__(self)
 
 
 class JobAlreadyExists(JobError):

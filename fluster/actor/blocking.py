@@ -15,6 +15,7 @@ thread); nothing here re-implements behaviour.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -170,8 +171,9 @@ class BlockingActorServer:
         return self.server.register(name, obj, max_concurrency, exclusive, metadata, threaded)
 
     def serve(self) -> None:
-        """Serve until the process is interrupted."""
-        self._portal.call(self.server.serve)
+        """Serve until the process is interrupted, or the client it serves on is closed."""
+        with contextlib.suppress(concurrent.futures.CancelledError):  # its event loop ended (client closed)
+            self._portal.call(self.server.serve)
 
     def __enter__(self) -> BlockingActorServer:
         self._context, _ = blocking.entered(self._portal, self.server)

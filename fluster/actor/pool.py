@@ -18,7 +18,7 @@ from fluster.actor import registry
 from fluster.actor.broadcast import BroadcastResult
 from fluster.bus.mux import NoResponders, ReplyMux, ReplyTimeout
 from fluster.bus.values import ValueStore
-from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout
+from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout, JobNotFound
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.calls import PROBE, decode_reply, encode_request
 from fluster.protocol.ids import validate_name
@@ -44,6 +44,22 @@ class ClusterResolver:
         pool = ActorPool(self, name)
         await pool.refresh()
         return pool
+
+    async def serving(self, name: str) -> tuple[list[EndpointRecord], list[EndpointRecord]]:
+        """The endpoints of ``name``: those of live servers, and those of jobs that have ended (listed until the
+        server withdraws them or their TTL runs out, after a SIGKILL say)."""
+        live: list[EndpointRecord] = []
+        ended: list[EndpointRecord] = []
+        for endpoint in await registry.endpoints(self.client.assets.endpoints, name):
+            if endpoint.job_id is None:  # served by a process that is not a job: live while listed
+                live.append(endpoint)
+                continue
+            try:
+                finished = (await self.client.status(endpoint.job_id)).finished
+            except JobNotFound:
+                finished = True
+            (ended if finished else live).append(endpoint)
+        return live, ended
 
     async def close(self) -> None:
         await self._mux.close()
@@ -187,8 +203,8 @@ class ActorPool:
         return len(self.endpoints)
 
     async def refresh(self) -> list[EndpointRecord]:
-        """Re-read the live endpoints from KV."""
-        self.endpoints = await registry.endpoints(self.resolver.client.assets.endpoints, self.name)
+        """Re-read the live endpoints from KV (not those of jobs that have ended)."""
+        self.endpoints, _ = await self.resolver.serving(self.name)
         return self.endpoints
 
     async def wait_for_size(

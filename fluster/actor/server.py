@@ -394,6 +394,9 @@ class ActorServer:
         kv = self.client.assets.endpoints
         while True:
             await anyio.sleep(registry.REFRESH_S)
+            if self.client.nc.is_closed:  # closed under us: nothing can be refreshed again (the TTL ends them)
+                log.warning("actor server's connection is closed: endpoints are no longer refreshed")
+                return
             for reg in registrations:
                 reg.record = reg.record.model_copy(update={"refreshed_ms": now_ms()})
                 try:

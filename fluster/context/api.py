@@ -150,28 +150,35 @@ class JobContext(ABC):
         self, futures: Sequence[Any], num_returns: int = 1, timeout: float | None = None
     ) -> tuple[list[Any], list[Any]]:
         """Wait until ``num_returns`` of ``futures`` are done (or ``timeout`` passes): ``(ready, pending)``,
-        each in the order given. Refs count as ready."""
+        each in the order given. As in Ray, ``ready`` holds at most ``num_returns``: the first to finish (refs
+        and futures already done count first, in the order given); the rest, done or not, are in ``pending``."""
         items = list(futures)
-        if num_returns > len(items):
-            raise ValueError(f"num_returns={num_returns} is more than the {len(items)} futures given")
-        pending_futures = [f for f in items if isinstance(f, concurrent.futures.Future)]
+        if not items:
+            return [], []
+        if num_returns < 0 or num_returns > len(items):
+            raise ValueError(f"num_returns={num_returns} is not between 0 and the {len(items)} futures given")
+        finished = [i for i, f in enumerate(items) if _is_ready(f)]  # in completion order from here on
+        seen = set(finished)
         enough = threading.Event()
         lock = threading.Lock()
-        done_count = [len(items) - len(pending_futures)]
 
-        def one_done(_: Any) -> None:
+        def one_done(index: int) -> None:
             with lock:
-                done_count[0] += 1
-                if done_count[0] >= num_returns:
+                if index not in seen:
+                    seen.add(index)
+                    finished.append(index)
+                if len(finished) >= num_returns:
                     enough.set()
 
-        if done_count[0] >= num_returns:
+        if len(finished) >= num_returns:
             enough.set()
-        for future in pending_futures:
-            future.add_done_callback(one_done)
+        for index, future in enumerate(items):
+            if index not in seen:
+                future.add_done_callback(lambda _, index=index: one_done(index))
         enough.wait(timeout)
-        ready = [f for f in items if _is_ready(f)]
-        return ready, [f for f in items if not _is_ready(f)]
+        with lock:
+            chosen = set(finished[:num_returns])
+        return [f for i, f in enumerate(items) if i in chosen], [f for i, f in enumerate(items) if i not in chosen]
 
     # -- actors ---------------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from fluster.context.actor_job import serve_actor
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
 from fluster.context.objects import ContextObjects, StoredFuture
 from fluster.context.resources import as_resource_spec
-from fluster.errors import ActorDied, ActorNameTaken, JobFailed, JobNotFound
+from fluster.errors import ActorDied, ActorNameTaken, JobFailed
 from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool
@@ -178,7 +178,7 @@ class ClusterContext(JobContext):
         name = validate_name(options.name, "actor name") if options.name else f"actor-{uuid.uuid4().hex[:12]}"
         for _ in range(MAX_CREATE_ROUNDS):  # a round ends early when another creator wins the name
             if options.name:
-                live, dying = await self._serving(name)
+                live, dying = await self._resolver.serving(name)
                 if live:
                     return self._existing(name, options, live)
                 if dying:  # a killed actor's endpoints are on their way out: its name is not free yet
@@ -223,21 +223,6 @@ class ClusterContext(JobContext):
         except ActorNameTaken:
             return None
         raise JobFailed(f"actor job {job_id} ended before serving {name!r}", job_id=job_id)
-
-    async def _serving(self, name: str) -> tuple[list[EndpointRecord], list[EndpointRecord]]:
-        """The endpoints of ``name``: those of live servers, and those of jobs that have ended."""
-        live: list[EndpointRecord] = []
-        dying: list[EndpointRecord] = []
-        for endpoint in await registry.endpoints(self._aio.assets.endpoints, name):
-            if endpoint.job_id is None:
-                live.append(endpoint)
-                continue
-            try:
-                ended = (await self._aio.status(endpoint.job_id)).finished
-            except JobNotFound:
-                ended = True
-            (dying if ended else live).append(endpoint)
-        return live, dying
 
     async def _until_unserved(self, name: str) -> None:
         with anyio.move_on_after(ENDPOINT_TTL_S + 2):  # withdrawn at exit, else expired by their TTL

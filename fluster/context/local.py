@@ -4,6 +4,7 @@ in a thread pool. Actors are plain objects, called under a lock (sync) or on the
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +47,7 @@ class _LocalContext(JobContext):
     ) -> Future[Any]:
         bound = getattr(handle._instance, method)
         if handle._threads is not None:
-            return handle._threads.submit(bound, *args, **kwargs)
+            return handle._threads.submit(contextvars.copy_context().run, bound, *args, **kwargs)
         assert handle._lock is not None
         with handle._lock:
             return self._submit(bound, args, kwargs, TaskOptions())
@@ -80,7 +81,8 @@ class ThreadContext(_LocalContext):
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
     ) -> Future[Any]:
-        return self._threads.submit(fn, *args, **kwargs)
+        # in the caller's contextvars, so the task sees the context set with job_context(ctx), as on sync
+        return self._threads.submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
     def _actor_threads(self, options: ActorOptions) -> concurrent.futures.ThreadPoolExecutor:
         threads = concurrent.futures.ThreadPoolExecutor(options.max_concurrency, thread_name_prefix="fluster-actor")

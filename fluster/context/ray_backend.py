@@ -175,7 +175,7 @@ class RayContext(JobContext):
         # Ray reports the objects ready; our futures complete from its callbacks an instant later
         rest = None if deadline is None else max(0.0, deadline - time.monotonic())
         concurrent.futures.wait([f for f in ours if f.ray_ref.hex() in ready], timeout=rest)
-        return [f for f in items if _done(f)], [f for f in items if not _done(f)]
+        return super().wait(items, num_returns, 0)  # at most num_returns of those done, the rest pending
 
     # -- actors ---------------------------------------------------------------------------------------
 
@@ -317,10 +317,6 @@ def _fluster_error(exc: BaseException) -> BaseException:
 def _slice(deadline: float | None) -> float:
     """How long the next blocking call into Ray may take."""
     return SLICE_S if deadline is None else min(SLICE_S, max(0.0, deadline - time.monotonic()))
-
-
-def _done(item: Any) -> bool:
-    return not isinstance(item, concurrent.futures.Future) or item.done()
 
 
 def _import_ray() -> Any:

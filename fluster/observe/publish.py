@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import anyio
 from nats.aio.client import Client as NATS
@@ -31,7 +32,11 @@ async def publish_loop(nc: NATS, subjects: Subjects, registry: Registry, interva
     async def polled(_: Msg) -> None:
         wake.set()
 
-    poll = await nc.subscribe(subjects.metrics_poll, cb=polled)
+    try:
+        poll: Any = await nc.subscribe(subjects.metrics_poll, cb=polled)
+    except Exception as exc:  # a connection closing as this starts: publish on the interval alone
+        log.debug("metrics poll subscribe failed: %r", exc)
+        poll = None
     try:
         while True:
             try:
@@ -45,7 +50,8 @@ async def publish_loop(nc: NATS, subjects: Subjects, registry: Registry, interva
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(1):
             try:
-                await poll.unsubscribe()
+                if poll is not None:
+                    await poll.unsubscribe()
             except Exception as exc:  # a closed connection has no subscriptions left
                 log.debug("unsubscribe failed: %r", exc)
 

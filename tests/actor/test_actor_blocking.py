@@ -39,3 +39,32 @@ def test_blocking_facade_shares_a_fluster_client(nats_url: str, namespace: str) 
             with server:
                 assert actors.lookup("calc").call().add(1, 2) == 3
         assert client.list_jobs() == []  # the client is still open
+
+
+def test_leaving_a_local_cluster_stops_the_actor_servers_still_serving_on_it(tmp_path: object) -> None:
+    import threading
+
+    from fluster.local.cluster import LocalCluster
+
+    left = threading.Event()
+    serving: list[threading.Thread] = []
+
+    def run() -> None:
+        with LocalCluster(workers=0) as client:
+            actors = BlockingActors.from_client(client)
+            entered = actors.server()
+            entered.register("calc", Calculator())
+            entered.__enter__()  # never exited by the user
+            blocked = actors.server()
+            blocked.register("svc", Named("serve"))
+            thread = threading.Thread(target=blocked.serve, daemon=True)
+            thread.start()
+            serving.append(thread)
+            actors.lookup("svc").wait_for_size(1, timeout=30)
+            assert actors.actor("calc").add(1, 2) == 3
+        left.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert left.wait(60), "LocalCluster.__exit__ did not return while an actor server was serving"
+    serving[0].join(10)
+    assert not serving[0].is_alive()  # serve() returned once the cluster was left

@@ -7,8 +7,9 @@ import cloudpickle
 import pytest
 from actors_for_tests import serve_named_until_terminated
 
-from fluster.actor import ActorNotFound, ClusterResolver
+from fluster.actor import ActorNotFound, ClusterResolver, registry
 from fluster.client.cluster import ClusterClient
+from fluster.errors import ActorCallTimeout
 from fluster.types import Entrypoint
 
 
@@ -31,4 +32,18 @@ async def test_endpoint_of_a_job_is_owned_by_it_and_gone_when_the_job_is_killed(
     assert await pool.refresh() == []
     with pytest.raises(ActorNotFound):
         await pool.call().who()
+    await resolver.close()
+
+
+async def test_lookup_leaves_out_the_endpoints_of_jobs_that_ended_without_withdrawing_them(cluster: ClusterClient):
+    job_id = await cluster.submit("svc-vanish", Entrypoint.from_callable(serve_named_until_terminated, "gone"))
+    resolver = ClusterResolver(cluster, call_timeout=20)
+    pool = await resolver.lookup("svc")
+    await pool.wait_for_size(1, timeout=30)
+    with pytest.raises(ActorCallTimeout):
+        await pool.call(timeout=2).vanish()
+    await cluster.wait(job_id, timeout=30)
+    listed = await registry.endpoints(cluster.assets.endpoints, "svc")
+    assert [e.job_id for e in listed] == [job_id]  # still in the registry until its TTL runs out
+    assert (await resolver.lookup("svc")).endpoints == []
     await resolver.close()

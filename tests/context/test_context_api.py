@@ -171,3 +171,39 @@ def test_large_objects_round_trip_and_feed_tasks(ctx: JobContext) -> None:
     ref = ctx.put(big)
     assert ctx.get(ref) == big
     assert ctx.get(ctx.run(len, ref)) == len(big)
+
+
+def test_wait_returns_at_most_num_returns_ready_and_nothing_for_nothing(ctx: JobContext) -> None:
+    done = [ctx.run(square, i) for i in range(3)]
+    ctx.get(done)
+    ready, pending = ctx.wait(done, num_returns=1, timeout=30)
+    assert ready == [done[0]] and pending == done[1:]  # the others are done too, but only one was asked for
+    ready, pending = ctx.wait(done, num_returns=2, timeout=30)
+    assert ready == done[:2] and pending == done[2:]
+    assert ctx.wait([]) == ([], [])
+    assert ctx.wait(done, num_returns=0) == ([], done)
+    with pytest.raises(ValueError, match="num_returns=4"):
+        ctx.wait(done, num_returns=4)
+
+
+def test_wait_picks_the_first_to_finish(ctx: JobContext) -> None:
+    if isinstance(ctx, type(create_context("sync"))):
+        return  # the sync backend has finished every task before wait is called
+    slow, fast = ctx.run(sleeper, 2.0), ctx.run(sleeper, 0.0)
+    ready, pending = ctx.wait([slow, fast], num_returns=1, timeout=30)
+    assert ready == [fast] and pending == [slow]
+
+
+def _current_context() -> int:
+    return id(get_job_context())
+
+
+@pytest.mark.parametrize("backend", ["sync", "threads"])
+def test_tasks_and_actor_calls_see_the_context_set_with_job_context(backend: str) -> None:
+    class Probe:
+        def current(self) -> int:
+            return id(get_job_context())
+
+    with create_context(backend) as ctx, job_context(ctx):
+        assert ctx.get(ctx.run(_current_context)) == id(ctx)
+        assert ctx.get(ctx.create_actor(Probe).current.remote()) == id(ctx)

@@ -136,8 +136,10 @@ async def test_kill_finished_job_is_a_noop_with_a_clear_answer(cluster: ClusterC
     reply = await cluster.kill(job_id)
     assert reply.already_finished and reply.state == JobState.SUCCEEDED
     assert "already finished" in reply.message
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFound) as info:
         await cluster.kill("no-such-job")
+    assert isinstance(info.value, KeyError)  # as Fray's cluster API raises for an unknown job
+    assert not str(info.value).startswith("'"), str(info.value)  # its message, not KeyError's repr
 
 
 async def test_killing_a_job_kills_its_children(cluster: ClusterClient, tmp_path: Path, eventually_fn: object) -> None:
