@@ -7,6 +7,7 @@ A call is one publish on the actor's subject (its queue group picks the member) 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
@@ -27,7 +28,10 @@ from fluster.protocol.values import EPHEMERAL, OK, ValueRef, dumps_args, value_o
 if TYPE_CHECKING:
     from fluster.client.cluster import ClusterClient
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CALL_TIMEOUT_S = 60.0
+FOLLOW_RETRY_S = 1.0  # a pool's registry watch that ended is started again after this long
 
 
 class ClusterResolver:
@@ -38,10 +42,19 @@ class ClusterResolver:
         self.call_timeout = call_timeout
         self._mux = ReplyMux(client.nc)
         self.values = ValueStore(client.nc, client.subjects, client.assets.objects, client.assets.repair)
+        self._pools: dict[str, ActorPool] = {}
+        self._followers: set[asyncio.Task[None]] = set()
 
     async def lookup(self, name: str) -> ActorPool:
-        """The pool of actor ``name`` with its endpoints as of now (maybe none yet: see ``wait_for_size``)."""
-        pool = ActorPool(self, name)
+        """The pool of actor ``name``: its live endpoints as of now (maybe none yet: see ``wait_for_size``),
+        then kept current from the registry (one watch per name and resolver, until ``close``), so ``size``
+        drops when an endpoint is withdrawn or expires and grows when one joins."""
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = ActorPool(self, name)
+            follower = asyncio.get_running_loop().create_task(pool.follow(), name=f"fluster-follow-{name}")
+            self._followers.add(follower)
+            follower.add_done_callback(self._followers.discard)
         await pool.refresh()
         return pool
 
@@ -62,6 +75,10 @@ class ClusterResolver:
         return live, ended
 
     async def close(self) -> None:
+        for follower in list(self._followers):
+            follower.cancel()
+        await asyncio.gather(*self._followers, return_exceptions=True)
+        self._pools.clear()
         await self._mux.close()
 
     # -- the call path ------------------------------------------------------------------------------
@@ -189,7 +206,8 @@ class ClusterResolver:
 
 
 class ActorPool:
-    """One actor name's endpoints; ``size`` and ``endpoints`` are as of the last lookup, refresh or wait."""
+    """One actor name's endpoints. From ``ClusterResolver.lookup``, ``size`` and ``endpoints`` follow the
+    registry; a pool built directly is as of its last ``refresh`` or ``wait_for_size``."""
 
     def __init__(self, resolver: ClusterResolver, name: str) -> None:
         self.resolver = resolver
@@ -206,6 +224,28 @@ class ActorPool:
         """Re-read the live endpoints from KV (not those of jobs that have ended)."""
         self.endpoints, _ = await self.resolver.serving(self.name)
         return self.endpoints
+
+    async def follow(self) -> None:
+        """Keep ``endpoints`` current from the registry's watch until cancelled; a watch that fails (a
+        reconnect, a re-created bucket) is started again. In place of the watch's first view, whose "initial
+        values done" marker can overtake the deliveries (``registry.endpoints``), the endpoints are read
+        anew once the watch is in place, so no change between two watches is missed."""
+        kv = self.resolver.client.assets.endpoints
+        while True:
+            try:
+                async with aclosing(registry.watch(kv, self.name)) as changes:
+                    first = True
+                    async for current in changes:
+                        if first:
+                            await self.refresh()
+                            first = False
+                        else:
+                            self.endpoints = sorted(current.values(), key=lambda r: (r.registered_ms, r.endpoint_id))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("endpoint watch of %s failed, watching again: %r", self.name, exc)
+            await anyio.sleep(FOLLOW_RETRY_S)
 
     async def wait_for_size(
         self,

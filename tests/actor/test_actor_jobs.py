@@ -47,3 +47,31 @@ async def test_lookup_leaves_out_the_endpoints_of_jobs_that_ended_without_withdr
     assert [e.job_id for e in listed] == [job_id]  # still in the registry until its TTL runs out
     assert (await resolver.lookup("svc")).endpoints == []
     await resolver.close()
+
+
+async def test_a_pool_follows_the_registry_as_members_die_and_join(cluster: ClusterClient):
+    import anyio
+
+    first = [
+        await cluster.submit(f"svc-live-{i}", Entrypoint.from_callable(serve_named_until_terminated, f"m{i}"))
+        for i in range(2)
+    ]
+    resolver = ClusterResolver(cluster, call_timeout=20)
+    pool = await resolver.lookup("svc")
+    await pool.wait_for_size(2, timeout=30)
+    with pytest.raises(ActorCallTimeout):
+        await pool.call(timeout=2).vanish()  # one member ends as a SIGKILL would: nothing withdraws it
+    with anyio.fail_after(30):  # its endpoint expires (ENDPOINT_TTL_S), and the pool sees it without a refresh
+        while pool.size != 1:
+            await anyio.sleep(0.1)
+    joined = await cluster.submit("svc-live-2", Entrypoint.from_callable(serve_named_until_terminated, "m2"))
+    with anyio.fail_after(30):
+        while pool.size != 2:
+            await anyio.sleep(0.1)
+    assert await resolver.lookup("svc") is pool  # one live view (one watch) per name and resolver
+    for job_id in [*first, joined]:
+        await cluster.kill(job_id)
+    with anyio.fail_after(30):
+        while pool.size != 0:
+            await anyio.sleep(0.1)
+    await resolver.close()
