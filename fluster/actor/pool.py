@@ -245,6 +245,8 @@ class ActorPool:
                 raise
             except Exception as exc:
                 log.debug("endpoint watch of %s failed, watching again: %r", self.name, exc)
+            if self.resolver.client.nc.is_closed:
+                return  # nothing to follow on a closed connection
             await anyio.sleep(FOLLOW_RETRY_S)
 
     async def wait_for_size(

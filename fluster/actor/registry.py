@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 
+import anyio
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -22,6 +23,7 @@ from fluster.protocol.codec import decode, encode
 log = logging.getLogger(__name__)
 
 REFRESH_S = ENDPOINT_TTL_S / 3
+WATCH_STOP_S = 2.0  # at most this long to stop a watch
 _DIRECT_BATCH = 10_000
 _DIRECT_TIMEOUT_S = 10.0
 
@@ -135,7 +137,13 @@ async def watch(kv: KeyValue, name: str) -> AsyncGenerator[dict[str, EndpointRec
             if ready:
                 yield dict(current)
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves stop() unannotated
+        # bounded and shielded: a closing connection may never answer the unsubscribe, and a cancelled
+        # watch must still end
+        with anyio.move_on_after(WATCH_STOP_S, shield=True):
+            try:
+                await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves stop() unannotated
+            except Exception as exc:  # a closed connection has no subscription left to stop
+                log.debug("endpoint watch stop failed: %r", exc)
 
 
 def _holder(value: bytes) -> str:

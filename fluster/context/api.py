@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import enum
 import threading
 from abc import ABC, abstractmethod
@@ -46,7 +47,8 @@ class TaskOptions:
 @dataclass(frozen=True)
 class ActorOptions:
     """How an actor is started; ``max_restarts`` is how often a dead actor is started again (ray backend;
-    -1: always)."""
+    -1: always); ``call_timeout``: a call not answered within this many seconds fails with
+    ``ActorCallTimeout``."""
 
     name: str | None = None
     get_if_exists: bool = False
@@ -54,6 +56,7 @@ class ActorOptions:
     resources: Resources | None = None
     max_concurrency: int = 1
     max_restarts: int = 0
+    call_timeout: float | None = None  # each call's, unless ``handle.method.options(timeout=...)`` says otherwise
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,14 +82,32 @@ class ObjectRef:
 class ActorMethod:
     """``handle.method.remote(*args, **kwargs)`` calls the method and returns a future of its result."""
 
-    def __init__(self, handle: ActorHandle, method: str) -> None:
+    def __init__(self, handle: ActorHandle, method: str, timeout: float | None | Literal["default"] = "default"):
         self._handle = handle
         self._method = method
+        self._timeout = timeout
+
+    def options(self, *, timeout: float | None) -> ActorMethod:
+        """This method with its own call timeout (seconds; None: wait as long as it takes)."""
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive (or None), got {timeout}")
+        return ActorMethod(self._handle, self._method, timeout)
 
     def remote(self, *args: Any, **kwargs: Any) -> Future[Any]:
         handle, method = self._handle, self._method
         context = handle._context
-        return context._when_resolved(args, kwargs, lambda a, k: context._call_actor(handle, method, a, k))
+        future = context._when_resolved(args, kwargs, lambda a, k: context._call_actor(handle, method, a, k))
+        timeout = handle._call_timeout if self._timeout == "default" else self._timeout
+        if timeout is None:
+            return future
+        from fluster.context.deadlines import within
+        from fluster.errors import ActorCallTimeout
+
+        return within(
+            future,
+            timeout,
+            lambda: ActorCallTimeout(f"actor call {handle.name}.{method} got no reply within {timeout:g}s"),
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"call actor methods with .remote(): handle.{self._method}.remote(...)")
@@ -102,6 +123,7 @@ class ActorHandle:
     _lock: threading.Lock | None = field(default=None, repr=False)
     _threads: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
     job_id: str | None = None
+    _call_timeout: float | None = field(default=None, repr=False)
 
     def __getattr__(self, method: str) -> ActorMethod:
         if method.startswith("_"):
@@ -145,6 +167,19 @@ class JobContext(ABC):
         tuples, sets and dicts) are replaced by their values before the task runs."""
         options = options or TaskOptions()
         return self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options))
+
+    def as_completed(self, futures: Sequence[Any], timeout: float | None = None) -> Iterator[Any]:
+        """``futures`` as they complete (refs first, as they are ready), like Dask's and
+        ``concurrent.futures``' ``as_completed``.
+
+        Raises:
+            TimeoutError: some are not done ``timeout`` seconds after the iteration started.
+        """
+        items = list(futures)
+        yield from (item for item in items if not isinstance(item, concurrent.futures.Future))
+        yield from concurrent.futures.as_completed(
+            [item for item in items if isinstance(item, concurrent.futures.Future)], timeout
+        )
 
     def wait(
         self, futures: Sequence[Any], num_returns: int = 1, timeout: float | None = None
@@ -193,9 +228,14 @@ class JobContext(ABC):
         options = options or ActorOptions()
         if options.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {options.max_concurrency}")
+        if options.call_timeout is not None and options.call_timeout <= 0:
+            raise ValueError(f"call_timeout must be positive (or None), got {options.call_timeout}")
         args, kwargs = substitute((args, kwargs), self._constructor_argument)
         args, kwargs = substitute((args, kwargs))  # constructor arguments wait for their futures here
-        return self._new_actor(cls, args, kwargs, options)
+        handle = self._new_actor(cls, args, kwargs, options)
+        if options.call_timeout != handle._call_timeout:  # a copy: a named handle may be shared
+            handle = dataclasses.replace(handle, _call_timeout=options.call_timeout)
+        return handle
 
     def _when_resolved(
         self,

@@ -207,3 +207,35 @@ def test_tasks_and_actor_calls_see_the_context_set_with_job_context(backend: str
     with create_context(backend) as ctx, job_context(ctx):
         assert ctx.get(ctx.run(_current_context)) == id(ctx)
         assert ctx.get(ctx.create_actor(Probe).current.remote()) == id(ctx)
+
+
+class Slow:
+    def nap(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+def test_actor_calls_take_a_timeout(ctx: JobContext) -> None:
+    from fluster.errors import ActorCallTimeout
+
+    if isinstance(ctx, type(create_context("sync"))):
+        return  # the sync backend has finished every call before it returns
+    slow = ctx.create_actor(Slow, options=ActorOptions(call_timeout=0.5, max_concurrency=2))
+    with pytest.raises(ActorCallTimeout, match="Slow|nap"):
+        ctx.get(slow.nap.remote(5.0), timeout=60)
+    assert ctx.get(slow.nap.options(timeout=60).remote(0.8), timeout=60) == 0.8  # its own timeout wins
+    assert ctx.get(slow.nap.remote(0.0), timeout=60) == 0.0
+    with pytest.raises(ValueError, match="call_timeout"):
+        ctx.create_actor(Slow, options=ActorOptions(call_timeout=0))
+
+
+def test_as_completed_yields_futures_as_they_finish(ctx: JobContext) -> None:
+    ref = ctx.put(1)
+    futures = [ctx.run(sleeper, 1.0), ctx.run(sleeper, 0.0)]
+    order = list(ctx.as_completed([*futures, ref], timeout=60))
+    assert order[0] is ref and set(order[1:]) == set(futures)
+    if isinstance(ctx, type(create_context("sync"))):
+        return  # the sync backend has finished every task before as_completed is called
+    assert order[1:] == futures[::-1]  # the quick one first
+    with pytest.raises(TimeoutError):
+        list(ctx.as_completed([ctx.run(sleeper, 3.0)], timeout=0.2))
