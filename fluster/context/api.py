@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
-from fluster.context.resolve import chain, dependencies, substitute, when_done
+from fluster.context.resolve import captured_futures, chain, dependencies, substitute, when_done
 from fluster.context.resources import Resources
 from fluster.pool.future import TaskFuture
 from fluster.protocol.values import all_plain
@@ -166,7 +166,19 @@ class JobContext(ABC):
         """Like ``run``, with ``TaskOptions``. Futures and refs among the arguments (also inside lists,
         tuples, sets and dicts) are replaced by their values before the task runs."""
         options = options or TaskOptions()
-        return self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options))
+        captured = captured_futures(fn)
+        if not captured:
+            return self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options))
+        outer = self._new_future()
+
+        def begin() -> None:  # the futures it closes over are done: now they pickle as their values
+            try:
+                chain(self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options)), outer)
+            except BaseException as exc:
+                outer.set_exception(exc)
+
+        when_done(captured, begin)
+        return outer
 
     def as_completed(self, futures: Sequence[Any], timeout: float | None = None) -> Iterator[Any]:
         """``futures`` as they complete (refs first, as they are ready), like Dask's and

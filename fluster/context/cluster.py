@@ -30,6 +30,7 @@ from fluster.client.cluster import ClusterClient
 from fluster.context.actor_job import serve_actor
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
 from fluster.context.objects import ContextObjects, StoredFuture
+from fluster.context.resolve import captured_futures
 from fluster.context.resources import as_resource_spec
 from fluster.errors import ActorDied, ActorNameTaken, JobFailed
 from fluster.pool.config import WorkerPoolConfig
@@ -116,7 +117,7 @@ class ClusterContext(JobContext):
         self, fn: Callable[..., Any], *args: Any, options: TaskOptions | None = None, **kwargs: Any
     ) -> Future[Any]:
         options = options or NO_OPTIONS
-        if all_plain(args, kwargs):  # the hot path: no refs or futures to resolve first
+        if all_plain(args, kwargs) and not captured_futures(fn):  # the hot path: nothing to resolve first
             return self._submit(fn, args, kwargs, options)
         self._pool(options)  # started here, in the caller's thread, never in a completion callback
         return super().create_task(fn, *args, options=options, **kwargs)

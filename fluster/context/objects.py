@@ -76,6 +76,14 @@ class StoredFuture(TaskFuture[T]):
         self.lineage = None
         super().set_exception(exception)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.done() and not self.cancelled() and self.exception() is None and isinstance(raw_result(self), ValueRef):
+            raise TypeError(
+                "a future whose result is stored (too large to travel inline) cannot be closed over: pass it "
+                "to the task as an argument, and its executor reads the value"
+            )
+        return super().__reduce__()
+
     def result(self, timeout: float | None = None) -> T:
         value = super().result(timeout)
         if isinstance(value, ValueRef):

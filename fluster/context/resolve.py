@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fluster.protocol.values import find, replace
+from fluster.protocol.values import PLAIN, find, replace
 
 Args = tuple[tuple[Any, ...], dict[str, Any]]
 Future = concurrent.futures.Future
@@ -40,6 +40,23 @@ def substitute(value: Any, load: Callable[[Any], Any] | None = None) -> Any:
 def raw_result(future: Future[Any]) -> Any:
     """``future``'s result as it was set, bypassing a subclass's ``result`` (which may load it)."""
     return Future.result(future)
+
+
+def captured_futures(fn: Callable[..., Any]) -> list[Future[Any]]:
+    """The futures a function closes over (its closure cells and default arguments, and inside the lists,
+    tuples, sets and dicts there), which a task must wait for before it is pickled and sent."""
+    cells = getattr(fn, "__closure__", None) or ()
+    held: list[Any] = []
+    for cell in cells:
+        try:
+            held.append(cell.cell_contents)
+        except ValueError:  # a cell not yet filled
+            continue
+    held.extend(getattr(fn, "__defaults__", None) or ())
+    held.extend((getattr(fn, "__kwdefaults__", None) or {}).values())
+    if not held or all(type(h) in PLAIN for h in held):
+        return []
+    return find(held, Future)
 
 
 def when_done(futures: list[Future[Any]], then: Callable[[], None]) -> None:

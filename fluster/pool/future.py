@@ -22,6 +22,32 @@ class TaskFuture(concurrent.futures.Future[T]):
             yield from until_done(self).__await__()
         return self.result()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A done future pickles as its outcome (a task that closes over it reads it where it runs); one
+        that is not done cannot leave its process: the context waits for the futures a task closes over
+        before it sends the task, as for its arguments."""
+        if not self.done():
+            raise TypeError(
+                "a future that is not done cannot be pickled: pass it to the task as an argument "
+                "(or close over it in a task of a context, which waits for it), or get() its value first"
+            )
+        if self.cancelled():
+            return (settled, (None, concurrent.futures.CancelledError()))
+        error = self.exception()
+        if error is not None:
+            return (settled, (None, error))
+        return (settled, (concurrent.futures.Future.result(self),))
+
+
+def settled(value: Any, error: BaseException | None = None) -> TaskFuture[Any]:
+    """A done future of ``value`` (or of ``error``): what a pickled future becomes where it is read."""
+    future: TaskFuture[Any] = TaskFuture()
+    if error is None:
+        future.set_result(value)
+    else:
+        future.set_exception(error)
+    return future
+
 
 def until_done(future: concurrent.futures.Future[Any]) -> asyncio.Future[None]:
     """A future of the running loop that completes once ``future`` is done (whichever thread completes it)."""

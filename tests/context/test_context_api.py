@@ -239,3 +239,18 @@ def test_as_completed_yields_futures_as_they_finish(ctx: JobContext) -> None:
     assert order[1:] == futures[::-1]  # the quick one first
     with pytest.raises(TimeoutError):
         list(ctx.as_completed([ctx.run(sleeper, 3.0)], timeout=0.2))
+
+
+def test_a_task_may_close_over_futures(ctx: JobContext) -> None:
+    x = ctx.run(sleeper, 0.3)
+    # fdb_ray_clone's README: a lambda that closes over one future and takes another as its argument
+    both = ctx.run(lambda z: ctx_get(x) + ctx_get(z), ctx.run(square, 2))  # type: ignore[operator]
+    assert ctx.get(both, timeout=60) == 4.3
+    failed = ctx.run(failing_task)
+    with pytest.raises(Boom):
+        ctx.get(ctx.run(lambda: ctx_get(failed)), timeout=60)
+
+
+def ctx_get(value: object) -> object:
+    """fdb_ray_clone's ``await_future``: a future's value (an argument arrives as its value already)."""
+    return value.result(timeout=60) if isinstance(value, concurrent.futures.Future) else value
