@@ -63,7 +63,12 @@ async def claim(kv: KeyValue, record: EndpointRecord) -> int:
         entry = await kv.get(key)
     except (KeyNotFoundError, NotFoundError):
         entry = None
-    if entry is not None and entry.operation not in _DELETED and entry.value:
+    if (
+        entry is not None
+        and entry.operation not in _DELETED
+        and entry.value
+        and not _earlier_attempt(entry.value, record)
+    ):
         raise ActorNameTaken(f"actor {record.name!r} is already held by {_holder(entry.value)}")
     try:
         return int(await kv.update(key, encode(record), last=entry.revision if entry else 0))
@@ -144,6 +149,16 @@ async def watch(kv: KeyValue, name: str) -> AsyncGenerator[dict[str, EndpointRec
                 await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves stop() unannotated
             except Exception as exc:  # a closed connection has no subscription left to stop
                 log.debug("endpoint watch stop failed: %r", exc)
+
+
+def _earlier_attempt(value: bytes, record: EndpointRecord) -> bool:
+    """Whether the claim ``value`` is held by an earlier attempt of ``record``'s own job: a restarted actor
+    takes its name over (the controller never runs two attempts of a job at once, so that one is gone)."""
+    try:
+        holder = decode(value, EndpointRecord)
+    except ProtocolError:
+        return False
+    return record.job_id is not None and holder.job_id == record.job_id and holder.endpoint_id != record.endpoint_id
 
 
 def _holder(value: bytes) -> str:

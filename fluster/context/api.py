@@ -46,9 +46,10 @@ class TaskOptions:
 
 @dataclass(frozen=True)
 class ActorOptions:
-    """How an actor is started; ``max_restarts`` is how often a dead actor is started again (ray backend;
-    -1: always); ``call_timeout``: a call not answered within this many seconds fails with
-    ``ActorCallTimeout``."""
+    """How an actor is started; ``max_restarts`` is how often a dead actor is started again, its constructor
+    re-run (-1: always); ``max_task_retries``, how often a call in flight when it died is sent again to the
+    restarted actor (-1: always; else it fails with ``ActorDied``); ``call_timeout``: a call not answered
+    within this many seconds fails with ``ActorCallTimeout``."""
 
     name: str | None = None
     get_if_exists: bool = False
@@ -56,6 +57,7 @@ class ActorOptions:
     resources: Resources | None = None
     max_concurrency: int = 1
     max_restarts: int = 0
+    max_task_retries: int = 0
     call_timeout: float | None = None  # each call's, unless ``handle.method.options(timeout=...)`` says otherwise
 
 
@@ -124,6 +126,11 @@ class ActorHandle:
     _threads: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
     job_id: str | None = None
     _call_timeout: float | None = field(default=None, repr=False)
+    _max_task_retries: int = field(default=0, repr=False)
+
+    def restarts(self) -> int:
+        """How often this actor has been restarted (its constructor run again) so far."""
+        return self._context._restarts(self)
 
     def __getattr__(self, method: str) -> ActorMethod:
         if method.startswith("_"):
@@ -242,11 +249,17 @@ class JobContext(ABC):
             raise ValueError(f"max_concurrency must be at least 1, got {options.max_concurrency}")
         if options.call_timeout is not None and options.call_timeout <= 0:
             raise ValueError(f"call_timeout must be positive (or None), got {options.call_timeout}")
+        for budget in ("max_restarts", "max_task_retries"):
+            if getattr(options, budget) < -1:
+                raise ValueError(f"{budget} must be -1 (always) or more, got {getattr(options, budget)}")
         args, kwargs = substitute((args, kwargs), self._constructor_argument)
         args, kwargs = substitute((args, kwargs))  # constructor arguments wait for their futures here
         handle = self._new_actor(cls, args, kwargs, options)
-        if options.call_timeout != handle._call_timeout:  # a copy: a named handle may be shared
-            handle = dataclasses.replace(handle, _call_timeout=options.call_timeout)
+        if (options.call_timeout, options.max_task_retries) != (handle._call_timeout, handle._max_task_retries):
+            # a copy: a named handle may be shared
+            handle = dataclasses.replace(
+                handle, _call_timeout=options.call_timeout, _max_task_retries=options.max_task_retries
+            )
         return handle
 
     def _when_resolved(
@@ -320,6 +333,10 @@ class JobContext(ABC):
     def _new_actor(
         self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
     ) -> ActorHandle: ...
+
+    def _restarts(self, handle: ActorHandle) -> int:
+        """How often ``handle``'s actor was restarted (in-process actors never are)."""
+        return 0
 
     @abstractmethod
     def _call_actor(

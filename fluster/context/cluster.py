@@ -28,16 +28,18 @@ from fluster.bus.assets import ENDPOINT_TTL_S
 from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
 from fluster.context.actor_job import serve_actor
+from fluster.context.actor_life import ActorLives, restarts_of
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
 from fluster.context.objects import ContextObjects, StoredFuture
 from fluster.context.resolve import captured_futures
 from fluster.context.resources import as_resource_spec
-from fluster.errors import ActorDied, ActorNameTaken, JobFailed
+from fluster.errors import ActorNameTaken, JobFailed
 from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool
 from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.ids import validate_name
+from fluster.protocol.messages import JobRecord
 from fluster.protocol.resources import ResourceSpec
 from fluster.protocol.values import all_plain
 from fluster.types import Entrypoint, Environment
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TASK_RESOURCES = ResourceSpec(cpu=1, memory="512m")
 DEFAULT_ACTOR_RESOURCES = ResourceSpec(cpu=0, memory="256m")
 MAX_CREATE_ROUNDS = 5
+FOREVER = 1_000_000  # the job retry budget of an actor restarted always (max_restarts=-1)
 NO_OPTIONS = TaskOptions()
 
 
@@ -91,7 +94,7 @@ class ClusterContext(JobContext):
         self._defaults = dataclasses.replace(self._defaults, store_results_over=self._resolver.values.inline_limit)
         self._closed = False
         self._call_tasks: set[asyncio.Task[None]] = set()
-        self._actor_ends: dict[str, asyncio.Future[str]] = {}  # an actor job's end, for calls in flight
+        self._lives = ActorLives(self._aio.assets.jobs, self._spawn)  # actor jobs' attempts, for calls in flight
         self.objects = ContextObjects(self._resolver.values, self._portal, self._loop, self._spawn, self._resubmit)
 
     # -- objects --------------------------------------------------------------------------------------
@@ -194,6 +197,7 @@ class ClusterContext(JobContext):
     ) -> ActorHandle | None:
         """Start the actor's job; its handle, or None when another creator won the name."""
         detached = options.lifetime == Lifetime.DETACHED
+        restarts = FOREVER if options.max_restarts == -1 else options.max_restarts
         # A job's children die with it, so a detached actor is submitted as a top-level job.
         submitter = ClusterClient(self._aio.nc, self._aio.url, self._aio.namespace, self._aio.assets, None)
         job_id = await (submitter if detached else self._aio).submit(
@@ -202,7 +206,9 @@ class ClusterContext(JobContext):
                 serve_actor, name, cls, args, kwargs, options.max_concurrency, options.name is not None
             ),
             resources=as_resource_spec(options.resources) or DEFAULT_ACTOR_RESOURCES,
-            max_retries_preemption=0,
+            # a restart is a new attempt of the actor's job, whether its process died or its worker was lost
+            max_retries_failure=restarts,
+            max_retries_preemption=restarts,
         )
         pool = ActorPool(self._resolver, name)
         serving = asyncio.ensure_future(pool.wait_for_size(1))
@@ -237,6 +243,12 @@ class ClusterContext(JobContext):
             raise ValueError(f"an actor named {name!r} already exists (use get_if_exists=True to reuse it)")
         return ActorHandle(name=name, _context=self, job_id=serving[0].job_id if len(serving) == 1 else None)
 
+    def _restarts(self, handle: ActorHandle) -> int:
+        if handle.job_id is None:
+            return 0
+        record: JobRecord = self._portal.call(self._aio._record, handle.job_id)
+        return restarts_of(record)
+
     def _call_actor(
         self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Future[Any]:
@@ -247,11 +259,14 @@ class ClusterContext(JobContext):
             try:
                 # tracked: a request or reply lost in a reconnect is noticed (probed) instead of hanging;
                 # stored values among the arguments go as references, which the actor's server reads
-                reply = tracked.call(self._resolver, subject, handle.name, method, args, kwargs)
+                def send() -> Coroutine[Any, Any, Any]:
+                    return tracked.call(self._resolver, subject, handle.name, method, args, kwargs)
+
                 if handle.job_id is None:
-                    value = await reply
+                    value = await send()
                 else:
-                    value = await self._unless_ended(handle.job_id, reply, f"{handle.name}.{method}")
+                    what = f"{handle.name}.{method}"
+                    value = await self._lives.call(handle.job_id, what, send, handle._max_task_retries)
             except Exception as exc:
                 future.set_exception(exc)
             else:
@@ -267,30 +282,6 @@ class ClusterContext(JobContext):
                 coro.close()
                 future.set_exception(RuntimeError("this ClusterContext is closed"))
         return future
-
-    async def _unless_ended(self, job_id: str, reply: Coroutine[Any, Any, Any], call: str) -> Any:
-        """``await reply``, or raise ``ActorDied`` if the actor's job ends first (its call will never answer)."""
-        ended = self._actor_ends.get(job_id)
-        if ended is None:
-            ended = self._actor_ends[job_id] = self._loop.create_future()
-            self._spawn(self._watch_actor(job_id, ended))
-        replied = asyncio.ensure_future(reply)
-        if not ended.done():
-            await asyncio.wait((replied, ended), return_when=asyncio.FIRST_COMPLETED)
-        if not replied.done():
-            replied.cancel()
-            raise ActorDied(f"{call}: the actor died before answering ({ended.result()})")
-        return replied.result()
-
-    async def _watch_actor(self, job_id: str, ended: asyncio.Future[str]) -> None:
-        try:
-            status = await self._aio.wait(job_id)
-        except Exception as exc:  # cannot tell (connection closing): the next call watches again
-            log.debug("cannot watch actor job %s: %r", job_id, exc)
-            self._actor_ends.pop(job_id, None)
-            return
-        detail = f": {status.error}" if status.error else ""
-        ended.set_result(f"its job {job_id} ended {status.state.value}{detail}")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` on the loop (call it there), cancelled if still running when the context closes."""

@@ -182,11 +182,13 @@ class RayContext(JobContext):
     def _new_actor(
         self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
     ) -> ActorHandle:
-        if options.max_restarts < -1:
-            raise ValueError(f"max_restarts must be -1 (always) or more, got {options.max_restarts}")
         self._connect()
         actor_options = ray_options(options.resources) or dict(DEFAULT_ACTOR_OPTIONS)
-        actor_options.update(max_concurrency=options.max_concurrency, max_restarts=options.max_restarts)
+        actor_options.update(
+            max_concurrency=options.max_concurrency,
+            max_restarts=options.max_restarts,
+            max_task_retries=options.max_task_retries,
+        )
         if options.lifetime == Lifetime.DETACHED:
             actor_options["lifetime"] = "detached"
         if options.name is not None:

@@ -147,3 +147,69 @@ def test_a_task_can_run_tasks_of_its_own(backend: str, request: pytest.FixtureRe
     nats_url = request.getfixturevalue("nats_url")
     with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as ctx:
         assert ctx.get(ctx.run(sum_of_squares, 5), timeout=60) == 30
+
+
+class Phoenix:
+    """Knows its process; ``nap`` writes a marker first, so a test knows the call is running."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def nap(self, seconds: float) -> int:
+        import os
+        from pathlib import Path
+
+        Path(self.marker).write_text(str(os.getpid()))
+        time.sleep(seconds)
+        return os.getpid()
+
+
+def _kill_mid_call(ctx: ClusterContext, actor: object, marker: str) -> tuple[int, object]:
+    """Start a 5 s call and SIGKILL the actor's process while it runs; its old pid and the call's future."""
+    import os
+    import signal
+    from pathlib import Path
+
+    Path(marker).unlink(missing_ok=True)
+    pid = ctx.get(actor.pid.remote(), timeout=60)  # type: ignore[attr-defined]
+    call = actor.nap.remote(5)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while not Path(marker).exists():  # the call runs
+        assert time.monotonic() < deadline, "the call never started"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return pid, call
+
+
+def test_a_restarted_actor_serves_again_and_a_call_in_flight_is_retried(
+    nats_url: str, namespace: str, tmp_path: object
+) -> None:
+    marker = f"{tmp_path}/running"
+    with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as ctx:
+        assert isinstance(ctx, ClusterContext)
+        actor = ctx.create_actor(Phoenix, marker, options=ActorOptions(max_restarts=1, max_task_retries=1))
+        pid, call = _kill_mid_call(ctx, actor, marker)
+        assert ctx.get(call, timeout=120) != pid  # sent again, answered by the restarted actor
+        assert actor.restarts() == 1
+        pid, call = _kill_mid_call(ctx, actor, marker)  # no restart left: the job ends, and so does the call
+        with pytest.raises(ActorDied, match="nap: the actor died"):
+            ctx.get(call, timeout=120)
+
+
+def test_a_call_in_flight_is_not_retried_without_max_task_retries(
+    nats_url: str, namespace: str, tmp_path: object
+) -> None:
+    marker = f"{tmp_path}/running"
+    with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as ctx:
+        assert isinstance(ctx, ClusterContext)
+        actor = ctx.create_actor(Phoenix, marker, options=ActorOptions(name="phoenix", max_restarts=-1))
+        pid, call = _kill_mid_call(ctx, actor, marker)
+        with pytest.raises(ActorDied, match="restarting, but max_task_retries=0"):
+            ctx.get(call, timeout=120)
+        assert ctx.get(actor.pid.remote(), timeout=120) != pid  # the next call waits for the restarted actor
+        assert actor.restarts() == 1
