@@ -16,6 +16,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from fluster.aio import RECANCEL_S
+
 T = TypeVar("T")
 
 
@@ -38,6 +40,8 @@ def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
             nonlocal terminated
             terminated = True
             task.cancel()
+            # again until it ends: one cancellation may be swallowed (fluster.aio explains, with the figure)
+            loop.call_later(RECANCEL_S, lambda: None if task.done() else stop())
 
         loop.add_signal_handler(signal.SIGTERM, stop)
         try:

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from fluster.actor import registry
 from fluster.actor.broadcast import BroadcastResult
+from fluster.aio import cancel_and_wait
 from fluster.bus.mux import NoResponders, ReplyMux, ReplyTimeout
 from fluster.bus.values import ValueStore
 from fluster.errors import ActorCallTimeout, ActorNotFound, FlusterTimeout, JobNotFound
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CALL_TIMEOUT_S = 60.0
 FOLLOW_RETRY_S = 1.0  # a pool's registry watch that ended is started again after this long
+CLOSE_FOLLOWERS_S = 5.0  # close() waits at most this long for the pools' registry watches to end
 
 
 class ClusterResolver:
@@ -75,9 +77,7 @@ class ClusterResolver:
         return live, ended
 
     async def close(self) -> None:
-        for follower in list(self._followers):
-            follower.cancel()
-        await asyncio.gather(*self._followers, return_exceptions=True)
+        await cancel_and_wait(list(self._followers), CLOSE_FOLLOWERS_S)  # one cancel may be swallowed
         self._pools.clear()
         await self._mux.close()
 

@@ -24,6 +24,7 @@ import anyio
 from fluster import blocking
 from fluster.actor import registry, tracked
 from fluster.actor.pool import ActorPool, ClusterResolver
+from fluster.aio import cancel_and_wait
 from fluster.bus.assets import ENDPOINT_TTL_S
 from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
@@ -51,6 +52,7 @@ DEFAULT_ACTOR_RESOURCES = ResourceSpec(cpu=0, memory="256m")
 MAX_CREATE_ROUNDS = 5
 FOREVER = 1_000_000  # the job retry budget of an actor restarted always (max_restarts=-1)
 NO_OPTIONS = TaskOptions()
+CLOSE_CALLS_S = 10.0  # close() cancels the calls and watches still running for at most this long
 
 
 class ClusterContext(JobContext):
@@ -323,8 +325,8 @@ class ClusterContext(JobContext):
             try:
                 yield calls
             finally:
-                for task in list(self._call_tasks):  # calls to actors that will never answer
-                    task.cancel()
+                # calls to actors that will never answer, and the watches of actor jobs
+                await cancel_and_wait(list(self._call_tasks), CLOSE_CALLS_S)
 
 
 async def _running_loop() -> asyncio.AbstractEventLoop:
