@@ -27,7 +27,13 @@ from nats.js.object_store import ObjectStore
 
 from fluster.bus.kv import REPAIR_ATTRIBUTE
 from fluster.errors import NamespaceNotReady
-from fluster.protocol.subjects import Subjects, actor_transfer_all, actor_transfer_stream
+from fluster.protocol.subjects import (
+    Subjects,
+    actor_transfer_all,
+    actor_transfer_stream,
+    kv_stream,
+    object_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +267,14 @@ async def _recreate_missing(js: JetStreamContext, subjects: Subjects, replicas: 
     r = replicas or 1
     recreated: set[str] = set()
     for config in _kv_configs(subjects, r):
-        if not await _exists(js, f"KV_{config.bucket}"):
+        if not await _exists(js, kv_stream(config.bucket)):
             await _kv(js, config, replicas)
             recreated.add(config.bucket)
     for stream in _stream_configs(subjects, r):
         if not await _exists(js, stream.name or ""):
             await _stream(js, stream, replicas)
             recreated.add(stream.name or "")
-    if not await _exists(js, f"OBJ_{subjects.object_bucket}"):
+    if not await _exists(js, object_stream(subjects.object_bucket)):
         await _object_store(js, subjects.object_bucket, replicas)
         recreated.add(subjects.object_bucket)
     return recreated
@@ -286,7 +292,7 @@ async def _kv(js: JetStreamContext, config: KeyValueConfig, replicas: int | None
     try:
         return await js.create_key_value(config)
     except BadRequestError:  # exists with another config (an older version, other replicas): bind to it
-        await _set_replicas(js, f"KV_{config.bucket}", replicas)
+        await _set_replicas(js, kv_stream(config.bucket), replicas)
         return await js.key_value(config.bucket)
 
 
@@ -303,7 +309,7 @@ async def _object_store(js: JetStreamContext, bucket: str, replicas: int | None)
         # deleted does not stay forever; a bundle that expired is uploaded again by the next submit that needs it
         return await js.create_object_store(bucket, storage=StorageType.FILE, replicas=replicas or 1, ttl=OBJECT_TTL_S)
     except BadRequestError:
-        await _set_replicas(js, f"OBJ_{bucket}", replicas)
+        await _set_replicas(js, object_stream(bucket), replicas)
         return await js.object_store(bucket)
 
 

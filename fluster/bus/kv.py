@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from fluster.bus.retry import Repair, with_retries
 from fluster.errors import ProtocolError
 from fluster.protocol.codec import decode
+from fluster.protocol.subjects import KV_OPERATION_HEADER, MARKER_REASON_HEADER
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -119,7 +120,7 @@ async def _direct_snapshot(
                     return found
                 if status:  # 503 and friends: no direct get on this bucket
                     return None
-                if headers.get("KV-Operation") in _DELETED or headers.get("Nats-Marker-Reason") or not msg.data:
+                if headers.get(KV_OPERATION_HEADER) in _DELETED or headers.get(MARKER_REASON_HEADER) or not msg.data:
                     continue
                 key = headers.get("Nats-Subject", "")[len(prefix) :]
                 try:

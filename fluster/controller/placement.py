@@ -42,6 +42,7 @@ from fluster.controller.scheduler import (
     Shape,
     SuitKey,
     WorkerSupply,
+    headroom,
     how_many,
     suit_key,
     suits,
@@ -221,7 +222,7 @@ class Placer:
                 continue
             if entry.reserved_for is not None and entry.reserved_for != unit:
                 continue  # kept for an older unit (not dropped: the reservation ends)
-            room = how_many(demand, entry.supply, needed)
+            room = headroom(demand, entry.supply, needed)  # candidates suit the shape
             if room == 0:
                 dropped.append(worker_id)
                 continue

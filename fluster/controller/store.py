@@ -25,13 +25,13 @@ from nats.aio.msg import Msg
 
 from fluster.bus.retry import backoff
 from fluster.errors import LeadershipLost
+from fluster.protocol.subjects import KV_OPERATION_HEADER, ROLLUP_HEADER
 
 log = logging.getLogger(__name__)
 
 WINDOW = 4096  # writes in flight at once
 LAZY_S = 0.1  # how long a lazy write waits to be superseded
 ACK_TIMEOUT_S = 5.0  # a write not acknowledged within this is sent again (a put of the same value is harmless)
-KV_OP = "KV-Operation"
 
 
 @dataclass
@@ -109,10 +109,10 @@ class KvWriter:
         return future
 
     def delete(self, key: str) -> asyncio.Future[None]:
-        return self._enqueue(key, b"", {KV_OP: "DEL"})
+        return self._enqueue(key, b"", {KV_OPERATION_HEADER: "DEL"})
 
     def purge(self, key: str) -> asyncio.Future[None]:
-        return self._enqueue(key, b"", {KV_OP: "PURGE", "Nats-Rollup": "sub"})
+        return self._enqueue(key, b"", {KV_OPERATION_HEADER: "PURGE", ROLLUP_HEADER: "sub"})
 
     @property
     def backlog(self) -> int:

@@ -183,6 +183,22 @@ def blob_object(blob_id: str) -> str:
 
 
 # -- actor call transfers (large arguments and results) ---------------------------------------------------
+# JetStream's own names for what backs a bucket, and the headers a KV write carries (as nats-py writes them)
+KV_OPERATION_HEADER = "KV-Operation"
+ROLLUP_HEADER = "Nats-Rollup"
+MARKER_REASON_HEADER = "Nats-Marker-Reason"  # a delete marker the server left (a TTL expiry)
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream JetStream keeps a KV bucket in."""
+    return f"KV_{bucket}"
+
+
+def object_stream(bucket: str) -> str:
+    """The stream JetStream keeps an object store in."""
+    return f"OBJ_{bucket}"
+
+
 def actor_transfer_stream(subjects: Subjects) -> str:
     """The memory stream that carries actor arguments and results too large for one message."""
     return f"{ROOT}_{subjects.namespace}_actor_transfers"
