@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,6 +32,10 @@ class DockerAttempt:
     def __init__(self, container: Any, spec: AttemptSpec, on_removed: Callable[[], None]) -> None:
         self._container = container
         self._spec = spec
+        # the container's first process as this host sees it, whose tree the worker samples for per-job usage
+        # (fluster.observe.usage); None when the worker cannot see it (dockerd in another PID namespace)
+        host_pid = container.attrs.get("State", {}).get("Pid") if isinstance(container.attrs, dict) else None
+        self.pid: int | None = host_pid if isinstance(host_pid, int) and host_pid > 0 and _visible(host_pid) else None
         self._on_removed = on_removed
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[Stream, str] | None] = asyncio.Queue()
@@ -171,6 +176,10 @@ class DockerAttempt:
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is listening any more
             self._loop.call_soon_threadsafe(fn, *args)
+
+
+def _visible(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
 
 
 def _signal_exit_code(code: int) -> int:

@@ -294,6 +294,8 @@ class DockerRuntime:
             with contextlib.suppress(docker.errors.DockerException):
                 container.remove(force=True)
             raise RuntimeStartError(f"cannot start the job's container: {exc}") from exc
+        with contextlib.suppress(docker.errors.DockerException):
+            container.reload()  # its State.Pid: the container's first process, as this host sees it (usage)
         return container
 
 

@@ -179,3 +179,26 @@ async def test_a_sigkilled_workers_container_does_not_outlive_it(
         await eventually(gone, 30, "the container to stop after its worker died")
         for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job}"}):
             container.remove(force=True)
+
+
+def _hold_memory() -> None:
+    import time
+
+    held = bytearray(48 << 20)
+    for i in range(0, len(held), 4096):  # touched, so it is resident
+        held[i] = 1
+    time.sleep(600)  # until killed
+
+
+async def test_a_container_jobs_usage_is_sampled_like_a_process_jobs(docker_cluster: LocalCluster) -> None:
+    async with docker_cluster as client:
+        job = await client.submit("holder", Entrypoint.from_callable(_hold_memory))
+
+        async def sampled() -> bool:
+            usage = await client.usage(job)
+            return usage is not None and usage.rss_bytes > 40 << 20
+
+        try:
+            await eventually(sampled, 60, "a usage sample of the container's processes")  # every 5 s
+        finally:
+            await client.kill(job)
