@@ -110,18 +110,7 @@ def incremental_pass() -> float:
     rng = random.Random(0)
     times = []
     for _ in range(3):
-        book = Book()
-        for w in range(1000):
-            info = WorkerInfo(
-                worker_id=f"w{w}",
-                incarnation="i",
-                hostname="h",
-                pid=1,
-                runtime="process",
-                resources=WorkerResources(cpu=16, memory_bytes=64 << 30, max_concurrent_jobs=100),
-                registered_at_ms=0,
-            )
-            book.add_worker(info, 0)
+        book = _book_of_workers(labelled=False)
         for i in range(10_000):
             resources = ResourceSpec(cpu=rng.choice([1, 2, 4, 8]), memory=f"{rng.choice([1, 2, 4, 16])}g")
             request = JobRequest(name=f"j{i}", entrypoint=Payload(inline=b""), resources=resources)
@@ -137,19 +126,7 @@ def gang_pass() -> float:
     rng = random.Random(0)
     times = []
     for _ in range(3):
-        book = Book()
-        for w in range(1000):
-            info = WorkerInfo(
-                worker_id=f"w{w}",
-                incarnation="i",
-                hostname="h",
-                pid=1,
-                runtime="process",
-                resources=WorkerResources(cpu=16, memory_bytes=64 << 30, max_concurrent_jobs=100),
-                registered_at_ms=0,
-                labels={"zone": "abcd"[w % 4], "slice": f"s{w // 8}"},
-            )
-            book.add_worker(info, 0)
+        book = _book_of_workers(labelled=True)
         for i in range(10_000):
             resources = ResourceSpec(cpu=rng.choice([1, 2, 4, 8]), memory=f"{rng.choice([1, 2, 4, 16])}g")
             fields: dict[str, object] = {}
@@ -161,6 +138,24 @@ def gang_pass() -> float:
             book.put(st.new_record(SubmitJob(job_id=f"j{i}", token="t", request=request), 0, i))
         times.append(_timed_pass(book))
     return statistics.median(times)
+
+
+def _book_of_workers(labelled: bool) -> Book:
+    """1,000 workers of 16 CPUs; ``labelled``: by zone (4) and slice (125 slices of 8)."""
+    book = Book()
+    for w in range(1000):
+        info = WorkerInfo(
+            worker_id=f"w{w}",
+            incarnation="i",
+            hostname="h",
+            pid=1,
+            runtime="process",
+            resources=WorkerResources(cpu=16, memory_bytes=64 << 30, max_concurrent_jobs=100),
+            registered_at_ms=0,
+            labels={"zone": "abcd"[w % 4], "slice": f"s{w // 8}"} if labelled else {},
+        )
+        book.add_worker(info, 0)
+    return book
 
 
 def _timed_pass(book: Book) -> float:

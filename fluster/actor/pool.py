@@ -240,7 +240,7 @@ class ActorPool:
                             await self.refresh()
                             first = False
                         else:
-                            self.endpoints = sorted(current.values(), key=lambda r: (r.registered_ms, r.endpoint_id))
+                            self.endpoints = registry.oldest_first(current.values())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -263,7 +263,7 @@ class ActorPool:
         with anyio.move_on_after(timeout):
             async with aclosing(changes):  # stops the KV watcher now, not when the generator is collected
                 async for current in changes:
-                    self.endpoints = sorted(current.values(), key=lambda r: (r.registered_ms, r.endpoint_id))
+                    self.endpoints = registry.oldest_first(current.values())
                     if len(current) >= n:
                         return self.endpoints
         raise FlusterTimeout(f"actor {self.name!r} has {self.size} endpoint(s), not {n}, after {timeout:g}s")

@@ -8,7 +8,7 @@ cleanup code. The call path never touches this module.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 
 import anyio
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -116,7 +116,12 @@ async def endpoints(kv: KeyValue, name: str) -> list[EndpointRecord]:
     reliable for this (nats-py decides it from a consumer-info reply that can overtake the deliveries).
     """
     found = await snapshot(kv, EndpointRecord, endpoints_pattern(name))
-    return sorted(found.values(), key=lambda r: (r.registered_ms, r.endpoint_id))
+    return oldest_first(found.values())
+
+
+def oldest_first(records: Iterable[EndpointRecord]) -> list[EndpointRecord]:
+    """Endpoints in the order callers list them: oldest registration first."""
+    return sorted(records, key=lambda r: (r.registered_ms, r.endpoint_id))
 
 
 async def watch(kv: KeyValue, name: str) -> AsyncGenerator[dict[str, EndpointRecord], None]:
