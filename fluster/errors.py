@@ -27,6 +27,7 @@
         ActorDied          the actor's job ended while a call was in flight
         RemoteError        a remote exception whose type could not be rebuilt here
       TaskLost             a task's executor died more often than its retries allow
+      TaskCancelled        a task was cancelled (``ctx.cancel``, ``future.cancel()``); also a CancelledError
       ObjectLost           a stored object is gone and cannot be rebuilt
       LeadershipLost       this controller no longer holds the lease: it stops acting and stands by
       EnvironmentBuildFailed  a job's environment (venv, workspace) could not be built (the installer's output)
@@ -39,6 +40,7 @@ A user exception raised remotely comes back as its own type, with the remote tra
 
 from __future__ import annotations
 
+import concurrent.futures
 import traceback as _traceback
 from typing import TYPE_CHECKING
 
@@ -167,6 +169,11 @@ class RemoteError(ActorError):
 
 class TaskLost(FlusterError):
     """A task was lost with its executor (killed, worker lost) on every attempt its retries allowed."""
+
+
+class TaskCancelled(FlusterError, concurrent.futures.CancelledError):
+    """The task was cancelled before it finished: what ``get`` raises for it (and what a running task's thread
+    sees raised in it, when cancelled cooperatively)."""
 
 
 class ObjectLost(FlusterError, LookupError):

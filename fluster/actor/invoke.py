@@ -64,6 +64,7 @@ class Invoker:
         self._values = server.values
         self._threads = ThreadRunner(reg.max_concurrency, reg.name)
         self._threaded = reg.threaded
+        self.control = reg.control
         self._methods: dict[str, _Method] = {}
         self._fast = FastPath()  # sync methods seen to return in microseconds run on the loop
         self._context = ActorContext(

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,7 @@ class _Registration:
     threaded: bool = True
     max_pending: int | None = None
     claim_revision: int | None = None
+    control: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -108,6 +109,7 @@ class _Dispatcher:
         self._values = values
         self.invoker = invoker
         self._limiter = anyio.Semaphore(max_concurrency)
+        self._control = invoker.control
         self._reads = anyio.Semaphore(MAX_READS)
         self._calls = CallLog()
         self._handlers: asyncio.TaskGroup | None = None
@@ -130,6 +132,9 @@ class _Dispatcher:
             self._spawn(self._reply(msg.reply, failure(exc)))
             return
         if call.call_id is not None and self._answered(call, msg.reply):
+            return
+        if call.method in self._control:  # answered at once, outside the limit (cancelling a running call)
+            self._spawn(self._handle_control(call, msg.reply))
             return
         if call.ref is not None:
             await self._reads.acquire()
@@ -196,6 +201,10 @@ class _Dispatcher:
             self._limiter.release()
         await self._finish(call, reply, outcome)
 
+    async def _handle_control(self, call: Call, reply: str) -> None:
+        outcome = await self.invoker.outcome(call)
+        await self._finish(call, reply, outcome)
+
     async def _finish(self, call: Call, reply: str, outcome: Outcome) -> None:
         self._calls_total.value += 1
         if outcome.status == ERROR:
@@ -247,6 +256,7 @@ class ActorServer:
         metadata: dict[str, str] | None = None,
         threaded: bool = True,
         max_pending_calls: int | None = None,
+        control_methods: Collection[str] = (),
     ) -> EndpointId:
         """Serve ``obj``'s public methods as actor ``name`` once the server runs; returns the endpoint id.
 
@@ -256,6 +266,9 @@ class ActorServer:
 
         ``exclusive`` makes the server fail to start (``ActorNameTaken``) when another live endpoint serves
         the name, and keeps other servers from joining it while this one lives.
+
+        ``control_methods`` are answered as they arrive, outside ``max_concurrency`` (a method that cancels
+        a running call, say): they must return at once.
 
         ``max_pending_calls`` bounds the calls queued for the actor (beyond those running): past it, NATS
         drops calls (a slow consumer). A plain call that is dropped times out; a tracked one (WorkerPool
@@ -288,7 +301,9 @@ class ActorServer:
             registered_ms=now,
             refreshed_ms=now,
         )
-        self._registrations[name] = _Registration(name, obj, max_concurrency, record, threaded, max_pending_calls)
+        self._registrations[name] = _Registration(
+            name, obj, max_concurrency, record, threaded, max_pending_calls, control=frozenset(control_methods)
+        )
         return endpoint_id
 
     @property

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+from fluster.cancel import cancel_future, started
 from fluster.context.resolve import captured_futures, chain, dependencies, substitute, when_done
 from fluster.context.resources import Resources
 from fluster.pool.future import TaskFuture
@@ -175,17 +176,30 @@ class JobContext(ABC):
         options = options or TaskOptions()
         captured = captured_futures(fn)
         if not captured:
-            return self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options))
+            future = self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options))
+            started(future)
+            return future
         outer = self._new_future()
 
         def begin() -> None:  # the futures it closes over are done: now they pickle as their values
+            if outer.done():
+                return  # cancelled while it waited
             try:
-                chain(self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options)), outer)
+                _forward(self._when_resolved(args, kwargs, lambda a, k: self._submit(fn, a, k, options)), outer)
             except BaseException as exc:
                 outer.set_exception(exc)
 
         when_done(captured, begin)
+        started(outer)
         return outer
+
+    def cancel(self, future: Any, force: bool = False, recursive: bool = True) -> bool:
+        """Cancel a task: its future fails with ``TaskCancelled`` at once; if it runs, ``TaskCancelled`` is
+        raised in its thread (at its next Python bytecode: a task blocked in one long C call, such as
+        ``time.sleep``, sees it when that returns) or, with ``force``, the process running it is killed
+        (and replaced; on the cluster backend the other tasks it was running are retried). ``recursive``
+        also cancels the tasks it started. Returns False, doing nothing, when the task had finished."""
+        return cancel_future(future, force=force, recursive=recursive)
 
     def as_completed(self, futures: Sequence[Any], timeout: float | None = None) -> Iterator[Any]:
         """``futures`` as they complete (refs first, as they are ready), like Dask's and
@@ -280,13 +294,15 @@ class JobContext(ABC):
         outer = self._new_future()
 
         def begin() -> None:
+            if outer.done():
+                return  # cancelled while it waited
             try:
                 ready_args, ready_kwargs = substitute((args, kwargs))
             except BaseException as exc:  # a dependency failed: so does this call, with that error
                 outer.set_exception(exc)
                 return
             try:
-                chain(start(ready_args, ready_kwargs), outer)
+                _forward(start(ready_args, ready_kwargs), outer)
             except BaseException as exc:
                 outer.set_exception(exc)
 
@@ -397,6 +413,15 @@ def create_context(kind: Literal["sync", "threads", "cluster", "ray"], **options
 
         return RayContext(**options)
     raise ValueError(f"unknown context kind {kind!r}: use 'sync', 'threads', 'cluster' or 'ray'")
+
+
+def _forward(inner: Future[Any], outer: Future[Any]) -> None:
+    """Complete ``outer`` as ``inner`` completes; cancelling ``outer`` from now on cancels ``inner``."""
+    if isinstance(outer, TaskFuture):
+        outer.canceller = lambda force, recursive: cancel_future(inner, force=force, recursive=recursive)
+    chain(inner, outer)
+    if outer.done() and not inner.done():  # cancelled just before the canceller was set
+        cancel_future(inner)
 
 
 def _is_ready(item: Any) -> bool:

@@ -26,6 +26,7 @@ from fluster.actor import registry, tracked
 from fluster.actor.pool import ActorPool, ClusterResolver
 from fluster.aio import cancel_and_wait
 from fluster.bus.assets import ENDPOINT_TTL_S
+from fluster.cancel import started
 from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
 from fluster.context.actor_job import serve_actor
@@ -123,7 +124,9 @@ class ClusterContext(JobContext):
     ) -> Future[Any]:
         options = options or NO_OPTIONS
         if all_plain(args, kwargs) and not captured_futures(fn):  # the hot path: nothing to resolve first
-            return self._submit(fn, args, kwargs, options)
+            future = self._submit(fn, args, kwargs, options)
+            started(future)
+            return future
         self._pool(options)  # started here, in the caller's thread, never in a completion callback
         return super().create_task(fn, *args, options=options, **kwargs)
 

@@ -7,10 +7,22 @@ import concurrent.futures
 import contextvars
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from fluster.cancel import Running
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, ObjectRef, TaskOptions
 from fluster.pool.future import TaskFuture
+
+
+def _settle(future: TaskFuture[Any], error: BaseException | None, value: Any) -> None:
+    try:
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+    except concurrent.futures.InvalidStateError:  # cancelled meanwhile: its late outcome is dropped
+        pass
 
 
 class _LocalContext(JobContext):
@@ -77,12 +89,29 @@ class ThreadContext(_LocalContext):
         super().__init__()
         self._threads = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="fluster-task")
         self._actor_pools: list[concurrent.futures.ThreadPoolExecutor] = []
+        self._running = Running()  # force=True cannot kill a thread: it cancels as force=False does
 
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
     ) -> Future[Any]:
+        future: TaskFuture[Any] = TaskFuture()
+        key = id(future)
+        future.canceller = lambda force, recursive: self._running.cancel(key, force, recursive)
+
+        def run() -> None:
+            if future.done():  # cancelled while queued
+                return
+            try:
+                value = self._running.run(key, partial(fn, *args, **kwargs))
+            except BaseException as exc:
+                _settle(future, exc, None)
+            else:
+                _settle(future, None, value)
+
         # in the caller's contextvars, so the task sees the context set with job_context(ctx), as on sync
-        return self._threads.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+        queued = self._threads.submit(contextvars.copy_context().run, run)
+        queued.add_done_callback(lambda q: q.cancelled() and concurrent.futures.Future.cancel(future))
+        return future
 
     def _actor_threads(self, options: ActorOptions) -> concurrent.futures.ThreadPoolExecutor:
         threads = concurrent.futures.ThreadPoolExecutor(options.max_concurrency, thread_name_prefix="fluster-actor")

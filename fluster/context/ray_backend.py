@@ -21,7 +21,7 @@ import cloudpickle
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
 from fluster.context.ray_worker import ActorHost, Slot, load, run_task, store
 from fluster.context.resources import ray_options
-from fluster.errors import ActorDied, FlusterTimeout, ObjectLost, TaskLost
+from fluster.errors import ActorDied, FlusterTimeout, ObjectLost, TaskCancelled, TaskLost
 from fluster.pool.future import TaskFuture
 from fluster.protocol.ids import validate_name
 from fluster.protocol.values import all_plain, replace
@@ -235,7 +235,7 @@ class RayContext(JobContext):
         for future in pending:
             if future.is_task and not future.done():
                 self._ray.cancel(future.ray_ref, force=True)  # a running task ends with its worker process
-            future.cancel()
+            concurrent.futures.Future.cancel(future)
         for host, token in found:
             try:
                 if self._ray.get(host.token.remote(), timeout=OWNERSHIP_TIMEOUT_S) == token:
@@ -255,6 +255,9 @@ class RayContext(JobContext):
             if self._closed:
                 raise RuntimeError("this RayContext is closed")
             self._pending.add(future)
+        if is_task:
+            ray = self._ray
+            future.canceller = lambda force, recursive: ray.cancel(ray_ref, force=force, recursive=recursive)
         ray_ref.future().add_done_callback(lambda done: self._complete(future, done))
         return future
 
@@ -265,7 +268,8 @@ class RayContext(JobContext):
             error = done.exception()
             outcome = _fluster_error(error) if error is not None else load(done.result())
         except concurrent.futures.CancelledError:
-            future.cancel()
+            if not future.done():
+                concurrent.futures.Future.cancel(future)
             return
         except Exception as exc:  # the result does not unpickle here
             outcome = exc
@@ -311,6 +315,8 @@ def _fluster_error(exc: BaseException) -> BaseException:
         return ActorDied(f"the actor died (or is restarting) before answering: {exc}")
     if isinstance(exc, rex.WorkerCrashedError):
         return TaskLost(f"the task's worker died on every attempt its retries allow: {exc}")
+    if isinstance(exc, rex.TaskCancelledError):
+        return TaskCancelled(f"the task was cancelled: {exc}")
     if isinstance(exc, rex.ObjectLostError):
         return ObjectLost(exc.object_ref_hex, f"a Ray object is lost: {exc}")
     return exc

@@ -9,10 +9,12 @@ import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import cloudpickle
 
+from fluster.cancel import Running
 from fluster.protocol.tasks import TaskSpec
 from fluster.protocol.values import Outcome, failure, ok
 
@@ -52,10 +54,20 @@ class FunctionCache:
         return fn
 
 
-def run_tasks(tasks: list[TaskSpec]) -> tuple[list[Outcome], float]:
-    """Run the tasks in this thread, in order: their outcomes and the seconds they took."""
+def run_tasks(
+    tasks: list[TaskSpec], running: Running | None = None, batch_id: str = "", in_thread: bool = True
+) -> tuple[list[Outcome], float]:
+    """Run the tasks in this thread, in order: their outcomes and the seconds they took. With ``running``,
+    each runs as the task ``(batch_id, index)`` there, so that it can be cancelled (``in_thread=False``, on
+    an event loop: only before it starts)."""
     start = time.perf_counter()
-    outcomes = [_run_one(fn, args, kwargs) for fn, args, kwargs in tasks]
+    if running is None:
+        outcomes = [_run_one(fn, args, kwargs) for fn, args, kwargs in tasks]
+    else:
+        outcomes = [
+            _run_one(running.run, ((batch_id, i), partial(fn, *args, **kwargs), in_thread), {})
+            for i, (fn, args, kwargs) in enumerate(tasks)
+        ]
     return outcomes, time.perf_counter() - start
 
 

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, NoReturn
 
 from fluster.bus.values import READ_CACHE_BYTES, ReadCache, ValueStore
+from fluster.cancel import Running
 from fluster.graceful import run_async
 from fluster.pool.batch import FunctionCache, run_tasks
 from fluster.protocol.subjects import blob_object
@@ -27,6 +28,7 @@ from fluster.protocol.values import OK, STORED, Outcome, failure
 from fluster.threads import FastPath, ThreadRunner
 
 RUN_METHOD = "run"
+CANCEL_METHOD = "cancel"  # a control method: answered at once, however many batches run
 CACHE_ENV = "FLUSTER_EXECUTOR_CACHE_BYTES"  # overrides the read cache's size for an executor job (0: none)
 
 
@@ -39,10 +41,11 @@ class TaskExecutor:
         self._fast = FastPath()
         self._functions = FunctionCache()
         self._cache = ReadCache(int(os.environ.get(CACHE_ENV, READ_CACHE_BYTES)))
+        self._running = Running()
 
     async def run(self, batch: bytes) -> Encoded:
         try:
-            tasks, store_over = decode_batch(batch, self._functions.loads)
+            tasks, store_over, batch_id = decode_batch(batch, self._functions.loads)
         except Exception as exc:  # e.g. a module the executor cannot import: every task fails with it
             return Encoded(encode_outcomes(0.0, [failure(exc)]))
         fns = {_key(fn) for fn, _, _ in tasks}
@@ -51,9 +54,9 @@ class TaskExecutor:
                 self._fast.never(_key(fn))
         tasks = await self._read_stored(tasks)
         if all(self._fast.inline(fn) for fn in fns):
-            outcomes, elapsed = run_tasks(tasks)
+            outcomes, elapsed = run_tasks(tasks, self._running, batch_id, in_thread=False)
         else:
-            outcomes, elapsed = await self._threads.run(partial(run_tasks, tasks))
+            outcomes, elapsed = await self._threads.run(partial(run_tasks, tasks, self._running, batch_id))
         per_task = elapsed / len(tasks) if tasks else 0.0
         for fn in fns:
             self._fast.observe(fn, per_task)
@@ -91,6 +94,13 @@ class TaskExecutor:
     def ping(self) -> bool:
         return True
 
+    def cancel(self, batch_id: str, index: int, recursive: bool = True) -> bool:
+        """Cancel task ``index`` of batch ``batch_id``: ``TaskCancelled`` is raised in its thread if it runs
+        (True), else it fails as it starts (False); ``recursive`` cancels the tasks it started too."""
+        if not isinstance(batch_id, str) or not isinstance(index, int) or not isinstance(recursive, bool):
+            raise TypeError("cancel(batch_id: str, index: int, recursive: bool)")
+        return self._running.cancel((batch_id, index), recursive=recursive)
+
     def close(self) -> None:
         self._threads.close()
 
@@ -120,7 +130,9 @@ async def _serve(actor_name: str, slots: int) -> None:
         async with ClusterClient.connect() as client:
             server = ActorServer(client)
             executor = TaskExecutor(actor_name, slots, server.values)
-            server.register(actor_name, executor, max_concurrency=slots, threaded=False)
+            server.register(
+                actor_name, executor, max_concurrency=slots, threaded=False, control_methods=(CANCEL_METHOD,)
+            )
             await server.serve()
     finally:
         if executor is not None:

@@ -8,14 +8,43 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 class TaskFuture(concurrent.futures.Future[T]):
-    """A task's eventual value: ``result(timeout)``, ``exception(timeout)``, ``done()``, or ``await`` it."""
+    """A task's eventual value: ``result(timeout)``, ``exception(timeout)``, ``done()``, or ``await`` it.
+
+    ``cancel()`` cancels the task even while it runs (what ``ctx.cancel(future)`` does, see ``cancel_task``):
+    the future fails with ``TaskCancelled`` at once, and whoever runs the task is told through the
+    ``canceller`` it was given.
+    """
+
+    canceller: Callable[[bool, bool], object] | None = None  # (force, recursive): stops the task where it runs
+
+    def cancel(self) -> bool:
+        """A task's future cancels its task (``cancel_task``); any other is cancelled as by
+        ``concurrent.futures`` (only before it completes)."""
+        if self.canceller is None:
+            return super().cancel()
+        return self.cancel_task()
+
+    def cancel_task(self, force: bool = False, recursive: bool = True) -> bool:
+        """Fail with ``TaskCancelled`` and stop the task: cooperatively (``TaskCancelled`` raised in its
+        thread) or, with ``force``, by killing the process that runs it; ``recursive`` also cancels the
+        tasks it started. False, doing nothing, when the task had finished already."""
+        from fluster.errors import TaskCancelled
+
+        try:
+            self.set_exception(TaskCancelled("the task was cancelled"))
+        except concurrent.futures.InvalidStateError:
+            return False  # finished first
+        canceller = self.canceller
+        if canceller is not None:
+            canceller(force, recursive)
+        return True
 
     def __await__(self) -> Generator[Any, None, T]:
         if not self.done():

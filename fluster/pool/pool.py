@@ -14,6 +14,7 @@ keeps its size until ``shutdown`` (``fluster.pool.fleet``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -36,7 +37,7 @@ from fluster.observe.components import PoolMetrics
 from fluster.observe.publish import publish_loop
 from fluster.pool.batch import FunctionCache
 from fluster.pool.config import PoolStatus, WorkerPoolConfig
-from fluster.pool.executor import RUN_METHOD
+from fluster.pool.executor import CANCEL_METHOD, RUN_METHOD
 from fluster.pool.fleet import Executor, ExecutorFleet
 from fluster.pool.future import TaskFuture
 from fluster.pool.progress import ProgressBar
@@ -53,15 +54,17 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 FAST_TASK_S = 0.002  # tasks shorter than this on average are batched and prefetched
 EWMA_WEIGHT = 0.2
+CANCEL_TIMEOUT_S = 10.0
 
 
 class _Task:
-    __slots__ = ("spec", "future", "attempts")
+    __slots__ = ("spec", "future", "attempts", "where")
 
     def __init__(self, spec: TaskSpec, future: TaskFuture[Any]) -> None:
         self.spec = spec
         self.future = future
         self.attempts = 0
+        self.where: tuple[Executor, str, int] | None = None  # while in flight: executor, batch id, index
 
 
 class WorkerPool:
@@ -144,7 +147,7 @@ class WorkerPool:
         else:
             while self._queue:
                 task = self._queue.popleft()
-                task.future.cancel()
+                concurrent.futures.Future.cancel(task.future)  # never ran: cancelled, not TaskCancelled
                 self._finish(task, None)
         await self._fleet.stop()
 
@@ -172,6 +175,7 @@ class WorkerPool:
         if self._closed or self._loop is None:
             raise RuntimeError("cannot submit to a WorkerPool that is shut down or not started")
         task = _Task((fn, args, kwargs), future)
+        future.canceller = partial(self._cancel, task)
         if asyncio._get_running_loop() is self._loop:
             self._accept(task)
             self._pump()
@@ -253,7 +257,7 @@ class WorkerPool:
                         await self._fleet.stop()
                     tg.cancel_scope.cancel()
                     for task in self._queue:
-                        task.future.cancel()
+                        concurrent.futures.Future.cancel(task.future)  # never ran: cancelled, not TaskCancelled
             if not_started is not None:
                 raise not_started  # after its executor jobs were killed
         finally:
@@ -296,7 +300,7 @@ class WorkerPool:
             batch = []
             for _ in range(self._batch_size()):
                 task = self._queue.popleft()
-                if task.future.cancelled():  # cancelled while queued: never sent
+                if task.future.done():  # cancelled while queued: never sent
                     self._finish(task, None)
                 else:
                     batch.append(task)
@@ -327,10 +331,11 @@ class WorkerPool:
         """Encode the batch and count the attempt, and send it right away when the connection takes the write
         now (so the request is out before the loop runs anything else); else its bytes, for ``_run_batch``.
         Returns the batch's call id with it: the call is tracked, so a lost request or reply is noticed."""
-        payload = self._encode(batch)
         call_id = f"{self.pool_id}-{next(self._batch_ids)}"
-        for task in batch:
+        payload = self._encode(batch, call_id)
+        for index, task in enumerate(batch):
             task.attempts += 1
+            task.where = (executor, call_id, index)
         if batch and self._resolver is not None:
             subject = self.client.subjects.actor(executor.name)
             sent = self._resolver.send_now(subject, RUN_METHOD, (payload,), {}, None, call_id)
@@ -406,8 +411,42 @@ class WorkerPool:
                 else:
                     self._finish(task, None, value)
         finally:
+            for task in batch:
+                task.where = None
             executor.in_flight -= 1
             self._pump()
+
+    def _cancel(self, task: _Task, force: bool, recursive: bool) -> None:
+        """Stop a cancelled task where it runs (its future has failed with ``TaskCancelled`` already); any
+        thread. A queued one is dropped when it comes up."""
+        loop = self._loop
+        if loop is None or self._closed and self._batches is None:
+            return
+        if asyncio._get_running_loop() is loop:
+            self._stop_running(task, force, recursive)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has stopped: nothing runs any more
+                loop.call_soon_threadsafe(self._stop_running, task, force, recursive)
+
+    def _stop_running(self, task: _Task, force: bool, recursive: bool) -> None:
+        if task.where is None or self._batches is None:
+            return  # queued (skipped by _pump), or finished meanwhile
+        executor, call_id, index = task.where
+        if force:  # its executor's job is killed and replaced; the other tasks it ran are retried
+            if executor.alive:
+                self._retire(executor)
+            return
+        subject = self.client.subjects.actor(executor.name)
+        self._batches.create_task(self._send_cancel(subject, executor, call_id, index, recursive))
+
+    async def _send_cancel(self, subject: str, executor: Executor, batch_id: str, index: int, recursive: bool) -> None:
+        assert self._resolver is not None
+        try:
+            await self._resolver.call(
+                subject, executor.name, CANCEL_METHOD, (batch_id, index, recursive), {}, CANCEL_TIMEOUT_S
+            )
+        except Exception as exc:  # the executor is going away, or busy beyond reach: its result is dropped anyway
+            log.warning("cannot cancel task %s/%d on executor %s: %r", batch_id, index, executor.name, exc)
 
     def _retire(self, executor: Executor) -> None:
         """Stop sending to an executor and kill its job; the fleet replaces it."""
@@ -415,10 +454,11 @@ class WorkerPool:
         assert self._batches is not None
         self._batches.create_task(self._fleet.kill_job(executor.job_id))
 
-    def _encode(self, batch: list[_Task]) -> bytes:
+    def _encode(self, batch: list[_Task], batch_id: str) -> bytes:
         """The batch's bytes; a task that cannot be pickled fails alone and leaves the batch."""
+        over = self.config.store_results_over
         try:
-            return encode_batch([t.spec for t in batch], self._functions.dumps, self.config.store_results_over)
+            return encode_batch([t.spec for t in batch], self._functions.dumps, over, batch_id)
         except Exception:
             good = []
             for task in batch:
@@ -431,7 +471,7 @@ class WorkerPool:
             batch[:] = good
             if not good:
                 return b""
-            return encode_batch([t.spec for t in good], self._functions.dumps, self.config.store_results_over)
+            return encode_batch([t.spec for t in good], self._functions.dumps, over, batch_id)
 
     def _lost(self, batch: list[_Task], why: str) -> None:
         retry = [t for t in batch if t.attempts <= self.config.max_retries]
@@ -450,14 +490,17 @@ class WorkerPool:
         if self._outstanding == 0:
             self._idle.set()
         future = task.future
-        if future.cancelled():
+        if future.done():  # cancelled (a late result is dropped)
             return
-        if error is None:
-            self._counts["completed"] += 1
-            future.set_result(value)
-        else:
-            self._counts["failed"] += 1
-            future.set_exception(error)
+        try:
+            if error is None:
+                future.set_result(value)
+                self._counts["completed"] += 1
+            else:
+                future.set_exception(error)
+                self._counts["failed"] += 1
+        except concurrent.futures.InvalidStateError:  # cancelled from another thread just now
+            pass
 
 
 def _drop_reply(pending: Pending, _: object) -> None:

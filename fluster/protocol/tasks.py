@@ -1,10 +1,11 @@
 """The task batch between a ``WorkerPool`` and its executors (pure: no I/O).
 
-A batch is msgpack ``[functions, calls, store_over]``: ``functions`` is a list of pickled functions (each
+A batch is msgpack ``[functions, calls, store_over, batch_id]``: ``functions`` is a list of pickled functions (each
 pickled once per pool and cached by the pool's ``FunctionCache``, since cloudpickling a function by value costs
 far more than a no-op task), ``calls`` is the pickled list of ``(function_index, args, kwargs)``, with the
 standard pickler when every argument is a plain value and cloudpickle otherwise, and ``store_over`` (or None)
-asks the executor to put each result whose pickle is larger into the value store. The reply is msgpack
+asks the executor to put each result whose pickle is larger into the value store; ``batch_id`` names the
+batch, so that one of its tasks can be cancelled as ``(batch_id, index)``. The reply is msgpack
 ``[elapsed_s, outcomes]``: one outcome (``fluster.protocol.values``) per task, ``STORED`` for a result left
 in the store. The executor returns it ``Encoded``, so the actor layer sends it as it is: a task's result is
 pickled once on its way back.
@@ -22,6 +23,8 @@ import msgpack
 from fluster.errors import ProtocolError
 from fluster.protocol.values import Outcome, all_plain, unpack, unpack_outcome
 
+MAX_BATCH_ID = 64
+
 TaskSpec = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -33,7 +36,10 @@ class Encoded(NamedTuple):
 
 
 def encode_batch(
-    tasks: Sequence[TaskSpec], dumps_fn: Callable[[Callable[..., Any]], bytes], store_over: int | None = None
+    tasks: Sequence[TaskSpec],
+    dumps_fn: Callable[[Callable[..., Any]], bytes],
+    store_over: int | None = None,
+    batch_id: str = "",
 ) -> bytes:
     functions: list[bytes] = []
     index: dict[int, int] = {}
@@ -51,12 +57,18 @@ def encode_batch(
         encoded = pickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
     else:
         encoded = cloudpickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
-    data: bytes = msgpack.packb([functions, encoded, store_over], use_bin_type=True)
+    data: bytes = msgpack.packb([functions, encoded, store_over, batch_id], use_bin_type=True)
     return data
 
 
-def decode_batch(data: bytes, loads_fn: Callable[[bytes], Callable[..., Any]]) -> tuple[list[TaskSpec], int | None]:
-    """The tasks, and the size above which their results are to be stored (None: never).
+class Batch(NamedTuple):
+    tasks: list[TaskSpec]
+    store_over: int | None  # results whose pickle is larger go to the value store (None: never)
+    batch_id: str
+
+
+def decode_batch(data: bytes, loads_fn: Callable[[bytes], Callable[..., Any]]) -> Batch:
+    """The tasks, the size above which their results are to be stored, and the batch's id.
 
     Raises:
         ProtocolError: not a batch. (Unpickling errors, such as a module the executor cannot import, are
@@ -65,16 +77,18 @@ def decode_batch(data: bytes, loads_fn: Callable[[bytes], Callable[..., Any]]) -
     fields = unpack(data, "task batch")
     if (
         not isinstance(fields, list)
-        or len(fields) != 3
+        or len(fields) != 4
         or not isinstance(fields[0], list)
         or not all(isinstance(f, bytes) for f in fields[0])
         or not isinstance(fields[1], bytes)
         or not isinstance(fields[2], int | None)
+        or not isinstance(fields[3], str)
+        or len(fields[3]) > MAX_BATCH_ID
     ):
-        raise ProtocolError("malformed task batch: expected [functions, calls, store_over]")
-    functions, encoded, store_over = fields
+        raise ProtocolError("malformed task batch: expected [functions, calls, store_over, batch_id]")
+    functions, encoded, store_over, batch_id = fields
     loaded = [loads_fn(f) for f in functions]
-    return [(loaded[i], args, kwargs) for i, args, kwargs in pickle.loads(encoded)], store_over
+    return Batch([(loaded[i], args, kwargs) for i, args, kwargs in pickle.loads(encoded)], store_over, batch_id)
 
 
 def encode_outcomes(elapsed_s: float, outcomes: list[Outcome]) -> bytes:
