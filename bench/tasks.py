@@ -1,5 +1,6 @@
 """Task benchmark (issue 4): no-op task round trip and throughput through the cluster context, side by side
-with Ray and Dask distributed (2 worker processes each) when they are installed.
+with Ray and Dask distributed (2 worker processes each) when they are installed; and (issue 15) the items
+per second one generator task streams to its caller, beside Ray's streaming generator.
 
 Run: ``python bench/tasks.py`` (starts its own nats-server, a controller and two workers as processes; the
 context runs 2 executors). Ray and Dask run in a subprocess of ``--peers-python`` (default: this Python), so
@@ -32,6 +33,20 @@ from fluster.protocol.resources import ResourceSpec
 ROUND_TRIPS = 1000
 TASKS = 10_000
 REPEATS = 3
+STREAM_ITEMS = 20_000
+
+
+def numbers(n: int) -> Iterator[int]:
+    yield from range(n)
+
+
+def stream_rate(run: Callable[[int], Any]) -> float:
+    rates = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        run(STREAM_ITEMS)
+        rates.append(STREAM_ITEMS / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def noop() -> None:
@@ -70,7 +85,9 @@ def fluster_figures() -> dict[str, float]:
         ctx = create_context("cluster", url=url, namespace=namespace, resources=ResourceSpec(cpu=1, memory="512m"))
         with ctx:
             ctx.get([ctx.run(noop) for _ in range(2000)])  # starts the pool and warms it
-            return measure(lambda: ctx.get(ctx.run(noop)), lambda n: ctx.get([ctx.run(noop) for _ in range(n)]))
+            figures = measure(lambda: ctx.get(ctx.run(noop)), lambda n: ctx.get([ctx.run(noop) for _ in range(n)]))
+            figures["stream_per_s"] = stream_rate(lambda n: [ctx.get(f) for f in ctx.run(numbers, n)])
+            return figures
 
 
 def measure(one: Callable[[], Any], many: Callable[[int], Any]) -> dict[str, float]:
@@ -96,7 +113,12 @@ def measure(one: Callable[[], Any], many: Callable[[int], Any]) -> dict[str, flo
 
 PEER_COMMON = f"""
 import json, statistics, time
-ROUND_TRIPS, TASKS, REPEATS = {ROUND_TRIPS}, {TASKS}, {REPEATS}
+ROUND_TRIPS, TASKS, REPEATS, STREAM_ITEMS = {ROUND_TRIPS}, {TASKS}, {REPEATS}, {STREAM_ITEMS}
+def stream_rate(run):
+    rates = []
+    for _ in range(REPEATS):
+        start = time.perf_counter(); run(STREAM_ITEMS); rates.append(STREAM_ITEMS / (time.perf_counter() - start))
+    return statistics.median(rates)
 def measure(one, many):
     times = []
     for _ in range(ROUND_TRIPS):
@@ -117,8 +139,14 @@ ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
 @ray.remote
 def noop():
     return None
+@ray.remote(num_returns="streaming")
+def numbers(n):
+    for i in range(n):
+        yield i
 ray.get([noop.remote() for _ in range(2000)])
-print(json.dumps(measure(lambda: ray.get(noop.remote()), lambda n: ray.get([noop.remote() for _ in range(n)]))))
+figures = measure(lambda: ray.get(noop.remote()), lambda n: ray.get([noop.remote() for _ in range(n)]))
+figures["stream_per_s"] = stream_rate(lambda n: [ray.get(ref) for ref in numbers.remote(n)])
+print(json.dumps(figures))
 ray.shutdown()
 """
 )
@@ -169,13 +197,15 @@ def main() -> None:
     if not options.no_peers:
         figures["ray"] = peer_figures(options.peers_python, "ray", RAY)
         figures["dask"] = peer_figures(options.peers_python, "distributed", DASK)
-    print(f"{'system':<10}{'round trip median (us)':>26}{'p99 (us)':>12}{'10,000 no-op tasks (/s)':>26}")
+    head = f"{'system':<10}{'round trip median (us)':>26}{'p99 (us)':>12}{'10,000 no-op tasks (/s)':>26}"
+    print(f"{head}{'streamed items (/s)':>22}")
     for name, found in figures.items():
         if found is None:
             print(f"{name:<10}{'not installed':>26}")
         else:
             median, p99, rate = found["median_us"], found["p99_us"], found["tasks_per_s"]
-            print(f"{name:<10}{median:>26,.0f}{p99:>12,.0f}{rate:>26,.0f}")
+            streamed = f"{found['stream_per_s']:>22,.0f}" if "stream_per_s" in found else f"{'-':>22}"
+            print(f"{name:<10}{median:>26,.0f}{p99:>12,.0f}{rate:>26,.0f}{streamed}")
     ours = figures["fluster"]
     assert ours is not None
     for name in ("ray", "dask"):
@@ -186,6 +216,9 @@ def main() -> None:
         more = ours["tasks_per_s"] / peer["tasks_per_s"]
         goal = "  (targets vs ray: >= 4x, >= 10x)" if name == "ray" else ""
         print(f"fluster vs {name}: round trip {faster:.1f}x faster, throughput {more:.1f}x higher{goal}")
+        if "stream_per_s" in peer:
+            ratio = ours["stream_per_s"] / peer["stream_per_s"]
+            print(f"fluster vs {name}: streamed items {ratio:.1f}x more per second  (target vs ray: >= 5x)")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
+from fluster.actor.streams import is_stream
 from fluster.errors import UnknownActorMethod
 from fluster.protocol.calls import Call, encode_reply
+from fluster.protocol.streams import STREAM_METHODS, STREAM_NEXT
 from fluster.protocol.tasks import Encoded
 from fluster.protocol.values import OK, Outcome, ValueRef, all_plain, dumps_value, failure, loads
 from fluster.threads import FastPath, ThreadRunner
@@ -64,7 +66,9 @@ class Invoker:
         self._values = server.values
         self._threads = ThreadRunner(reg.max_concurrency, reg.name)
         self._threaded = reg.threaded
-        self.control = reg.control
+        self.control = reg.control | STREAM_METHODS
+        self._streams = server.streams
+        self._subject = reg.record.subject  # this server's own: where a caller pulls a stream's items
         self._methods: dict[str, _Method] = {}
         self._fast = FastPath()  # sync methods seen to return in microseconds run on the loop
         self._context = ActorContext(
@@ -90,6 +94,8 @@ class Invoker:
         the caller sent."""
         method_name = call.method
         try:
+            if method_name in STREAM_METHODS:
+                return await self._stream_call(call, args_bytes)
             method = self._method(method_name)
             if args_bytes is None:
                 args_bytes = await self.read_args(call)
@@ -115,12 +121,24 @@ class Invoker:
                 result = method.fn(*args, **kwargs)
             if isinstance(result, Encoded):  # already in its wire form (a task batch's outcomes)
                 return Outcome(OK, result.data)
+            if is_stream(result):  # a generator: its items are pulled by the caller (fluster.protocol.streams)
+                result = self._streams.open(result, self._subject)
             return Outcome(OK, dumps_value(result))
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
             log.debug("actor call failed actor=%s method=%s: %r", self.name, method_name, exc)
             return failure(exc)
+
+    async def _stream_call(self, call: Call, args_bytes: bytes | None) -> Outcome:
+        if args_bytes is None:
+            args_bytes = await self.read_args(call)
+        if self._client.verifier is not None:
+            args_bytes = self._client.verifier.open_call(self.name, call.method, args_bytes)
+        args, kwargs = loads(args_bytes)
+        if call.method == STREAM_NEXT:
+            return Outcome(OK, (await self._streams.next(*args, **kwargs)).data)
+        return Outcome(OK, dumps_value(self._streams.close(*args, **kwargs)))
 
     def close(self) -> None:
         """Let the worker threads exit once their current calls return."""

@@ -91,8 +91,10 @@ class ClusterResolver:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout_s: float | None,
+        raw: bool = False,
     ) -> Any:
-        """Call ``method`` on whoever serves ``subject`` and return its result.
+        """Call ``method`` on whoever serves ``subject`` and return its result (with ``raw``, the bytes of a
+        result the method returned ``Encoded``).
 
         Raises:
             ActorNotFound: nothing serves the subject.
@@ -102,13 +104,13 @@ class ClusterResolver:
         payload = self._seal(subject, method, dumps_args(args, kwargs))
         if len(payload) > self.values.inline_limit:
             pending = await self._send_large(subject, method, payload, timeout_s)
-            return await self.result(pending, actor, method, timeout_s)
+            return await self.result(pending, actor, method, timeout_s, raw)
         # The hot path: one publish, one reply, nothing else awaited.
         try:
             msg = await self._mux.request(subject, encode_request(method, payload), timeout_s)
         except (NoResponders, ReplyTimeout) as exc:
             raise self._error(exc, actor, method, timeout_s) from None
-        return await self.decode(msg)
+        return await self.decode(msg, raw)
 
     async def send(
         self,

@@ -25,6 +25,7 @@ from nats.aio.subscription import DEFAULT_SUB_PENDING_MSGS_LIMIT, Subscription
 from fluster.actor import registry
 from fluster.actor.calls import CallLog
 from fluster.actor.invoke import Invoker
+from fluster.actor.streams import Streams
 from fluster.bus.publish import Publisher
 from fluster.bus.values import ValueStore
 from fluster.errors import ProtocolError
@@ -242,6 +243,7 @@ class ActorServer:
         self.client = client
         self.resolver = resolver or ClusterResolver(client)
         self.values = self.resolver.values
+        self.streams = Streams()  # the generators its methods returned, pulled by their callers
         self._registrations: dict[str, _Registration] = {}
         self._serving = False
         self._started: tuple[TaskGroup, _Live] | None = None
@@ -352,6 +354,7 @@ class ActorServer:
         if self._serving:
             raise RuntimeError("this ActorServer is already serving")
         self._serving = True
+        self.streams.bind(asyncio.get_running_loop())
         kv = self.client.assets.endpoints
         live = _Live()
         try:
@@ -403,6 +406,7 @@ class ActorServer:
             await self._withdraw(live.registrations, live.subscriptions)
         for dispatcher in live.dispatchers:
             dispatcher.invoker.close()
+        self.streams.close_all()
         self._serving = False
 
     async def _refresh(self, registrations: list[_Registration]) -> None:

@@ -12,21 +12,24 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import enum
+import inspect
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from fluster.cancel import cancel_future, started
 from fluster.context.resolve import captured_futures, chain, dependencies, substitute, when_done
 from fluster.context.resources import Resources
+from fluster.context.streams import Fetch, LocalItems, TaskStream, is_streaming
 from fluster.pool.future import TaskFuture
 from fluster.protocol.values import all_plain
 
 Future = concurrent.futures.Future
+Streamed = Generator[Any, Any, Any] | AsyncGenerator[Any, Any]
 
 
 class Lifetime(enum.Enum):
@@ -96,11 +99,17 @@ class ActorMethod:
             raise ValueError(f"timeout must be positive (or None), got {timeout}")
         return ActorMethod(self._handle, self._method, timeout)
 
-    def remote(self, *args: Any, **kwargs: Any) -> Future[Any]:
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """A future of the method's result; for a generator method (sync or async), a ``TaskStream`` of
+        its items."""
         handle, method = self._handle, self._method
         context = handle._context
         future = context._when_resolved(args, kwargs, lambda a, k: context._call_actor(handle, method, a, k))
         timeout = handle._call_timeout if self._timeout == "default" else self._timeout
+        if method in handle._streaming:
+            stream = TaskStream(future, context._stream_source)
+            stream.timeout = timeout
+            return stream
         if timeout is None:
             return future
         from fluster.context.deadlines import within
@@ -128,6 +137,7 @@ class ActorHandle:
     job_id: str | None = None
     _call_timeout: float | None = field(default=None, repr=False)
     _max_task_retries: int = field(default=0, repr=False)
+    _streaming: frozenset[str] = field(default=frozenset(), repr=False)  # its generator methods
 
     def restarts(self) -> int:
         """How often this actor has been restarted (its constructor run again) so far."""
@@ -164,15 +174,40 @@ class JobContext(ABC):
 
     # -- tasks ----------------------------------------------------------------------------------------
 
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
-        """Run ``fn(*args, **kwargs)`` as a task and return its future."""
-        return self.create_task(fn, *args, **kwargs)
+    @overload
+    def run(self, fn: Callable[..., Streamed], *args: Any, **kwargs: Any) -> TaskStream: ...
+
+    @overload
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]: ...
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any] | TaskStream:
+        """Run ``fn(*args, **kwargs)`` as a task and return its future; a generator function (sync or
+        async) streams: a ``TaskStream`` of its items' futures, as they are produced."""
+        started: Future[Any] | TaskStream = self.create_task(fn, *args, **kwargs)
+        return started
+
+    @overload
+    def create_task(
+        self, fn: Callable[..., Streamed], *args: Any, options: TaskOptions | None = None, **kwargs: Any
+    ) -> TaskStream: ...
+
+    @overload
+    def create_task(
+        self, fn: Callable[..., Any], *args: Any, options: TaskOptions | None = None, **kwargs: Any
+    ) -> Future[Any]: ...
 
     def create_task(
         self, fn: Callable[..., Any], *args: Any, options: TaskOptions | None = None, **kwargs: Any
-    ) -> Future[Any]:
+    ) -> Future[Any] | TaskStream:
         """Like ``run``, with ``TaskOptions``. Futures and refs among the arguments (also inside lists,
         tuples, sets and dicts) are replaced by their values before the task runs."""
+        if is_streaming(fn):
+            return TaskStream(self._start_task(fn, args, kwargs, options), self._stream_source)
+        return self._start_task(fn, args, kwargs, options)
+
+    def _start_task(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions | None
+    ) -> Future[Any]:
         options = options or TaskOptions()
         captured = captured_futures(fn)
         if not captured:
@@ -269,10 +304,15 @@ class JobContext(ABC):
         args, kwargs = substitute((args, kwargs), self._constructor_argument)
         args, kwargs = substitute((args, kwargs))  # constructor arguments wait for their futures here
         handle = self._new_actor(cls, args, kwargs, options)
-        if (options.call_timeout, options.max_task_retries) != (handle._call_timeout, handle._max_task_retries):
+        streaming = frozenset(name for name, member in inspect.getmembers(cls) if is_streaming(member))
+        settings = (options.call_timeout, options.max_task_retries, streaming)
+        if settings != (handle._call_timeout, handle._max_task_retries, handle._streaming):
             # a copy: a named handle may be shared
             handle = dataclasses.replace(
-                handle, _call_timeout=options.call_timeout, _max_task_retries=options.max_task_retries
+                handle,
+                _call_timeout=options.call_timeout,
+                _max_task_retries=options.max_task_retries,
+                _streaming=streaming,
             )
         return handle
 
@@ -340,6 +380,10 @@ class JobContext(ABC):
     def _constructor_argument(self, ref: ObjectRef) -> Any:
         """What an actor's constructor receives for ``ref``: by default its value."""
         return self._load(ref)
+
+    def _stream_source(self, started: Any) -> Fetch:
+        """Where a streamed call's items come from, given what the call returned: in process, the generator."""
+        return LocalItems(started)
 
     def _new_future(self) -> Future[Any]:
         """A future of this backend's kind, for a call that waits on other futures first."""

@@ -35,6 +35,7 @@ from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, L
 from fluster.context.objects import ContextObjects, StoredFuture
 from fluster.context.resolve import captured_futures
 from fluster.context.resources import as_resource_spec
+from fluster.context.streams import Fetch, RemoteItems
 from fluster.errors import ActorNameTaken, JobFailed
 from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.future import TaskFuture
@@ -43,6 +44,7 @@ from fluster.protocol.actor_messages import EndpointRecord
 from fluster.protocol.ids import validate_name
 from fluster.protocol.messages import JobRecord
 from fluster.protocol.resources import ResourceSpec
+from fluster.protocol.streams import StreamHandle
 from fluster.protocol.values import all_plain
 from fluster.types import Entrypoint, Environment
 
@@ -117,10 +119,15 @@ class ClusterContext(JobContext):
     def _new_future(self) -> Future[Any]:
         return StoredFuture(self.objects)
 
+    def _stream_source(self, started: Any) -> Fetch:
+        if not isinstance(started, StreamHandle):
+            return super()._stream_source(started)
+        return RemoteItems(self._resolver, self._loop, started)
+
     # -- tasks ----------------------------------------------------------------------------------------
 
-    def create_task(
-        self, fn: Callable[..., Any], *args: Any, options: TaskOptions | None = None, **kwargs: Any
+    def _start_task(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions | None
     ) -> Future[Any]:
         options = options or NO_OPTIONS
         if all_plain(args, kwargs) and not captured_futures(fn):  # the hot path: nothing to resolve first
@@ -128,7 +135,7 @@ class ClusterContext(JobContext):
             started(future)
             return future
         self._pool(options)  # started here, in the caller's thread, never in a completion callback
-        return super().create_task(fn, *args, options=options, **kwargs)
+        return super()._start_task(fn, args, kwargs, options)
 
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions

@@ -19,10 +19,11 @@ from typing import Any
 import cloudpickle
 
 from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
-from fluster.context.ray_worker import ActorHost, Slot, load, run_task, store
+from fluster.context.ray_worker import ActorHost, Slot, load, run_task, store, stream_task
 from fluster.context.resources import ray_options
+from fluster.context.streams import Fetch, Item, is_streaming
 from fluster.errors import ActorDied, FlusterTimeout, ObjectLost, TaskCancelled, TaskLost
-from fluster.pool.future import TaskFuture
+from fluster.pool.future import TaskFuture, settled
 from fluster.protocol.ids import validate_name
 from fluster.protocol.values import all_plain, replace
 
@@ -79,6 +80,7 @@ class RayContext(JobContext):
         self._created: list[Any] = []  # ephemeral actors this context started: killed by close()
         self._found_or_created: list[tuple[Any, str]] = []  # get_if_exists actors, with this context's token
         self._task_fn: Any = None
+        self._stream_fn: Any = None
         self._host_cls: Any = None
         self._closed = False
         if connect:
@@ -141,10 +143,18 @@ class RayContext(JobContext):
         task_options = ray_options(options.resources)
         if options.max_retries is not None:
             task_options["max_retries"] = options.max_retries
+        if is_streaming(fn):  # Ray's streaming generator: the future holds it, the context's stream reads it
+            remote = self._stream_remote().options(num_returns="streaming", **task_options)
+            return settled(remote.remote(self._namespace, payload, *stored))
         remote = self._task_remote()
         if task_options:
             remote = remote.options(**task_options)
         return self._future(remote.remote(self._namespace, payload, *stored), is_task=True)
+
+    def _stream_source(self, started: Any) -> Fetch:
+        if not isinstance(started, self._ray.ObjectRefGenerator):
+            return super()._stream_source(started)
+        return _RayItems(self._ray, started)
 
     def _when_resolved(
         self,
@@ -218,6 +228,9 @@ class RayContext(JobContext):
         self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Future[Any]:
         payload, stored = _pack((args, kwargs))
+        if method in handle._streaming:
+            host = handle._instance.stream.options(num_returns="streaming")
+            return settled(host.remote(method, payload, *stored))
         return self._future(handle._instance.call.remote(method, payload, *stored), is_task=False)
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -286,10 +299,41 @@ class RayContext(JobContext):
             self._task_fn = self._ray.remote(run_task)
         return self._task_fn
 
+    def _stream_remote(self) -> Any:
+        if self._stream_fn is None:
+            self._stream_fn = self._ray.remote(stream_task)
+        return self._stream_fn
+
     def _host_remote(self) -> Any:
         if self._host_cls is None:
             self._host_cls = self._ray.remote(ActorHost)
         return self._host_cls
+
+
+class _RayItems:
+    """A Ray streaming generator's items, one per fetch; ``close`` cancels the generator task."""
+
+    def __init__(self, ray: Any, refs: Any) -> None:
+        self._ray = ray
+        self._refs = refs
+        self._ended = False
+
+    def __call__(self) -> tuple[list[Item], bool]:
+        try:
+            ref = next(self._refs)
+        except StopIteration:
+            self._ended = True
+            return [], True
+        try:
+            return [(load(self._ray.get(ref)), None)], False
+        except Exception as exc:
+            self._ended = True
+            return [(None, _fluster_error(exc))], True
+
+    def close(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._ray.cancel(self._refs)
 
 
 def _pack(value: Any) -> tuple[bytes, list[Any]]:

@@ -13,7 +13,7 @@ top-level Ray arguments, which Ray resolves on the node that runs it; the payloa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,12 @@ def run_task(namespace: str | None, payload: bytes, *stored: Stored) -> Stored:
     return _guarded(namespace, lambda: _call(*unpack(payload, stored)))
 
 
+def stream_task(namespace: str | None, payload: bytes, *stored: Stored) -> Iterator[Stored]:
+    """``run_task`` for a generator function, run as Ray's streaming generator: each item, stored, as it is
+    produced (Ray holds the generator back when its consumer lags)."""
+    yield from _streamed(namespace, lambda: _call(*unpack(payload, stored)))  # a generator, as Ray requires
+
+
 class ActorHost:
     """Serves one user object: ``call(method, payload, *stored)`` runs ``obj.method(*args, **kwargs)``."""
 
@@ -85,6 +91,17 @@ class ActorHost:
             return getattr(self._instance, method)(*args, **kwargs)
 
         return _guarded(self._namespace, invoke)
+
+    def stream(self, method: str, payload: bytes, *stored: Stored) -> Iterator[Stored]:
+        """``call`` for a generator method (sync or async), as Ray's streaming generator."""
+
+        def invoke() -> Any:
+            args, kwargs = unpack(payload, stored)
+            if method.startswith("_"):
+                raise AttributeError(f"{type(self._instance).__name__}.{method}: actors serve public methods only")
+            return getattr(self._instance, method)(*args, **kwargs)
+
+        yield from _streamed(self._namespace, invoke)
 
 
 def store(value: Any) -> Stored:
@@ -124,6 +141,26 @@ def _guarded(namespace: str | None, run: Callable[[], Any]) -> Stored:
     try:
         return store(_in_context(namespace, run))
     except Exception as exc:  # the user's error (or an unpicklable result): the caller re-raises it
+        raise Failed(encode(to_wire(exc))) from None
+
+
+def _streamed(namespace: str | None, start: Callable[[], Any]) -> Iterator[Stored]:
+    """The items of the generator ``start()`` returns, stored; its exception as ``_guarded`` raises it."""
+    from fluster.context.ray_backend import RayContext
+    from fluster.context.streams import LocalItems
+
+    try:
+        with job_context(RayContext(namespace=namespace)):  # for the generator's body too, between items
+            fetch = LocalItems(start())
+            while True:
+                items, ended = fetch()
+                for value, error in items:
+                    if error is not None:
+                        raise error
+                    yield store(value)
+                if ended:
+                    return
+    except Exception as exc:
         raise Failed(encode(to_wire(exc))) from None
 
 

@@ -55,27 +55,36 @@ class FunctionCache:
 
 
 def run_tasks(
-    tasks: list[TaskSpec], running: Running | None = None, batch_id: str = "", in_thread: bool = True
+    tasks: list[TaskSpec],
+    running: Running | None = None,
+    batch_id: str = "",
+    in_thread: bool = True,
+    stream: Callable[[Any], Any] | None = None,
 ) -> tuple[list[Outcome], float]:
     """Run the tasks in this thread, in order: their outcomes and the seconds they took. With ``running``,
     each runs as the task ``(batch_id, index)`` there, so that it can be cancelled (``in_thread=False``, on
-    an event loop: only before it starts)."""
+    an event loop: only before it starts). A task that returns a generator gives ``stream(generator)``
+    (its handle) as its value, when ``stream`` is given."""
     start = time.perf_counter()
     if running is None:
-        outcomes = [_run_one(fn, args, kwargs) for fn, args, kwargs in tasks]
+        outcomes = [_run_one(fn, args, kwargs, stream) for fn, args, kwargs in tasks]
     else:
         outcomes = [
-            _run_one(running.run, ((batch_id, i), partial(fn, *args, **kwargs), in_thread), {})
+            _run_one(running.run, ((batch_id, i), partial(fn, *args, **kwargs), in_thread), {}, stream)
             for i, (fn, args, kwargs) in enumerate(tasks)
         ]
     return outcomes, time.perf_counter() - start
 
 
-def _run_one(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
+def _run_one(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], stream: Callable[[Any], Any] | None
+) -> Outcome:
     try:
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_wait(value))
+        elif stream is not None and (inspect.isgenerator(value) or inspect.isasyncgen(value)):
+            value = stream(value)
     except Exception as exc:
         return failure(exc)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from functools import partial
 from typing import Any, NoReturn
 
@@ -42,6 +43,7 @@ class TaskExecutor:
         self._functions = FunctionCache()
         self._cache = ReadCache(int(os.environ.get(CACHE_ENV, READ_CACHE_BYTES)))
         self._running = Running()
+        self.stream: Callable[[Any], Any] | None = None  # opens a generator's stream on the serving server
 
     async def run(self, batch: bytes) -> Encoded:
         try:
@@ -54,9 +56,10 @@ class TaskExecutor:
                 self._fast.never(_key(fn))
         tasks = await self._read_stored(tasks)
         if all(self._fast.inline(fn) for fn in fns):
-            outcomes, elapsed = run_tasks(tasks, self._running, batch_id, in_thread=False)
+            outcomes, elapsed = run_tasks(tasks, self._running, batch_id, False, self.stream)
         else:
-            outcomes, elapsed = await self._threads.run(partial(run_tasks, tasks, self._running, batch_id))
+            run = partial(run_tasks, tasks, self._running, batch_id, True, self.stream)
+            outcomes, elapsed = await self._threads.run(run)
         per_task = elapsed / len(tasks) if tasks else 0.0
         for fn in fns:
             self._fast.observe(fn, per_task)
@@ -133,6 +136,7 @@ async def _serve(actor_name: str, slots: int) -> None:
             server.register(
                 actor_name, executor, max_concurrency=slots, threaded=False, control_methods=(CANCEL_METHOD,)
             )
+            executor.stream = partial(server.streams.open, subject=server.endpoints[0].subject)
             await server.serve()
     finally:
         if executor is not None:
