@@ -75,3 +75,38 @@ async def test_a_pool_follows_the_registry_as_members_die_and_join(cluster: Clus
         while pool.size != 0:
             await anyio.sleep(0.1)
     await resolver.close()
+
+
+async def test_a_named_pool_in_jobs_keeps_serving_through_job_retries(cluster: ClusterClient):
+    """A member's job dies (its process ends at once, as a SIGKILL would): its callers keep calling the name,
+    answered by the other member, and the job's retry brings the member back into the same pool."""
+    import anyio
+
+    jobs = [
+        await cluster.submit(
+            f"svc-retried-{i}",
+            Entrypoint.from_callable(serve_named_until_terminated, f"m{i}"),
+            max_retries_failure=2,
+        )
+        for i in range(2)
+    ]
+    resolver = ClusterResolver(cluster, call_timeout=20)
+    pool = await resolver.lookup("svc")
+    await pool.wait_for_size(2, timeout=30)
+    before = {e.endpoint_id for e in pool.endpoints}
+    with pytest.raises(ActorCallTimeout):
+        await pool.call(timeout=2).vanish()  # one member's attempt ends: nothing withdraws its endpoint
+    answered = [await pool.call().who() for _ in range(20)]  # while it is away: every call is answered
+    assert set(answered) <= {"m0", "m1"} and len(answered) == 20
+    with anyio.fail_after(60):  # its job is retried, and its member joins the pool again
+        while not any(e.endpoint_id not in before for e in pool.endpoints):
+            await anyio.sleep(0.1)
+        (rejoined,) = [e for e in pool.endpoints if e.endpoint_id not in before]
+        seen: set[str] = set()
+        while seen != {"m0", "m1"}:  # both members serve the name again
+            seen.add(await pool.call().who())
+    status = await cluster.status(rejoined.job_id or "")
+    assert status.attempt == 1 and status.failure_count == 1  # the same job, on its second attempt
+    for job_id in jobs:
+        await cluster.kill(job_id)
+    await resolver.close()
