@@ -83,25 +83,23 @@ class Running:
     def run(self, key: Hashable, fn: Callable[[], T], in_thread: bool = True) -> T:
         """Run ``fn()`` as the task ``key``; raises ``TaskCancelled`` when it is (or was already) cancelled.
         ``in_thread=False`` (code on an event loop) can be cancelled before it starts, never while it runs."""
+        if self._early and self._take_early(key):
+            raise TaskCancelled(f"task {key!r} was cancelled before it started")
+        if not in_thread:  # a fast task on the loop runs to its end now: no scope, nothing to register
+            return fn()
         tid = threading.get_ident()
         scope = TaskScope()
         with self._lock:
-            if key in self._early:
-                del self._early[key]
-                raise TaskCancelled(f"task {key!r} was cancelled before it started")
-            if in_thread:
-                self._threads[key] = (tid, scope)
+            self._threads[key] = (tid, scope)
         token = current_scope.set(scope)
         try:
             try:
                 result = fn()
             finally:
-                if in_thread:
-                    self._leave(key, tid)
+                self._leave(key, tid)
         except BaseException:
             # at most one exception is raised per cancel: once this runs, none can interrupt what follows
-            if in_thread:
-                self._leave(key, tid)
+            self._leave(key, tid)
             current_scope.reset(token)
             raise
         current_scope.reset(token)
@@ -122,6 +120,10 @@ class Running:
         if found is not None and recursive:
             found[1].cancel_children(force)
         return found is not None
+
+    def _take_early(self, key: Hashable) -> bool:
+        with self._lock:
+            return self._early.pop(key, False) is None  # present (its value is None): taken
 
     def _leave(self, key: Hashable, tid: int) -> None:
         """Unregister ``key`` (idempotent); if it was hit, drop an exception still pending for this thread.
