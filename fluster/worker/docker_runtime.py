@@ -29,7 +29,7 @@ from fluster.errors import RuntimeStartError
 from fluster.protocol.resources import parse_memory
 from fluster.protocol.subjects import LABEL_ATTEMPT, LABEL_JOB, LABEL_PYTHON, LABEL_WORKER
 from fluster.worker.docker_attempt import DockerAttempt
-from fluster.worker.environments import fluster_site_dir
+from fluster.worker.fluster_site import fluster_site_dir
 from fluster.worker.image import DEFAULT_IMAGE, JOB_UID, PYTHON_VERSION
 from fluster.worker.runtime import BOOTSTRAP, AttemptSpec, RunningAttempt
 
