@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fluster.dashboard import api, logtail, pages, prom
+from fluster.dashboard import api, job_pages, logtail, pages, prom
 from fluster.dashboard.html import layout
 from fluster.dashboard.view import ClusterView
 from fluster.protocol.ids import validate_job_id, validate_name
@@ -64,7 +64,7 @@ def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.E
     async def jobs_page(request: Request) -> Response:
         state, prefix, offset, limit = _job_filters(request)
         doc = api.jobs(view, state, prefix, offset, limit)
-        body = pages.jobs(doc, state.value if state else None, prefix)
+        body = job_pages.jobs(doc, state.value if state else None, prefix)
         return page("Jobs", "/jobs", ("jobs", "usage"), body, request)
 
     async def job_page(request: Request) -> Response:
@@ -73,8 +73,8 @@ def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.E
         after = ""
         if not request.query_params.get("fragment"):
             tail = await logtail.read_tail(nc, subjects.logs_stream, subjects.logs(job_id), _tail_size(request))
-            after = pages.log_section(job_id, tail, JobState(doc["state"]).is_terminal)
-        return page(f"Job {job_id}", "/jobs", ("jobs", "usage"), pages.job(doc), request, after)
+            after = job_pages.log_section(job_id, tail, JobState(doc["state"]).is_terminal)
+        return page(f"Job {job_id}", "/jobs", ("jobs", "usage"), job_pages.job(doc), request, after)
 
     async def workers_page(request: Request) -> Response:
         return page(
