@@ -5,7 +5,7 @@ Assets can disappear under a running cluster: a single nats-server restart drops
 (the endpoints bucket, the actor-transfers stream), and an operator can delete a bucket. ``Assets.repair``
 re-creates whatever is missing; ``bus.retry.with_retries`` calls it when an operation fails the way a missing
 stream fails, and ``watch_reconnects`` calls it after every reconnect, so every component recovers on its own
-once the server is back.
+once the server is back. What each asset is (its name, storage, TTL) is ``asset_configs``'.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 import anyio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from fluster.bus.asset_configs import ENDPOINT_TTL_S, LEADER_LEASE_S, OBJECT_TTL_S, kv_configs, stream_configs
 from fluster.bus.kv import REPAIR_ATTRIBUTE
 from fluster.errors import NamespaceNotReady
 from fluster.protocol.subjects import (
     Subjects,
-    actor_transfer_all,
     actor_transfer_stream,
     kv_stream,
     object_stream,
@@ -37,13 +37,17 @@ from fluster.protocol.subjects import (
 
 log = logging.getLogger(__name__)
 
-LOG_MAX_AGE_S = 7 * 24 * 3600
-OBJECT_TTL_S = 7 * 24 * 3600
-LEADER_LEASE_S = 10.0  # a controller that stops refreshing its lease for this long is replaced
-ENDPOINT_TTL_S = 6.0  # an endpoint not refreshed for this long has died (its server refreshes every 2 s)
-TRANSFER_MAX_AGE_S = 15 * 60.0  # an actor transfer nobody read within this is garbage
-GANG_VALUE_TTL_S = 24 * 3600.0
-USAGE_TTL_S = 7 * 24 * 3600.0  # a job's usage record (fluster.observe.usage) is kept this long after its last write
+# ENDPOINT_TTL_S and LEADER_LEASE_S are asset_configs', imported from here by actor/, context/ and controller/
+__all__ = [
+    "ENDPOINT_TTL_S",
+    "LEADER_LEASE_S",
+    "REPAIR_INTERVAL_S",
+    "Assets",
+    "assets_when_ready",
+    "ensure_assets",
+    "watch_reconnects",
+]
+
 REPAIR_INTERVAL_S = 1.0  # missing assets are looked for at most this often per process
 
 
@@ -134,9 +138,9 @@ async def ensure_assets(
     if not create:
         return await _bind(js, subjects)
     made: dict[str, KeyValue] = {}
-    for config in _kv_configs(subjects, r):
+    for config in kv_configs(subjects, r):
         made[config.bucket] = await _kv(js, config, replicas)
-    for stream in _stream_configs(subjects, r):
+    for stream in stream_configs(subjects, r):
         await _stream(js, stream, replicas)
     objects = await _object_store(js, subjects.object_bucket, replicas)
     return _assets(js, subjects, made, objects, replicas)
@@ -159,12 +163,12 @@ async def assets_when_ready(js: JetStreamContext, subjects: Subjects, create: bo
 async def _bind(js: JetStreamContext, subjects: Subjects) -> Assets:
     missing = []
     made: dict[str, KeyValue] = {}
-    for config in _kv_configs(subjects, 1):
+    for config in kv_configs(subjects, 1):
         try:
             made[config.bucket] = await js.key_value(config.bucket)
         except (NotFoundError, BucketNotFoundError):
             missing.append(config.bucket)
-    for stream in _stream_configs(subjects, 1):
+    for stream in stream_configs(subjects, 1):
         if not await _exists(js, stream.name or ""):
             missing.append(stream.name or "")
     try:
@@ -208,69 +212,14 @@ def _assets(
     return assets
 
 
-def _kv_configs(subjects: Subjects, r: int) -> list[KeyValueConfig]:
-    return [
-        KeyValueConfig(bucket=subjects.jobs_bucket, history=5, storage=StorageType.FILE, direct=True, replicas=r),
-        KeyValueConfig(bucket=subjects.workers_bucket, history=1, storage=StorageType.FILE, direct=True, replicas=r),
-        KeyValueConfig(
-            bucket=subjects.endpoints_bucket,
-            history=1,
-            ttl=ENDPOINT_TTL_S,
-            limit_marker_ttl=ENDPOINT_TTL_S,
-            storage=StorageType.MEMORY,
-            direct=True,  # actor lookups read every endpoint of a name in one batched direct get
-            replicas=r,
-        ),
-        # a job's entrypoint, written once by its submitter and read by its worker: job records stay small
-        KeyValueConfig(
-            bucket=subjects.entrypoints_bucket, history=1, storage=StorageType.FILE, direct=True, replicas=r
-        ),
-        KeyValueConfig(
-            bucket=subjects.leader_bucket, history=1, ttl=LEADER_LEASE_S, storage=StorageType.FILE, replicas=r
-        ),
-        # what the tasks of a job exchange with fluster.gang.all_gather; kept a day
-        KeyValueConfig(
-            bucket=subjects.gangs_bucket, history=1, ttl=GANG_VALUE_TTL_S, storage=StorageType.FILE, replicas=r
-        ),
-        # per-job usage (fluster.observe.usage): written by workers, read by the CLI and the dashboard
-        KeyValueConfig(
-            bucket=subjects.usage_bucket, history=1, ttl=USAGE_TTL_S, storage=StorageType.FILE, direct=True, replicas=r
-        ),
-    ]
-
-
-def _stream_configs(subjects: Subjects, r: int) -> list[StreamConfig]:
-    return [
-        StreamConfig(
-            name=subjects.logs_stream,
-            subjects=[subjects.logs_all],
-            max_age=LOG_MAX_AGE_S,
-            storage=StorageType.FILE,
-            allow_direct=True,
-            num_replicas=r,
-        ),
-        # large actor arguments and results: memory, because they live for one call (re-created by repair
-        # after a server restart, like the endpoints bucket)
-        StreamConfig(
-            name=actor_transfer_stream(subjects),
-            subjects=[actor_transfer_all(subjects)],
-            storage=StorageType.MEMORY,
-            retention=RetentionPolicy.LIMITS,
-            max_age=TRANSFER_MAX_AGE_S,
-            max_msg_size=-1,
-            num_replicas=r,
-        ),
-    ]
-
-
 async def _recreate_missing(js: JetStreamContext, subjects: Subjects, replicas: int | None) -> set[str]:
     r = replicas or 1
     recreated: set[str] = set()
-    for config in _kv_configs(subjects, r):
+    for config in kv_configs(subjects, r):
         if not await _exists(js, kv_stream(config.bucket)):
             await _kv(js, config, replicas)
             recreated.add(config.bucket)
-    for stream in _stream_configs(subjects, r):
+    for stream in stream_configs(subjects, r):
         if not await _exists(js, stream.name or ""):
             await _stream(js, stream, replicas)
             recreated.add(stream.name or "")

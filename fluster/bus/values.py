@@ -30,7 +30,8 @@ import anyio
 from nats.aio.client import Client as NATS
 from nats.js.object_store import ObjectStore
 
-from fluster.bus.blobs import delete_blob, get_blob, publish_chunks, put_blob, read_chunks
+from fluster.bus.blobs import delete_blob, get_blob, put_blob
+from fluster.bus.chunks import publish_chunks, read_chunks
 from fluster.errors import NoStream, ObjectLost
 from fluster.protocol.subjects import Subjects, actor_transfer_stream, actor_transfer_subject, blob_object
 from fluster.protocol.values import DURABLE, EPHEMERAL, ValueRef, find, inline_limit, loads, replace

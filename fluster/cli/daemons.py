@@ -1,29 +1,23 @@
-"""The long-running commands: ``up`` / ``down`` (a local cluster, in the foreground or detached), ``controller``
-and ``worker``, with their signal handling: the first Ctrl-C (or SIGTERM) stops cleanly, a second one says
-what it is waiting for, a third forces the stop."""
+"""The long-running daemons: ``controller`` and ``worker``, each in the foreground until a signal stops it
+(``stopping``). ``up`` / ``down``, a whole local cluster, are ``up.py``'s."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import anyio
-from anyio.abc import TaskStatus
 
 from fluster.bus.connection import connect
 from fluster.bus.options import redact_url
 from fluster.cli import args as a
-from fluster.cli import local_state
-from fluster.cli.dashboard import add_dashboard_address, add_log_format, up_dashboard
+from fluster.cli.dashboard import add_log_format
 from fluster.cli.failures import INTERRUPTED
+from fluster.cli.stopping import stop_signals
 from fluster.controller.service import Controller, ControllerSettings
-from fluster.environ import TRUSTED_KEYS_VAR, default_namespace, trusted_keys
+from fluster.environ import TRUSTED_KEYS_VAR, trusted_keys
 from fluster.errors import ConfigurationError
-from fluster.local.cluster import LocalCluster
 from fluster.protocol.permissions import Role
 from fluster.protocol.resources import CpuDevice, GpuDevice, TpuDevice
 from fluster.security.identity import identity_of
@@ -34,53 +28,7 @@ from fluster.worker.settings import WorkerSettings
 Sub = Callable[..., argparse.ArgumentParser]
 
 
-def register(add: Sub, add_plain: Sub) -> None:
-    p = add_plain("up", "run a local cluster (nats-server, controller, workers); --detach for the background", _up)
-    p.add_argument("--workers", type=a.count, default=2, help="workers to start (default: %(default)s)")
-    p.add_argument("--cpu", type=a.cpu, default=None, help="CPUs each worker offers (default: probe the machine)")
-    p.add_argument("--memory", type=a.memory, default=None, help="memory each worker offers, e.g. 8g (default: probe)")
-    p.add_argument(
-        "--port",
-        type=a.port,
-        default=None,
-        help=f"NATS port (default: {local_state.DEFAULT_PORT} when free, else any free port)",
-    )
-    p.add_argument(
-        "--namespace",
-        default=default_namespace() or "default",
-        help="fluster namespace (default: $FLUSTER_NAMESPACE or 'default')",
-    )
-    p.add_argument(
-        "--runtime",
-        choices=["process", "docker"],
-        default="process",
-        help="how workers run jobs (default: %(default)s)",
-    )
-    p.add_argument(
-        "--store-dir",
-        default=None,
-        metavar="DIR",
-        help="JetStream directory, created when missing and kept (default: a temporary one, removed at exit)",
-    )
-    p.add_argument("--detach", action="store_true", help="run in the background; `fluster down` stops it")
-    p.add_argument("--no-dashboard", action="store_true", help="start no dashboard (see `fluster dashboard`)")
-    add_dashboard_address(p, "--dashboard-host", "--dashboard-port")
-    add_log_format(p)
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address nats-server listens on (default: %(default)s; another needs the credentials up generates)",
-    )
-    p.add_argument("--tls", action="store_true", help="TLS for every connection, with a CA generated in the store dir")
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="no authentication: any local process could run code on the workers (refused off loopback)",
-    )
-
-    p = add_plain("down", "stop the local cluster(s) that `fluster up` started", _down)
-    p.add_argument("--port", type=a.port, default=None, help="only the cluster on this port (default: every one)")
-
+def register(add: Sub) -> None:
     p = add("controller", "run a controller in the foreground", _controller)
     p.add_argument(
         "--worker-timeout",
@@ -193,61 +141,6 @@ def register(add: Sub, add_plain: Sub) -> None:
     add_log_format(p)
 
 
-# -- up / down ------------------------------------------------------------------------------------------
-
-
-async def _up(args: argparse.Namespace) -> int:
-    if args.detach:
-        return await anyio.to_thread.run_sync(local_state.start_detached, args.argv)
-    port = local_state.choose_port(args.port)
-    cluster = LocalCluster(
-        workers=args.workers,
-        cpu=args.cpu,
-        memory=args.memory,
-        namespace=args.namespace,
-        runtime=args.runtime,
-        store_dir=args.store_dir,
-        port=port,
-        host=args.host,
-        tls=args.tls,
-        insecure=args.insecure,
-    )
-    async with _stop_signals("the local cluster") as stop, cluster, up_dashboard(cluster, args) as dashboard:
-        auth = cluster.auth.store.directory if cluster.auth is not None else None
-        state = local_state.record(
-            cluster.url, port, args.namespace, args.store_dir, dashboard, cluster.client_context, auth
-        )
-        try:
-            if args.port is None and port != local_state.DEFAULT_PORT:
-                print(f"port {local_state.DEFAULT_PORT} is in use: nats-server took port {port}")
-            print(f"fluster is up: {args.workers} worker(s), namespace {args.namespace!r}")
-            if cluster.server is not None:
-                server = cluster.server
-                print(f"nats-server: config {server.store_dir / 'nats-server.conf'}, log {server.log_file}")
-            print(f"export FLUSTER_URL={cluster.url}")
-            if cluster.client_context is not None:
-                print(
-                    f"credentials: {cluster.client_context} (commands here find them for this URL; "
-                    "`fluster creds worker|client` issues more)"
-                )
-            else:
-                print("no authentication (--insecure): any process on this machine can submit jobs")
-            if dashboard:
-                print(f"dashboard: {dashboard}")
-            print("press Ctrl-C (or run `fluster down`) to stop", flush=True)
-            await stop.requested.wait()
-        finally:
-            local_state.forget(state)
-    return INTERRUPTED if stop.forced else 0
-
-
-async def _down(args: argparse.Namespace) -> int:
-    return await anyio.to_thread.run_sync(local_state.stop_recorded, args.port)
-
-
-# -- controller / worker --------------------------------------------------------------------------------
-
-
 async def _controller(args: argparse.Namespace) -> int:
     url, options = a.need_connection(args)
     nc = await connect(url, name="fluster-controller", options=options)
@@ -261,7 +154,7 @@ async def _controller(args: argparse.Namespace) -> int:
         job_issuer=JobIssuer.read(args.job_issuer) if args.job_issuer else None,
     )
     try:
-        async with _stop_signals("the controller") as stop, anyio.create_task_group() as tg:
+        async with stop_signals("the controller") as stop, anyio.create_task_group() as tg:
             await tg.start(Controller(nc, settings).run)
             print(f"controller serving namespace {args.namespace!r} at {redact_url(url)}", flush=True)
             await stop.requested.wait()
@@ -309,7 +202,7 @@ async def _worker(args: argparse.Namespace) -> int:
     nc = await connect(url, name=f"fluster-worker-{args.worker_id}", options=options)
     worker = Worker(nc, settings)
     try:
-        async with _stop_signals(f"worker {worker.worker_id}") as stop, anyio.create_task_group() as tg:
+        async with stop_signals(f"worker {worker.worker_id}") as stop, anyio.create_task_group() as tg:
             await tg.start(worker.run)
             print(f"worker {worker.worker_id} serving namespace {args.namespace!r}", flush=True)
             await stop.requested.wait()
@@ -330,49 +223,3 @@ async def _drain(worker: Worker, grace: float) -> None:
             flush=True,
         )
     await worker.drain(grace)
-
-
-class _Stop:
-    """Signals for a long-running command, watched for its whole life: the first Ctrl-C or SIGTERM sets
-    ``requested`` (the command then leaves cleanly), a second says what it still waits for, a third cancels
-    ``force`` (the command stops without finishing, and says so)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.requested = anyio.Event()
-        self.force = anyio.CancelScope()
-        self.forced = False
-
-    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            count = 0
-            async for _ in signals:
-                count += 1
-                if count == 1:
-                    print(f"stopping {self.what} (Ctrl-C again to see what it waits for)", file=sys.stderr, flush=True)
-                    self.requested.set()
-                elif count == 2:
-                    print(
-                        f"still stopping {self.what} cleanly: running jobs get their grace period and their last log "
-                        "lines and reports are sent; Ctrl-C once more forces it (its jobs are then lost with it)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                else:
-                    print(f"forced: {self.what} stops now without finishing", file=sys.stderr, flush=True)
-                    self.forced = True
-                    self.force.cancel()
-                    return
-
-
-@contextlib.asynccontextmanager
-async def _stop_signals(what: str) -> AsyncIterator[_Stop]:
-    stop = _Stop(what)
-    async with anyio.create_task_group() as tg:
-        await tg.start(stop.watch)
-        try:
-            with stop.force:
-                yield stop
-        finally:
-            tg.cancel_scope.cancel()

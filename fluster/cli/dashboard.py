@@ -13,6 +13,7 @@ import anyio
 from fluster.bus.connection import connect
 from fluster.cli import args as a
 from fluster.cli.failures import INTERRUPTED
+from fluster.cli.stopping import stop_signals
 from fluster.dashboard.server import DEFAULT_PORT, Dashboard, DashboardSettings
 from fluster.local.cluster import LocalCluster
 from fluster.security.identity import may_create_assets
@@ -52,13 +53,11 @@ def add_dashboard_address(p: argparse.ArgumentParser, host_flag: str, port_flag:
 
 
 async def _dashboard(args: argparse.Namespace) -> int:
-    from fluster.cli.daemons import _stop_signals
-
     url, options = a.need_connection(args)
     nc = await connect(url, name="fluster-dashboard", options=options)
     settings = DashboardSettings(args.namespace, args.dashboard_host, args.dashboard_port)
     try:
-        async with _stop_signals("the dashboard") as stop, anyio.create_task_group() as tg:
+        async with stop_signals("the dashboard") as stop, anyio.create_task_group() as tg:
             address = await tg.start(Dashboard(nc, settings, may_create_assets(options)).run)
             print(f"dashboard of namespace {args.namespace!r}: {address}", flush=True)
             await stop.requested.wait()

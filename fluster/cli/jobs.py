@@ -1,4 +1,5 @@
-"""The job commands: ``submit``, ``run``, ``result``, ``status JOB``, ``logs``, ``kill``, ``jobs``."""
+"""The job commands: ``submit``, ``run``, ``result``, ``status JOB``, ``logs``, ``kill``, ``jobs``. Printing a
+job's log lines (``logs``, and ``run`` as it waits) is ``job_logs``'."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ import re
 import sys
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fluster.cli import args as a
 from fluster.cli import format as fmt
+from fluster.cli import job_logs
 from fluster.cli.failures import JOB_FAILED, UsageError
 from fluster.cli.job_status import current_attempt, current_error, status_dict, usage_cell, usage_fields
 from fluster.cli.session import connected, interruptible
 from fluster.cli.shipping import load_function, parse_args, ship_by_value
 from fluster.client.cluster import ClusterClient
-from fluster.errors import JobNotFound
-from fluster.protocol.messages import JobState, LogLine
+from fluster.protocol.messages import JobState
 from fluster.protocol.resources import CpuDevice, GpuDevice, ResourceSpec
 from fluster.types import Entrypoint, Environment, JobStatus, create_environment
 
@@ -46,7 +46,7 @@ def register(add: Sub) -> None:
     p.add_argument("--timeout", type=a.seconds, default=None, metavar="DURATION", help="give up after this long")
     p.add_argument("--json", action="store_true", help="print the value as JSON")
 
-    p = add("logs", "print a job's logs", _logs)
+    p = add("logs", "print a job's logs", job_logs.logs)
     p.add_argument("job_id", metavar="JOB", help="job id")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     p.add_argument(
@@ -104,7 +104,7 @@ async def _run(args: argparse.Namespace) -> int:
             return 0
         print(f"job {job_id} submitted; its logs follow (Ctrl-C detaches)", file=sys.stderr, flush=True)
         tagged = args.replicas > 1
-        if await interruptible(client, lambda: _print_logs(client, job_id, follow=True, tagged=tagged)):
+        if await interruptible(client, lambda: job_logs.print_logs(client, job_id, follow=True, tagged=tagged)):
             print(
                 f"detached: job {job_id} keeps running; `fluster logs -f {job_id}` reattaches, "
                 f"`fluster kill {job_id}` stops it",
@@ -200,79 +200,7 @@ def _json(value: Any) -> str:
         raise UsageError(f"the result ({type(value).__name__}) is not JSON; leave out --json") from exc
 
 
-# -- logs / kill / jobs ---------------------------------------------------------------------------------
-
-
-async def _logs(args: argparse.Namespace) -> int:
-    pattern = re.compile(args.grep) if args.grep else None
-    since_ms = int((time.time() - args.since) * 1000) if args.since is not None else None
-
-    def keep(line: LogLine) -> bool:
-        return (since_ms is None or line.at_ms >= since_ms) and (pattern is None or bool(pattern.search(line.line)))
-
-    async with connected(args) as client:
-        try:
-            status = await client.status(args.job_id)
-        except JobNotFound:
-            # a forgotten job's lines may outlive its record: print them if there are any
-            if not await _print_logs(client, args.job_id, False, keep, args.tail, args.timestamps, task=args.task):
-                raise
-            return 0
-        tasks = len(status.tasks) or 1
-        if args.task is not None and args.task >= tasks:
-            raise UsageError(
-                f"job {args.job_id} has {tasks} task(s): --task takes 0" + (f" to {tasks - 1}" if tasks > 1 else "")
-            )
-        tagged = tasks > 1 and args.task is None
-
-        def show() -> Awaitable[int]:
-            return _print_logs(client, args.job_id, args.follow, keep, args.tail, args.timestamps, args.task, tagged)
-
-        if await interruptible(client, show):
-            return 130
-    return 0
-
-
-async def _print_logs(
-    client: ClusterClient,
-    job_id: str,
-    follow: bool,
-    keep: Callable[[LogLine], bool] = lambda line: True,
-    tail: int | None = None,
-    timestamps: bool = False,
-    task: int | None = None,
-    tagged: bool = False,
-) -> int:
-    """Print the job's lines (stderr and fluster's own lines to stderr), only ``task``'s if given, each with
-    its task's index when ``tagged``; return how many were printed."""
-    printed = 0
-
-    def show(line: LogLine) -> None:
-        nonlocal printed
-        stream = sys.stdout if line.stream == "stdout" else sys.stderr
-        prefix = f"{fmt.timestamp(line.at_ms)} " if timestamps else ""
-        if tagged:
-            prefix += f"[{line.task}] "
-        print(f"{prefix}{line.line}", file=stream, flush=True)
-        printed += 1
-
-    skip = 0
-    if tail is not None:
-        last: deque[LogLine] = deque(maxlen=tail)
-        async for line in client.logs(job_id, task=task):
-            skip += 1
-            if keep(line):
-                last.append(line)
-        for line in last:
-            show(line)
-        if not follow:
-            return printed
-    seen = 0
-    async for line in client.logs(job_id, follow=follow, task=task):
-        seen += 1
-        if seen > skip and keep(line):
-            show(line)
-    return printed
+# -- kill / jobs ----------------------------------------------------------------------------------------
 
 
 async def _kill(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """The ``fluster`` command: argument parsing and output only; everything else is the library.
 
 Commands live in ``jobs.py`` (submit, run, result, logs, kill, jobs), ``cluster_view.py`` (status, workers,
-actors) and ``daemons.py`` (up, down, controller, worker); ``failures.py`` turns errors into one line and an
-exit code.
+actors), ``up.py`` (up, down) and ``daemons.py`` (controller, worker); ``failures.py`` turns errors into one
+line and an exit code.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from importlib import metadata
 
 import anyio
 
-from fluster.cli import cluster_view, creds, daemons, jobs
+from fluster.cli import cluster_view, creds, daemons, jobs, up
 from fluster.cli import dashboard as dashboard_cli
 from fluster.cli.args import Parser, add_connection
 from fluster.cli.failures import report
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_connection(p)
         return p
 
-    daemons.register(connected, plain)
+    up.register(plain)
+    daemons.register(connected)
     jobs.register(connected)
     cluster_view.register(connected)
     dashboard_cli.register(connected)

@@ -1,57 +1,42 @@
 """``ClusterClient``: the async API for submitting, watching and killing jobs in one namespace of a cluster.
 
 It reads job and worker state straight from KV (watches, no polling) and talks to the controller only to
-submit and kill. ``fluster.Client`` is the blocking facade over it.
+submit and kill. ``fluster.Client`` is the blocking facade over it. Where it connects is ``client/connect.py``'s,
+how it sends a submission ``client/submission.py``'s, and how it follows a job (wait, result, logs)
+``client/follow.py``'s.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import Any
 
-import anyio
-import cloudpickle
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from fluster.bus.assets import Assets, ensure_assets, watch_reconnects
-from fluster.bus.blobs import from_payload, store_entrypoint
-from fluster.bus.connection import HOW_TO_START, connect
-from fluster.bus.kv import get_model, snapshot, watch_model
-from fluster.bus.options import ConnectOptions, split_url
-from fluster.bus.retry import backoff
+from fluster.bus.blobs import store_entrypoint
+from fluster.bus.connection import connect
+from fluster.bus.kv import get_model, snapshot
+from fluster.bus.options import ConnectOptions
 from fluster.bus.rpc import request
-from fluster.environ import JobEnv, default_connection, default_namespace, default_signing, job_env
-from fluster.errors import (
-    ClusterUnavailable,
-    FlusterTimeout,
-    JobFailed,
-    JobNotFound,
-    LeadershipLost,
-    PermissionDenied,
-    Unschedulable,
-    from_wire,
-)
-from fluster.protocol.codec import decode
+from fluster.client.connect import Connecting, resolve_target
+from fluster.client.follow import finished_value, follow_logs, read_record, wait_record
+from fluster.client.submission import environment_spec, send_submit
+from fluster.environ import JobEnv, default_signing
+from fluster.errors import PermissionDenied
 from fluster.protocol.ids import JobId, child_job_id, new_token, validate_job_id
 from fluster.protocol.messages import (
-    EnvironmentSpec,
     JobRecord,
     JobRequest,
     JobState,
     KillJob,
     KillJobReply,
     LogLine,
-    Payload,
     SubmitJob,
-    SubmitJobReply,
     WorkerInfo,
 )
 from fluster.protocol.observe import UsageRecord
@@ -63,9 +48,6 @@ from fluster.types import Constraints, Entrypoint, Environment, JobStatus, const
 
 log = logging.getLogger(__name__)
 
-SUBMIT_DEADLINE_S = 30.0
-WATCH_RECHECK_S = 30.0  # a wait reads the job's record directly this often, besides watching it
-REQUEST_TIMEOUT_S = 5.0
 KILL_TIMEOUT_S = 60.0
 
 
@@ -97,7 +79,7 @@ class ClusterClient:
     @staticmethod
     def connect(
         url: str | None = None, namespace: str | None = None, *, options: ConnectOptions | None = None
-    ) -> _Connect:
+    ) -> Connecting:
         """Connect to the cluster at ``url`` with ``options``' credentials and TLS.
 
         Inside a job, the defaults are the job's own cluster (its worker's connection file); elsewhere
@@ -109,30 +91,18 @@ class ClusterClient:
             ClusterUnavailable: no URL is configured, or nothing answers there.
             ConfigurationError: the options (or the context or connection file behind them) cannot work.
         """
-        return _Connect(url, namespace, options)
+        return Connecting(lambda: ClusterClient._open(url, namespace, options))
 
     @classmethod
     async def _open(cls, url: str | None, namespace: str | None, options: ConnectOptions | None) -> ClusterClient:
-        job = job_env()
-        if options is None and job is not None and url in (None, job.url):
-            url, options = job.connect_options()
-        elif options is None:
-            url, options = default_connection(url)
-        if not url:
-            raise ClusterUnavailable(f"no cluster URL: set FLUSTER_URL or NATS_URL, or {HOW_TO_START}")
-        url, in_url = split_url(url)
-        options = in_url.merged(options)
-        namespace = namespace or (job.namespace if job else None) or default_namespace() or "default"
-        subjects = Subjects(namespace)
+        url, namespace, options, job = resolve_target(url, namespace, options)
         nc = await connect(url, name=f"fluster-client-{uuid.uuid4().hex[:6]}", options=options)
         try:
-            assets = await ensure_assets(nc.jetstream(), subjects, create=may_create_assets(options))
+            assets = await ensure_assets(nc.jetstream(), Subjects(namespace), create=may_create_assets(options))
         except BaseException:
             await nc.close()
             raise
         watch_reconnects(nc, assets)
-        if job is not None and job.namespace != namespace:
-            job = None
         return cls(nc, url, namespace, assets, job, options)
 
     async def close(self) -> None:
@@ -187,7 +157,7 @@ class ClusterClient:
                 raise ValueError(f"entrypoint must be an Entrypoint or a callable, got {entrypoint!r}")
             entrypoint = Entrypoint.from_callable(entrypoint)
         job_id = child_job_id(JobId(self.job.job_id) if self.job else None, name)
-        env_spec = await self._environment_spec(environment)
+        env_spec = await environment_spec(self.assets.objects, environment)
         token = new_token()
         payload = await store_entrypoint(self.assets.objects, self.assets.entrypoints, token, entrypoint.to_bytes())
         timeout_ms = int(scheduling_timeout * 1000) if scheduling_timeout else None
@@ -212,17 +182,7 @@ class ClusterClient:
         )
         if self.signer is not None:
             message = message.model_copy(update={"request": self.signer.sign_job(job_id, message.request)})
-        reply = await self._retrying(
-            lambda: request(
-                self.nc,
-                self.subjects.submit,
-                message,
-                SubmitJobReply,
-                timeout=REQUEST_TIMEOUT_S,
-                what="the controller",
-            ),
-            SUBMIT_DEADLINE_S,
-        )
+        reply = await send_submit(self.nc, self.subjects, message, self.url)
         return JobId(reply.job_id)
 
     async def status(self, job_id: str) -> JobStatus:
@@ -240,7 +200,7 @@ class ClusterClient:
             JobNotFound: no such job.
             FlusterTimeout: still not finished after ``timeout`` seconds.
         """
-        return JobStatus.from_record(await self._wait_record(job_id, timeout))
+        return JobStatus.from_record(await wait_record(self.assets, self.namespace, job_id, timeout))
 
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """Wait for the job and return its entrypoint's return value.
@@ -250,26 +210,8 @@ class ClusterClient:
             Unschedulable: no worker could take the job in time.
             JobFailed: the job ended with no result (killed, worker lost, failed outside Python).
         """
-        record = await self._wait_record(job_id, timeout)
-        if record.state == JobState.SUCCEEDED:
-            if record.tasks:  # every task's value, in index order (None for one that failed within budget)
-                return [await self._value(task.result) for task in record.tasks]
-            return await self._value(record.result)
-        if record.error_info is not None and record.state == JobState.FAILED:
-            raise from_wire(record.error_info)
-        cls = Unschedulable if record.state == JobState.UNSCHEDULABLE else JobFailed
-        detail = f": {record.error}" if record.error else ""
-        raise cls(
-            f"job {job_id} ended {record.state.value}{detail}",
-            job_id=job_id,
-            state=record.state.value,
-            error=record.error,
-        )
-
-    async def _value(self, payload: Payload | None) -> Any:
-        if payload is None:
-            return None
-        return cloudpickle.loads(await from_payload(self.assets.objects, payload))
+        record = await wait_record(self.assets, self.namespace, job_id, timeout)
+        return await finished_value(self.assets, job_id, record)
 
     async def kill(self, job_id: str) -> KillJobReply:
         """Kill a job and its children; returns once their processes are gone.
@@ -316,89 +258,15 @@ class ClusterClient:
         workers = await snapshot(self.assets.workers, WorkerInfo)
         return sorted(workers.values(), key=lambda w: w.worker_id)
 
-    async def logs(self, job_id: str, follow: bool = False, task: int | None = None) -> AsyncGenerator[LogLine, None]:
+    def logs(self, job_id: str, follow: bool = False, task: int | None = None) -> AsyncGenerator[LogLine, None]:
         """The job's output lines (each tagged with its task), from the start; with ``follow``, keep going
         until the job has finished; with ``task``, only that task's."""
-        validate_job_id(job_id)
-        subject = self.subjects.logs(job_id)
-        last_seq = await self._last_log_seq(subject)
-        if not follow and last_seq == 0:
-            return
-        sub = await self.js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-        seen = 0
-        try:
-            while True:
-                if not follow and seen >= last_seq:
-                    return
-                try:
-                    msg = await sub.next_msg(timeout=0.25)
-                except Exception as exc:
-                    if not _is_timeout(exc):
-                        raise
-                    if follow and (await self._record(job_id)).state.is_terminal:
-                        if seen >= await self._last_log_seq(subject):
-                            return
-                    continue
-                seen = msg.metadata.sequence.stream
-                try:
-                    line = decode(msg.data, LogLine)
-                except Exception:
-                    continue
-                if not line.final and (task is None or line.task == task):
-                    yield line
-        finally:
-            await sub.unsubscribe()
+        return follow_logs(self.js, self.assets, self.namespace, job_id, follow=follow, task=task)
 
     # -- internals --------------------------------------------------------------------------------------
 
     async def _record(self, job_id: str) -> JobRecord:
-        validate_job_id(job_id)
-        found = await get_model(self.assets.jobs, job_id, JobRecord)
-        if found is None:
-            raise JobNotFound(f"no job {job_id!r} in namespace {self.namespace!r}")
-        return found[0]
-
-    async def _wait_record(self, job_id: str, timeout: float | None) -> JobRecord:
-        validate_job_id(job_id)
-        with anyio.move_on_after(timeout) as scope:
-            while True:
-                # A watch can go quiet for good (its consumer lost with a restarted server): every so often
-                # the record is read directly, and the watch made anew.
-                async with aclosing(watch_model(self.assets.jobs, job_id, JobRecord)) as records:
-                    with anyio.move_on_after(WATCH_RECHECK_S):
-                        async for record in records:
-                            if record is None:
-                                raise JobNotFound(f"no job {job_id!r} in namespace {self.namespace!r}")
-                            if record.state.is_terminal:
-                                return record
-                current = await self._record(job_id)
-                if current.state.is_terminal:
-                    return current
-        assert scope.cancelled_caught
-        raise FlusterTimeout(f"job {job_id} did not finish within {timeout:g}s")
-
-    async def _environment_spec(self, environment: Environment | None) -> EnvironmentSpec:
-        if environment is None:
-            return EnvironmentSpec()
-        digest, size = None, 0
-        if environment.workspace is not None:
-            from fluster.client.bundle import upload_workspace
-
-            digest, size = await upload_workspace(self.assets.objects, environment.workspace)
-        return EnvironmentSpec(
-            env_vars=dict(environment.env_vars),
-            pip_packages=list(environment.pip_packages),
-            extras=list(environment.extras),
-            workspace=digest,
-            workspace_size=size,
-        )
-
-    async def _last_log_seq(self, subject: str) -> int:
-        try:
-            msg = await self.js.get_last_msg(self.assets.logs_stream, subject)
-        except NotFoundError:
-            return 0
-        return int(msg.seq or 0)
+        return await read_record(self.assets, self.namespace, job_id)
 
     def _may(self, what: str) -> None:
         """Say at once that this identity's role may not do ``what`` (the server would refuse it anyway, but
@@ -408,43 +276,3 @@ class ClusterClient:
                 f"these credentials are {self.identity.role.value} {self.identity.name!r}'s: a "
                 f"{self.identity.role.value} may not {what}; use a client's (`fluster creds client`)"
             )
-
-    async def _retrying(self, attempt: Callable[[], Awaitable[SubmitJobReply]], deadline: float) -> SubmitJobReply:
-        with anyio.move_on_after(deadline):
-            for failures in itertools.count():
-                try:
-                    return await attempt()
-                except (ClusterUnavailable, FlusterTimeout, LeadershipLost) as exc:
-                    log.info("controller not answering, retrying: %s", exc)
-                    await anyio.sleep(backoff(failures))
-        raise ClusterUnavailable(
-            f"no controller answered for namespace {self.namespace!r} at {self.url} within {deadline:g}s: "
-            "start one with `fluster controller` (or `fluster up` for a local cluster)"
-        )
-
-
-class _Connect:
-    """What ``ClusterClient.connect`` returns: awaitable, and an async context manager that closes the client."""
-
-    def __init__(self, url: str | None, namespace: str | None, options: ConnectOptions | None) -> None:
-        self._url, self._namespace, self._options = url, namespace, options
-        self._client: ClusterClient | None = None
-
-    def __await__(self) -> Generator[Any, None, ClusterClient]:
-        return ClusterClient._open(self._url, self._namespace, self._options).__await__()
-
-    async def __aenter__(self) -> ClusterClient:
-        self._client = await ClusterClient._open(self._url, self._namespace, self._options)
-        return self._client
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._client is not None:
-            await self._client.close()
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    import nats.errors
-
-    return isinstance(exc, nats.errors.TimeoutError | TimeoutError)

@@ -1,8 +1,8 @@
 """The dashboard's HTTP routes (Starlette): pages, their JSON API, server-sent events for live updates, the
 live log, ``/metrics`` and the static assets. Read-only: every route is a GET.
 
-Bad input gets a page (or JSON) that says what was wrong: an unknown job or worker is a 404, a malformed id
-or filter a 400, anything unexpected a 500 with no stack trace (it is logged here instead).
+Bad input gets a page (or JSON) that says what was wrong (``params``): an unknown job or worker is a 404, a
+malformed id or filter a 400, anything unexpected a 500 with no stack trace (it is logged here instead).
 """
 
 from __future__ import annotations
@@ -22,10 +22,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fluster.dashboard import api, logtail, pages, prom
+from fluster.dashboard import api, job_pages, logtail, pages, prom
 from fluster.dashboard.html import layout
+from fluster.dashboard.params import (
+    BadRequest,
+    found,
+    job_filters,
+    job_id_param,
+    problem_response,
+    tail_size,
+    worker_id_param,
+)
 from fluster.dashboard.view import ClusterView
-from fluster.protocol.ids import validate_job_id, validate_name
 from fluster.protocol.messages import JobState
 from fluster.protocol.subjects import Subjects
 
@@ -34,15 +42,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 COALESCE_S = 0.25  # changes that come together are announced together
 KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (so a closed browser is noticed)
-DEFAULT_TAIL = 500
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail = status, title, detail
 
 
 def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.Event) -> Starlette:
@@ -62,19 +63,19 @@ def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.E
         )
 
     async def jobs_page(request: Request) -> Response:
-        state, prefix, offset, limit = _job_filters(request)
+        state, prefix, offset, limit = job_filters(request)
         doc = api.jobs(view, state, prefix, offset, limit)
-        body = pages.jobs(doc, state.value if state else None, prefix)
+        body = job_pages.jobs(doc, state.value if state else None, prefix)
         return page("Jobs", "/jobs", ("jobs", "usage"), body, request)
 
     async def job_page(request: Request) -> Response:
-        job_id = _job_id(request)
-        doc = _found(api.job(view, job_id), "No such job", f"no job {job_id!r} in namespace {ns!r}")
+        job_id = job_id_param(request)
+        doc = found(api.job(view, job_id), "No such job", f"no job {job_id!r} in namespace {ns!r}")
         after = ""
         if not request.query_params.get("fragment"):
-            tail = await logtail.read_tail(nc, subjects.logs_stream, subjects.logs(job_id), _tail_size(request))
-            after = pages.log_section(job_id, tail, JobState(doc["state"]).is_terminal)
-        return page(f"Job {job_id}", "/jobs", ("jobs", "usage"), pages.job(doc), request, after)
+            tail = await logtail.read_tail(nc, subjects.logs_stream, subjects.logs(job_id), tail_size(request))
+            after = job_pages.log_section(job_id, tail, JobState(doc["state"]).is_terminal)
+        return page(f"Job {job_id}", "/jobs", ("jobs", "usage"), job_pages.job(doc), request, after)
 
     async def workers_page(request: Request) -> Response:
         return page(
@@ -82,9 +83,9 @@ def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.E
         )
 
     async def worker_page(request: Request) -> Response:
-        worker_id = _worker_id(request)
+        worker_id = worker_id_param(request)
         if worker_id not in view.workers:
-            raise _BadRequest(404, "No such worker", f"no worker {worker_id!r} is registered in namespace {ns!r}")
+            raise BadRequest(404, "No such worker", f"no worker {worker_id!r} is registered in namespace {ns!r}")
         body = pages.worker(api.worker(view, worker_id))
         return page(f"Worker {worker_id}", "/workers", ("workers", "jobs", "usage", "metrics"), body, request)
 
@@ -100,17 +101,17 @@ def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.E
         return JSONResponse(api.summary(view))
 
     async def api_jobs(request: Request) -> Response:
-        state, prefix, offset, limit = _job_filters(request)
+        state, prefix, offset, limit = job_filters(request)
         return JSONResponse(api.jobs(view, state, prefix, offset, limit))
 
     async def api_job(request: Request) -> Response:
-        job_id = _job_id(request)
-        return JSONResponse(_found(api.job(view, job_id), "No such job", f"no job {job_id!r} in namespace {ns!r}"))
+        job_id = job_id_param(request)
+        return JSONResponse(found(api.job(view, job_id), "No such job", f"no job {job_id!r} in namespace {ns!r}"))
 
     async def api_logs(request: Request) -> Response:
-        job_id = _job_id(request)
-        _found(view.jobs.get(job_id), "No such job", f"no job {job_id!r} in namespace {ns!r}")
-        tail = await logtail.read_tail(nc, subjects.logs_stream, subjects.logs(job_id), _tail_size(request))
+        job_id = job_id_param(request)
+        found(view.jobs.get(job_id), "No such job", f"no job {job_id!r} in namespace {ns!r}")
+        tail = await logtail.read_tail(nc, subjects.logs_stream, subjects.logs(job_id), tail_size(request))
         return JSONResponse(
             {
                 "job_id": job_id,
@@ -125,9 +126,9 @@ def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.E
         return JSONResponse(api.workers(view))
 
     async def api_worker(request: Request) -> Response:
-        worker_id = _worker_id(request)
+        worker_id = worker_id_param(request)
         if worker_id not in view.workers:
-            raise _BadRequest(404, "No such worker", f"no worker {worker_id!r} is registered in namespace {ns!r}")
+            raise BadRequest(404, "No such worker", f"no worker {worker_id!r} is registered in namespace {ns!r}")
         return JSONResponse(api.worker(view, worker_id))
 
     async def api_actors(request: Request) -> Response:
@@ -165,12 +166,12 @@ def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.E
     async def log_stream(request: Request) -> Response:
         """``line`` events for a job's log lines after ``?after=SEQ``, as they are stored; ``end`` after an
         attempt's last line."""
-        job_id = _job_id(request)
-        _found(view.jobs.get(job_id), "No such job", f"no job {job_id!r} in namespace {ns!r}")
+        job_id = job_id_param(request)
+        found(view.jobs.get(job_id), "No such job", f"no job {job_id!r} in namespace {ns!r}")
         try:
             after = max(0, int(request.query_params.get("after", "0")))
         except ValueError:
-            raise _BadRequest(400, "Bad request", "after must be a stream sequence number") from None
+            raise BadRequest(400, "Bad request", "after must be a stream sequence number") from None
 
         async def stream() -> AsyncIterator[str]:
             yield ": following\n\n"
@@ -213,87 +214,28 @@ def build_app(view: ClusterView, nc: NATS, subjects: Subjects, stopping: anyio.E
     ]
 
     async def bad_request(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, _BadRequest)
-        return _problem(request, exc.status, exc.title, exc.detail, ns)
+        assert isinstance(exc, BadRequest)
+        return problem_response(request, exc.status, exc.title, exc.detail, ns)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         title = "Not found" if exc.status_code == 404 else "Bad request"
         detail = "there is no such page" if exc.status_code == 404 else str(exc.detail)
-        return _problem(request, exc.status_code, title, detail, ns)
+        return problem_response(request, exc.status_code, title, detail, ns)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("dashboard: %s %s failed", request.method, request.url.path, exc_info=exc)
-        return _problem(
+        return problem_response(
             request, 500, "Something went wrong", "the dashboard could not build this page; its log says why", ns
         )
 
     return Starlette(
         routes=routes,
-        exception_handlers={_BadRequest: bad_request, HTTPException: http_error, Exception: server_error},
+        exception_handlers={BadRequest: bad_request, HTTPException: http_error, Exception: server_error},
     )
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
-
-
-def _problem(request: Request, status: int, title: str, detail: str, namespace: str) -> Response:
-    if (
-        request.url.path.startswith("/api/")
-        or "application/json" in request.headers.get("accept", "")
-        and "text/html" not in request.headers.get("accept", "")
-    ):
-        return JSONResponse({"error": title, "detail": detail}, status_code=status)
-    return HTMLResponse(layout(title, "", pages.problem(title, detail), (), namespace), status_code=status)
-
-
-def _found(doc: Any, title: str, detail: str) -> Any:
-    if doc is None:
-        raise _BadRequest(404, title, detail)
-    return doc
-
-
-def _job_id(request: Request) -> str:
-    job_id = str(request.path_params["job_id"])
-    try:
-        return validate_job_id(job_id)
-    except ValueError as exc:
-        raise _BadRequest(400, "Not a job id", str(exc)) from None
-
-
-def _worker_id(request: Request) -> str:
-    worker_id = str(request.path_params["worker_id"])
-    try:
-        return validate_name(worker_id, "worker id")
-    except ValueError as exc:
-        raise _BadRequest(400, "Not a worker id", str(exc)) from None
-
-
-def _job_filters(request: Request) -> tuple[JobState | None, str | None, int, int]:
-    q = request.query_params
-    state: JobState | None = None
-    if q.get("state"):
-        try:
-            state = JobState(q["state"].upper())
-        except ValueError:
-            states = ", ".join(s.value for s in JobState)
-            raise _BadRequest(400, "Unknown state", f"unknown job state {q['state']!r}: use one of {states}") from None
-    prefix = q.get("prefix") or None
-    if prefix is not None and len(prefix) > 1024:
-        raise _BadRequest(400, "Prefix too long", "a job id prefix is at most 1024 characters")
-    try:
-        offset = int(q.get("offset", "0"))
-        limit = int(q.get("limit", "100"))
-    except ValueError:
-        raise _BadRequest(400, "Bad request", "offset and limit must be whole numbers") from None
-    return state, prefix, offset, limit
-
-
-def _tail_size(request: Request) -> int:
-    try:
-        return int(request.query_params.get("tail", str(DEFAULT_TAIL)))
-    except ValueError:
-        raise _BadRequest(400, "Bad request", "tail must be a whole number of lines") from None
 
 
 def _sse(stream: AsyncIterator[str]) -> StreamingResponse:

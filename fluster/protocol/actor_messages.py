@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fluster.protocol.messages import Message
+from fluster.protocol.message_base import Message
 
 
 class EndpointRecord(Message):

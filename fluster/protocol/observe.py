@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from fluster.protocol.messages import Message
+from fluster.protocol.message_base import Message
 
 Component = Literal["controller", "worker", "actor", "pool"]
 MAX_SERIES = 10_000  # series one snapshot may carry

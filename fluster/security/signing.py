@@ -15,7 +15,8 @@ from pathlib import Path
 
 from fluster.errors import ConfigurationError, UntrustedPayload
 from fluster.protocol.codec import decode, encode
-from fluster.protocol.messages import JobRequest, PayloadSignature
+from fluster.protocol.message_base import PayloadSignature
+from fluster.protocol.messages import JobRequest
 from fluster.security.issuer import write_private
 from fluster.security.jwt import KeyPair, keypair_from_seed, new_keypair, verify
 

@@ -4,7 +4,7 @@ It owns containers only: the worker prepares the work dir and environment (``env
 the ``process`` runtime, and this module mounts them. Inside a container the job runs the same bootstrap with
 the same fluster code and dependency versions as the worker, copied once into a read-only cache directory.
 Blocking docker SDK calls go through threads; the streaming ones (logs, wait) run in daemon threads that end
-with their container.
+with their container. What a container looks like (mounts, environment, limits) is ``container_spec.py``'s.
 """
 
 from __future__ import annotations
@@ -26,25 +26,14 @@ import docker.errors
 import docker.types
 
 from fluster.errors import RuntimeStartError
-from fluster.protocol.resources import parse_memory
-from fluster.protocol.subjects import LABEL_ATTEMPT, LABEL_JOB, LABEL_PYTHON, LABEL_WORKER
+from fluster.protocol.subjects import LABEL_PYTHON, LABEL_WORKER
+from fluster.worker.container_spec import BOOTSTRAP_PATH, JOB_DIR, container_options
 from fluster.worker.docker_attempt import DockerAttempt
-from fluster.worker.environments import fluster_site_dir
+from fluster.worker.fluster_site import fluster_site_dir
 from fluster.worker.image import DEFAULT_IMAGE, JOB_UID, PYTHON_VERSION
-from fluster.worker.runtime import BOOTSTRAP, AttemptSpec, RunningAttempt
+from fluster.worker.runtime import AttemptSpec, RunningAttempt
 
 log = logging.getLogger(__name__)
-
-
-# Fixed paths inside the container.
-JOB_DIR = "/job"  # the attempt's work dir (entrypoint.pkl in, result.out out), read-write
-BOOTSTRAP_PATH = "/fluster/bootstrap.py"
-SUPPORT_DIR = "/fluster/site"  # fluster and its dependencies, read-only, last on PYTHONPATH
-PATH_DIR = "/fluster/path"  # PATH_DIR/<n>: the attempt's python_path entries, read-only
-CWD_DIR = "/fluster/cwd"  # the attempt's cwd when it is not on its python_path, read-only
-
-# The daemon keeps a copy of the output too; bound it (we stream it as it comes, so rotation loses nothing).
-_LOG_CONFIG = {"type": "json-file", "config": {"max-size": "64m", "max-file": "2"}}
 
 
 @dataclass
@@ -226,64 +215,7 @@ class DockerRuntime:
     def _create(self, spec: AttemptSpec, support: Path, gpus: list[str]) -> Any:
         assert self._client is not None
         _share_with_job_user(spec.workdir)
-        mounts = [
-            _bind(spec.workdir, JOB_DIR, read_only=False),
-            _bind(BOOTSTRAP, BOOTSTRAP_PATH),
-            _bind(support, SUPPORT_DIR),
-        ]
-        container_paths: list[str] = []
-        for index, path in enumerate(spec.python_path):
-            container_paths.append(f"{PATH_DIR}/{index}")
-            mounts.append(_bind(path, container_paths[-1]))
-        cwd = JOB_DIR
-        if spec.cwd is not None:
-            host_paths = [path.resolve() for path in spec.python_path]
-            if spec.cwd.resolve() in host_paths:  # the workspace: already mounted, keep one path for it
-                cwd = container_paths[host_paths.index(spec.cwd.resolve())]
-            else:
-                cwd = CWD_DIR
-                mounts.append(_bind(spec.cwd, CWD_DIR))
-
-        # a variable naming a file in the work dir (the job's connection file) names it where the job sees it
-        workdir = str(spec.workdir)
-        env = {k: JOB_DIR + v[len(workdir) :] if v.startswith(workdir + "/") else v for k, v in spec.env.items()}
-        env["PYTHONUNBUFFERED"] = "1"
-        paths = [*container_paths, SUPPORT_DIR]
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = ":".join(paths)
-
-        options: dict[str, Any] = {
-            "network_mode": "host",
-            "user": f"{JOB_UID}:{JOB_UID}",
-            "working_dir": cwd,
-            "init": True,  # docker-init forwards SIGTERM and reaps; python as PID 1 would ignore SIGTERM
-            "labels": {
-                LABEL_JOB: spec.job_id,
-                LABEL_ATTEMPT: str(spec.attempt),
-                LABEL_WORKER: self.worker_id,
-            },
-            "environment": env,
-            "mounts": mounts,
-            "pids_limit": self._pids_limit,
-            "log_config": _LOG_CONFIG,
-            "stdin_open": False,
-            "detach": True,
-        }
-        if spec.resources.cpu > 0:
-            options["nano_cpus"] = int(spec.resources.cpu * 1e9)
-        memory = parse_memory(spec.resources.memory)
-        if memory > 0:
-            options["mem_limit"] = memory
-            options["memswap_limit"] = memory  # no swap beyond the limit
-        device = spec.resources.device
-        if device.type == "gpu" and device.count > 0:
-            request = (
-                docker.types.DeviceRequest(device_ids=gpus, capabilities=[["gpu"]])
-                if gpus
-                else docker.types.DeviceRequest(count=device.count, capabilities=[["gpu"]])
-            )
-            options["device_requests"] = [request]
+        options = container_options(spec, support, gpus, worker_id=self.worker_id, pids_limit=self._pids_limit)
         try:
             container = self._client.containers.create(self.image, ["python3", BOOTSTRAP_PATH, JOB_DIR], **options)
         except docker.errors.DockerException as exc:
@@ -297,10 +229,6 @@ class DockerRuntime:
         with contextlib.suppress(docker.errors.DockerException):
             container.reload()  # its State.Pid: the container's first process, as this host sees it (usage)
         return container
-
-
-def _bind(source: Path, target: str, *, read_only: bool = True) -> docker.types.Mount:
-    return docker.types.Mount(target, str(source.resolve()), type="bind", read_only=read_only)
 
 
 def connect_docker() -> docker.DockerClient:

