@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import inspect
 import threading
 from collections import deque
@@ -158,8 +157,13 @@ class RemoteItems:
 
         if not self._ended:
             self._ended = True
-            with contextlib.suppress(RuntimeError):  # the context's loop has stopped
-                asyncio.run_coroutine_threadsafe(give_up(self._resolver, self._handle), self._loop)
+            if self._loop.is_closed():
+                return  # the context has closed: its server closes the stream once idle
+            telling = give_up(self._resolver, self._handle)
+            try:
+                asyncio.run_coroutine_threadsafe(telling, self._loop)
+            except RuntimeError:  # the loop stopped meanwhile
+                telling.close()
 
 
 def is_streaming(fn: Any) -> bool:

@@ -5,6 +5,7 @@ sync, threads, a real cluster (executor jobs and actor jobs) and a real local Ra
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -42,8 +43,9 @@ def ctx(request: pytest.FixtureRequest, namespace: str) -> Iterator[JobContext]:
 
 def numbers(n: int, progress: str | None = None) -> Iterator[int]:
     for i in range(n):
-        if progress is not None:
-            Path(progress).write_text(str(i))
+        if progress is not None:  # replaced whole, so a reader never sees it half written
+            Path(progress + ".tmp").write_text(str(i))
+            os.replace(progress + ".tmp", progress)
         yield i
 
 
