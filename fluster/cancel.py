@@ -105,21 +105,26 @@ class Running:
         current_scope.reset(token)
         return result
 
-    def cancel(self, key: Hashable, force: bool = False, recursive: bool = True) -> bool:
+    def cancel(self, key: Hashable, force: bool = False, recursive: bool = True, early: bool = True) -> bool:
         """Raise ``TaskCancelled`` in ``key``'s thread if it runs now (True), else make it fail as it starts
-        (False); with ``recursive``, cancel the tasks it started too."""
+        (False; ``early=False``: it is known to have run already, so nothing is kept); with ``recursive``,
+        cancel the tasks it started too."""
         with self._lock:
             found = self._threads.get(key)
             if found is not None and key not in self._hit:
                 self._hit.add(key)
                 _raise_in(found[0], TaskCancelled)
-            elif found is None:
+            elif found is None and early:
                 self._early[key] = None
                 while len(self._early) > MAX_EARLY:
                     self._early.popitem(last=False)
         if found is not None and recursive:
             found[1].cancel_children(force)
         return found is not None
+
+    def cancels_waiting(self) -> bool:
+        """Whether a cancel came for a task not seen yet (which ``run`` must look for)."""
+        return bool(self._early)
 
     def _take_early(self, key: Hashable) -> bool:
         with self._lock:

@@ -66,7 +66,7 @@ def run_tasks(
     an event loop: only before it starts). A task that returns a generator gives ``stream(generator)``
     (its handle) as its value, when ``stream`` is given."""
     start = time.perf_counter()
-    if running is None:
+    if running is None or not (in_thread or running.cancels_waiting()):  # the hot path: nothing to cancel
         outcomes = [_run_one(fn, args, kwargs, stream) for fn, args, kwargs in tasks]
     else:
         outcomes = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NoReturn
@@ -30,6 +31,7 @@ from fluster.threads import FastPath, ThreadRunner
 
 RUN_METHOD = "run"
 CANCEL_METHOD = "cancel"  # a control method: answered at once, however many batches run
+MAX_FINISHED = 10_000
 CACHE_ENV = "FLUSTER_EXECUTOR_CACHE_BYTES"  # overrides the read cache's size for an executor job (0: none)
 
 
@@ -43,6 +45,7 @@ class TaskExecutor:
         self._functions = FunctionCache()
         self._cache = ReadCache(int(os.environ.get(CACHE_ENV, READ_CACHE_BYTES)))
         self._running = Running()
+        self._finished: OrderedDict[str, None] = OrderedDict()  # recent batches: a late cancel leaves no trace
         self.stream: Callable[[Any], Any] | None = None  # opens a generator's stream on the serving server
 
     async def run(self, batch: bytes) -> Encoded:
@@ -60,6 +63,9 @@ class TaskExecutor:
         else:
             run = partial(run_tasks, tasks, self._running, batch_id, True, self.stream)
             outcomes, elapsed = await self._threads.run(run)
+        self._finished[batch_id] = None
+        if len(self._finished) > MAX_FINISHED:
+            self._finished.popitem(last=False)
         per_task = elapsed / len(tasks) if tasks else 0.0
         for fn in fns:
             self._fast.observe(fn, per_task)
@@ -102,7 +108,7 @@ class TaskExecutor:
         (True), else it fails as it starts (False); ``recursive`` cancels the tasks it started too."""
         if not isinstance(batch_id, str) or not isinstance(index, int) or not isinstance(recursive, bool):
             raise TypeError("cancel(batch_id: str, index: int, recursive: bool)")
-        return self._running.cancel((batch_id, index), recursive=recursive)
+        return self._running.cancel((batch_id, index), recursive=recursive, early=batch_id not in self._finished)
 
     def close(self) -> None:
         self._threads.close()
