@@ -31,7 +31,8 @@ from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
 from fluster.context.actor_job import serve_actor
 from fluster.context.actor_life import ActorLives, restarts_of
-from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
+from fluster.context.api import Future, JobContext
+from fluster.context.handles import ActorHandle, ActorOptions, Lifetime, ObjectRef, TaskOptions
 from fluster.context.objects import ContextObjects, StoredFuture
 from fluster.context.resolve import captured_futures
 from fluster.context.resources import as_resource_spec

@@ -18,7 +18,8 @@ from typing import Any
 
 import cloudpickle
 
-from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
+from fluster.context.api import Future, JobContext
+from fluster.context.handles import ActorHandle, ActorOptions, Lifetime, ObjectRef, TaskOptions
 from fluster.context.ray_worker import ActorHost, Slot, load, run_task, store, stream_task
 from fluster.context.resources import ray_options
 from fluster.context.streams import Fetch, Item, is_streaming
