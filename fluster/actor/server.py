@@ -33,7 +33,7 @@ from fluster.protocol.ids import EndpointId, new_endpoint_id, validate_name
 from fluster.protocol.messages import now_ms
 
 if TYPE_CHECKING:
-    from fluster.actor.pool import ClusterResolver
+    from fluster.actor.resolver import ClusterResolver
     from fluster.client.cluster import ClusterClient
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class ActorServer:
     """Serves registered objects until cancelled: ``await server.serve()`` or ``async with server:``."""
 
     def __init__(self, client: ClusterClient, resolver: ClusterResolver | None = None) -> None:
-        from fluster.actor.pool import ClusterResolver
+        from fluster.actor.resolver import ClusterResolver
 
         self.client = client
         self.resolver = resolver or ClusterResolver(client)

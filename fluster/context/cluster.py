@@ -23,7 +23,8 @@ import anyio
 
 from fluster import blocking
 from fluster.actor import registry, tracked
-from fluster.actor.pool import ActorPool, ClusterResolver
+from fluster.actor.pool import ActorPool
+from fluster.actor.resolver import ClusterResolver
 from fluster.aio import cancel_and_wait
 from fluster.bus.assets import ENDPOINT_TTL_S
 from fluster.cancel import started

@@ -17,7 +17,7 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from fluster.actor.pool import ClusterResolver, Pending
+from fluster.actor.resolver import ClusterResolver, Pending
 from fluster.pool.batch import FunctionCache
 from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.executor import RUN_METHOD

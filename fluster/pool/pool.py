@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from fluster import blocking
-from fluster.actor.pool import ClusterResolver
+from fluster.actor.resolver import ClusterResolver
 from fluster.errors import FlusterTimeout
 from fluster.observe.components import PoolMetrics
 from fluster.observe.publish import publish_loop

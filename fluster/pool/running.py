@@ -19,7 +19,7 @@ from fluster.protocol.tasks import decode_outcomes
 from fluster.protocol.values import value_of
 
 if TYPE_CHECKING:
-    from fluster.actor.pool import Pending
+    from fluster.actor.resolver import Pending
     from fluster.pool.dispatch import Dispatcher, PoolTask
     from fluster.pool.fleet import Executor
 
