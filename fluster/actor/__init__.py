@@ -5,7 +5,8 @@
 """
 
 from fluster.actor.broadcast import BroadcastResult, EndpointResult
-from fluster.actor.pool import ActorClient, ActorPool, ClusterResolver
+from fluster.actor.pool import ActorClient, ActorPool
+from fluster.actor.resolver import ClusterResolver
 from fluster.actor.server import ActorContext, ActorServer
 from fluster.errors import ActorCallTimeout, ActorError, ActorNameTaken, ActorNotFound, UnknownActorMethod
 from fluster.protocol.actor_messages import EndpointRecord

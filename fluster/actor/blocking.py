@@ -25,7 +25,8 @@ from anyio.from_thread import BlockingPortal
 
 from fluster import blocking
 from fluster.actor.broadcast import BroadcastResult, EndpointResult
-from fluster.actor.pool import DEFAULT_CALL_TIMEOUT_S, ActorClient, ActorPool, ClusterResolver
+from fluster.actor.pool import ActorClient, ActorPool
+from fluster.actor.resolver import DEFAULT_CALL_TIMEOUT_S, ClusterResolver
 from fluster.actor.server import ActorServer
 from fluster.client.blocking import Client
 from fluster.protocol.actor_messages import EndpointRecord

@@ -14,7 +14,7 @@ from fluster.errors import ActorNotFound
 from fluster.protocol.actor_messages import EndpointRecord
 
 if TYPE_CHECKING:
-    from fluster.actor.pool import ClusterResolver, Pending
+    from fluster.actor.resolver import ClusterResolver, Pending
 
 
 @dataclass(frozen=True)

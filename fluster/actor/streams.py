@@ -37,7 +37,7 @@ from fluster.protocol.tasks import Encoded
 from fluster.protocol.values import Outcome, failure, ok
 
 if TYPE_CHECKING:
-    from fluster.actor.pool import ClusterResolver
+    from fluster.actor.resolver import ClusterResolver
 
 log = logging.getLogger(__name__)
 

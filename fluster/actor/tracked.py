@@ -22,7 +22,7 @@ from fluster.errors import ActorCallTimeout, ActorNotFound
 from fluster.protocol.calls import RUNNING, UNKNOWN, decode_reply
 
 if TYPE_CHECKING:
-    from fluster.actor.pool import ClusterResolver, Pending
+    from fluster.actor.resolver import ClusterResolver, Pending
 
 log = logging.getLogger(__name__)
 

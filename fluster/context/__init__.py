@@ -7,18 +7,9 @@ on. ``RayCluster`` and ``RayContext`` are imported on first use, so ``import flu
 
 from typing import TYPE_CHECKING, Any
 
-from fluster.context.api import (
-    ActorHandle,
-    ActorMethod,
-    ActorOptions,
-    JobContext,
-    Lifetime,
-    ObjectRef,
-    TaskOptions,
-    create_context,
-    get_job_context,
-    job_context,
-)
+from fluster.context.api import JobContext
+from fluster.context.current import create_context, get_job_context, job_context
+from fluster.context.handles import ActorHandle, ActorMethod, ActorOptions, Lifetime, ObjectRef, TaskOptions
 from fluster.context.jobs import Cluster, GpuConfig, JobInfo, JobRequest, ResourceConfig, TpuConfig
 
 if TYPE_CHECKING:

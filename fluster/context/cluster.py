@@ -1,10 +1,11 @@
 """``ClusterContext``: the context API on a fluster cluster.
 
 Tasks run on warm executors: one ``WorkerPool`` per resource shape (and retry budget), started on first use
-and kept until ``close``. Actors are jobs serving the object by name (``fluster.context.actor_job``):
-EPHEMERAL ones are children of the current job (and killed by ``close``), DETACHED ones are top-level jobs
-that outlive it. Small objects and results travel inline; large ones stay in the namespace's object store,
-and a task whose stored result is gone is run again from its lineage (``fluster.context.objects``).
+and kept until ``close``. Actors are jobs serving the object by name (``fluster.context.actor_job``, started
+or found by ``fluster.context.actor_launch``): EPHEMERAL ones are children of the current job (and killed by
+``close``), DETACHED ones are top-level jobs that outlive it. Small objects and results travel inline; large
+ones stay in the namespace's object store, and a task whose stored result is gone is run again from its
+lineage (``fluster.context.objects``).
 """
 
 from __future__ import annotations
@@ -14,46 +15,37 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractContextManager
 from typing import Any
 
-import anyio
-
 from fluster import blocking
-from fluster.actor import registry, tracked
-from fluster.actor.pool import ActorPool, ClusterResolver
+from fluster.actor import tracked
+from fluster.actor.resolver import ClusterResolver
 from fluster.aio import cancel_and_wait
-from fluster.bus.assets import ENDPOINT_TTL_S
 from fluster.cancel import started
 from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
-from fluster.context.actor_job import serve_actor
+from fluster.context.actor_launch import ActorLauncher
 from fluster.context.actor_life import ActorLives, restarts_of
-from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
+from fluster.context.api import Future, JobContext
+from fluster.context.handles import ActorHandle, ActorOptions, ObjectRef, TaskOptions
 from fluster.context.objects import ContextObjects, StoredFuture
 from fluster.context.resolve import captured_futures
 from fluster.context.resources import as_resource_spec
 from fluster.context.streams import Fetch, RemoteItems
-from fluster.errors import ActorNameTaken, JobFailed
 from fluster.pool.config import WorkerPoolConfig
 from fluster.pool.future import TaskFuture
 from fluster.pool.pool import WorkerPool
-from fluster.protocol.actor_messages import EndpointRecord
-from fluster.protocol.ids import validate_name
 from fluster.protocol.messages import JobRecord
 from fluster.protocol.resources import ResourceSpec
 from fluster.protocol.streams import StreamHandle
 from fluster.protocol.values import all_plain
-from fluster.types import Entrypoint, Environment
+from fluster.types import Environment
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TASK_RESOURCES = ResourceSpec(cpu=1, memory="512m")
-DEFAULT_ACTOR_RESOURCES = ResourceSpec(cpu=0, memory="256m")
-MAX_CREATE_ROUNDS = 5
-FOREVER = 1_000_000  # the job retry budget of an actor restarted always (max_restarts=-1)
 NO_OPTIONS = TaskOptions()
 CLOSE_CALLS_S = 10.0  # close() cancels the calls and watches still running for at most this long
 
@@ -92,10 +84,10 @@ class ClusterContext(JobContext):
         self._pools: dict[tuple[str, int], tuple[WorkerPool, AbstractContextManager[WorkerPool]]] = {}
         self._pools_lock = threading.Lock()
         self._default_pool: WorkerPool | None = None
-        self._ephemeral: list[str] = []
         self._calls_cm, self._calls = blocking.entered(self._portal, self._call_group())
         self._loop: asyncio.AbstractEventLoop = self._portal.call(_running_loop)
         self._resolver = ClusterResolver(self._aio, call_timeout=None)
+        self._actors = ActorLauncher(self, self._resolver, self._aio)
         self._defaults = dataclasses.replace(self._defaults, store_results_over=self._resolver.values.inline_limit)
         self._closed = False
         self._call_tasks: set[asyncio.Task[None]] = set()
@@ -185,75 +177,8 @@ class ClusterContext(JobContext):
     def _new_actor(
         self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
     ) -> ActorHandle:
-        handle: ActorHandle = self._portal.call(self._start_actor, cls, args, kwargs, options)
+        handle: ActorHandle = self._portal.call(self._actors.start, cls, args, kwargs, options)
         return handle
-
-    async def _start_actor(
-        self, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
-    ) -> ActorHandle:
-        name = validate_name(options.name, "actor name") if options.name else f"actor-{uuid.uuid4().hex[:12]}"
-        for _ in range(MAX_CREATE_ROUNDS):  # a round ends early when another creator wins the name
-            if options.name:
-                live, dying = await self._resolver.serving(name)
-                if live:
-                    return self._existing(name, options, live)
-                if dying:  # a killed actor's endpoints are on their way out: its name is not free yet
-                    await self._until_unserved(name)
-            handle = await self._launch_actor(name, cls, args, kwargs, options)
-            if handle is not None:
-                return handle
-        raise ActorNameTaken(f"actor {name!r}: could neither create it nor find who holds the name")
-
-    async def _launch_actor(
-        self, name: str, cls: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
-    ) -> ActorHandle | None:
-        """Start the actor's job; its handle, or None when another creator won the name."""
-        detached = options.lifetime == Lifetime.DETACHED
-        restarts = FOREVER if options.max_restarts == -1 else options.max_restarts
-        # A job's children die with it, so a detached actor is submitted as a top-level job.
-        submitter = ClusterClient(self._aio.nc, self._aio.url, self._aio.namespace, self._aio.assets, None)
-        job_id = await (submitter if detached else self._aio).submit(
-            f"actor-{name}-{uuid.uuid4().hex[:6]}",
-            Entrypoint.from_callable(
-                serve_actor, name, cls, args, kwargs, options.max_concurrency, options.name is not None
-            ),
-            resources=as_resource_spec(options.resources) or DEFAULT_ACTOR_RESOURCES,
-            # a restart is a new attempt of the actor's job, whether its process died or its worker was lost
-            max_retries_failure=restarts,
-            max_retries_preemption=restarts,
-        )
-        pool = ActorPool(self._resolver, name)
-        serving = asyncio.ensure_future(pool.wait_for_size(1))
-        ended = asyncio.ensure_future(self._aio.wait(job_id))
-        try:
-            await asyncio.wait((serving, ended), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            serving.cancel()
-            ended.cancel()
-        if serving.done() and not serving.cancelled() and serving.exception() is None:
-            if pool.endpoints[0].job_id == job_id:
-                if not detached:
-                    self._ephemeral.append(job_id)
-                return ActorHandle(name=name, _context=self, job_id=job_id)
-            await self._aio.kill(job_id)  # another creator won the name
-            return None
-        try:
-            await self._aio.result(job_id)
-        except ActorNameTaken:
-            return None
-        raise JobFailed(f"actor job {job_id} ended before serving {name!r}", job_id=job_id)
-
-    async def _until_unserved(self, name: str) -> None:
-        with anyio.move_on_after(ENDPOINT_TTL_S + 2):  # withdrawn at exit, else expired by their TTL
-            async for serving in registry.watch(self._aio.assets.endpoints, name):
-                # an empty first view can be the watcher's marker overtaking the entries: read again to be sure
-                if not serving and not await registry.endpoints(self._aio.assets.endpoints, name):
-                    return
-
-    def _existing(self, name: str, options: ActorOptions, serving: list[EndpointRecord]) -> ActorHandle:
-        if not options.get_if_exists:
-            raise ValueError(f"an actor named {name!r} already exists (use get_if_exists=True to reuse it)")
-        return ActorHandle(name=name, _context=self, job_id=serving[0].job_id if len(serving) == 1 else None)
 
     def _restarts(self, handle: ActorHandle) -> int:
         if handle.job_id is None:
@@ -323,7 +248,7 @@ class ClusterContext(JobContext):
                 self.client.close()
 
     async def _release(self) -> None:
-        for job_id in self._ephemeral:
+        for job_id in self._actors.ephemeral:
             with contextlib.suppress(Exception):  # already gone
                 await self._aio.kill(job_id)
         await self.objects.release()

@@ -11,7 +11,8 @@ from functools import partial
 from typing import Any
 
 from fluster.cancel import Running
-from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, ObjectRef, TaskOptions
+from fluster.context.api import Future, JobContext
+from fluster.context.handles import ActorHandle, ActorOptions, ObjectRef, TaskOptions
 from fluster.pool.future import TaskFuture
 
 

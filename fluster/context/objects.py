@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from fluster.bus.values import ValueStore
-    from fluster.context.api import ObjectRef
+    from fluster.context.handles import ObjectRef
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class ContextObjects:
     # -- put values -----------------------------------------------------------------------------------
 
     def put(self, obj: Any) -> ObjectRef:
-        from fluster.context.api import ObjectRef
+        from fluster.context.handles import ObjectRef
 
         data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) <= self._values.inline_limit:

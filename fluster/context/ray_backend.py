@@ -18,39 +18,21 @@ from typing import Any
 
 import cloudpickle
 
-from fluster.context.api import ActorHandle, ActorOptions, Future, JobContext, Lifetime, ObjectRef, TaskOptions
-from fluster.context.ray_worker import ActorHost, Slot, load, run_task, store, stream_task
+from fluster.context.api import Future, JobContext
+from fluster.context.handles import ActorHandle, ActorOptions, Lifetime, ObjectRef, TaskOptions
+from fluster.context.ray_objects import RayFuture, RayItems, Stored, fluster_error, import_ray, pack, time_slice
+from fluster.context.ray_worker import ActorHost, load, run_task, store, stream_task
 from fluster.context.resources import ray_options
-from fluster.context.streams import Fetch, Item, is_streaming
-from fluster.errors import ActorDied, FlusterTimeout, ObjectLost, TaskCancelled, TaskLost
-from fluster.pool.future import TaskFuture, settled
+from fluster.context.streams import Fetch, is_streaming
+from fluster.errors import FlusterTimeout
+from fluster.pool.future import settled
 from fluster.protocol.ids import validate_name
 from fluster.protocol.values import all_plain, replace
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ACTOR_OPTIONS = {"num_cpus": 0}  # as on the cluster backend: an actor holds no CPU unless it asks
-SLICE_S = 1.0  # the longest blocking call into Ray at a time
 OWNERSHIP_TIMEOUT_S = 5.0  # close(): how long to ask a get_if_exists actor whether this context created it
-
-
-class RayFuture(TaskFuture[Any]):
-    """The future of a Ray task or actor call; ``ray_ref`` is its Ray object (the pickled result)."""
-
-    def __init__(self, ray_ref: Any, is_task: bool) -> None:
-        super().__init__()
-        self.ray_ref = ray_ref
-        self.is_task = is_task
-
-
-class _Stored:
-    """Among arguments on their way to Ray: a Ray object holding a stored value, which Ray hands to the task
-    as a top-level argument (its place in the payload becomes a ``Slot``)."""
-
-    __slots__ = ("ref",)
-
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
 
 
 class RayContext(JobContext):
@@ -69,7 +51,7 @@ class RayContext(JobContext):
         self, address: str | None = None, namespace: str | None = None, connect: bool = True, **ray_init_options: Any
     ) -> None:
         super().__init__()
-        self._ray = _import_ray()
+        self._ray = import_ray()
         self._namespace = namespace
         self._init_options: dict[str, Any] | None = dict(ray_init_options, address=address, namespace=namespace)
         if "memory" in ray_init_options:
@@ -123,15 +105,15 @@ class RayContext(JobContext):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:  # in slices: a signal handler (Ctrl-C, a test's timeout) runs only between Ray's calls
             try:
-                return load(self._ray.get(ref.value, timeout=_slice(deadline)))
+                return load(self._ray.get(ref.value, timeout=time_slice(deadline)))
             except self._ray.exceptions.GetTimeoutError:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise FlusterTimeout(f"the object is not available after {timeout:g}s") from None
             except self._ray.exceptions.RayError as exc:
-                raise _fluster_error(exc) from exc
+                raise fluster_error(exc) from exc
 
     def _ref_argument(self, ref: ObjectRef) -> Any:
-        return _Stored(ref.value) if isinstance(ref.value, self._ray.ObjectRef) else ref.value
+        return Stored(ref.value) if isinstance(ref.value, self._ray.ObjectRef) else ref.value
 
     # -- tasks ----------------------------------------------------------------------------------------
 
@@ -139,7 +121,7 @@ class RayContext(JobContext):
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
     ) -> Future[Any]:
         self._connect()
-        payload, stored = _pack((fn, args, kwargs))
+        payload, stored = pack((fn, args, kwargs))
         task_options = ray_options(options.resources)
         if options.max_retries is not None:
             task_options["max_retries"] = options.max_retries
@@ -154,7 +136,7 @@ class RayContext(JobContext):
     def _stream_source(self, started: Any) -> Fetch:
         if not isinstance(started, self._ray.ObjectRefGenerator):
             return super()._stream_source(started)
-        return _RayItems(self._ray, started)
+        return RayItems(self._ray, started)
 
     def _when_resolved(
         self,
@@ -163,7 +145,7 @@ class RayContext(JobContext):
         start: Callable[[tuple[Any, ...], dict[str, Any]], Future[Any]],
     ) -> Future[Any]:
         if not all_plain(args, kwargs):  # Ray waits for futures of Ray tasks itself: pass them as Ray objects
-            args, kwargs = replace((args, kwargs), RayFuture, lambda f: _Stored(f.ray_ref))
+            args, kwargs = replace((args, kwargs), RayFuture, lambda f: Stored(f.ray_ref))
         return super()._when_resolved(args, kwargs, start)
 
     def wait(
@@ -178,7 +160,7 @@ class RayContext(JobContext):
         deadline = None if timeout is None else time.monotonic() + timeout
         refs = [f.ray_ref for f in ours]
         while True:  # in slices, as in _load
-            ready_refs, _ = self._ray.wait(refs, num_returns=needed, timeout=_slice(deadline), fetch_local=False)
+            ready_refs, _ = self._ray.wait(refs, num_returns=needed, timeout=time_slice(deadline), fetch_local=False)
             if len(ready_refs) >= needed or (deadline is not None and time.monotonic() >= deadline):
                 break
         ready = {ref.hex() for ref in ready_refs}
@@ -227,7 +209,7 @@ class RayContext(JobContext):
     def _call_actor(
         self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Future[Any]:
-        payload, stored = _pack((args, kwargs))
+        payload, stored = pack((args, kwargs))
         if method in handle._streaming:
             host = handle._instance.stream.options(num_returns="streaming")
             return settled(host.remote(method, payload, *stored))
@@ -279,7 +261,7 @@ class RayContext(JobContext):
             self._pending.discard(future)
         try:
             error = done.exception()
-            outcome = _fluster_error(error) if error is not None else load(done.result())
+            outcome = fluster_error(error) if error is not None else load(done.result())
         except concurrent.futures.CancelledError:
             if not future.done():
                 concurrent.futures.Future.cancel(future)
@@ -308,72 +290,3 @@ class RayContext(JobContext):
         if self._host_cls is None:
             self._host_cls = self._ray.remote(ActorHost)
         return self._host_cls
-
-
-class _RayItems:
-    """A Ray streaming generator's items, one per fetch; ``close`` cancels the generator task."""
-
-    def __init__(self, ray: Any, refs: Any) -> None:
-        self._ray = ray
-        self._refs = refs
-        self._ended = False
-
-    def __call__(self) -> tuple[list[Item], bool]:
-        try:
-            ref = next(self._refs)
-        except StopIteration:
-            self._ended = True
-            return [], True
-        try:
-            return [(load(self._ray.get(ref)), None)], False
-        except Exception as exc:
-            self._ended = True
-            return [(None, _fluster_error(exc))], True
-
-    def close(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._ray.cancel(self._refs)
-
-
-def _pack(value: Any) -> tuple[bytes, list[Any]]:
-    """``value`` pickled with each ``_Stored`` replaced by a ``Slot``, and the Ray objects, in slot order."""
-    stored: list[Any] = []
-
-    def slot(item: _Stored) -> Slot:
-        stored.append(item.ref)
-        return Slot(len(stored) - 1)
-
-    return bytes(cloudpickle.dumps(replace(value, _Stored, slot))), stored
-
-
-def _fluster_error(exc: BaseException) -> BaseException:
-    """The exception a caller of the context sees for what Ray raised."""
-    import ray.exceptions as rex
-
-    from fluster.context.ray_worker import Failed
-
-    if isinstance(exc, rex.RayTaskError) and isinstance(exc.cause, Failed):
-        return exc.cause.reraise_as()
-    if isinstance(exc, rex.RayActorError):
-        return ActorDied(f"the actor died (or is restarting) before answering: {exc}")
-    if isinstance(exc, rex.WorkerCrashedError):
-        return TaskLost(f"the task's worker died on every attempt its retries allow: {exc}")
-    if isinstance(exc, rex.TaskCancelledError):
-        return TaskCancelled(f"the task was cancelled: {exc}")
-    if isinstance(exc, rex.ObjectLostError):
-        return ObjectLost(exc.object_ref_hex, f"a Ray object is lost: {exc}")
-    return exc
-
-
-def _slice(deadline: float | None) -> float:
-    """How long the next blocking call into Ray may take."""
-    return SLICE_S if deadline is None else min(SLICE_S, max(0.0, deadline - time.monotonic()))
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError("the ray backend needs Ray: pip install 'fluster[ray]'") from exc
-    return ray

@@ -16,7 +16,7 @@ from types import FrameType
 
 import cloudpickle
 
-from fluster.context.api import job_context
+from fluster.context.current import job_context
 from fluster.context.ray_backend import RayContext
 from fluster.protocol.jobfiles import CALL, ENTRYPOINT_FILE
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import cloudpickle
 
-from fluster.context.api import ObjectRef, job_context
+from fluster.context.current import job_context
+from fluster.context.handles import ObjectRef
 from fluster.errors import from_wire, to_wire
 from fluster.protocol.codec import decode, encode
 from fluster.protocol.messages import ErrorInfo

@@ -30,7 +30,7 @@ def substitute(value: Any, load: Callable[[Any], Any] | None = None) -> Any:
     stored (``raw_result``): a backend whose futures load a stored value on ``result()`` passes the stored
     reference on instead, for the task's executor to read.
     """
-    from fluster.context.api import ObjectRef
+    from fluster.context.handles import ObjectRef
 
     if load is None:
         return replace(value, Future, raw_result)

@@ -23,7 +23,7 @@ from fluster.protocol.streams import STREAM_WINDOW, StreamHandle
 from fluster.protocol.values import Outcome, value_of
 
 if TYPE_CHECKING:
-    from fluster.actor.pool import ClusterResolver
+    from fluster.actor.resolver import ClusterResolver
 
 Item = tuple[Any, BaseException | None]  # a value, or the generator's exception
 Fetch = Callable[[], tuple[list[Item], bool]]  # the next items, and whether the stream has ended

@@ -25,7 +25,7 @@ from fluster.protocol.ids import JobId
 from fluster.types import Entrypoint, JobStatus
 
 if TYPE_CHECKING:
-    from fluster.actor.pool import ClusterResolver
+    from fluster.actor.resolver import ClusterResolver
     from fluster.client.cluster import ClusterClient
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dash_helpers import DashCluster, serve_greeter, spawn_child_and_wait, talk_when_told
 
-from fluster.actor.pool import ClusterResolver
+from fluster.actor.resolver import ClusterResolver
 from fluster.types import Entrypoint
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
