@@ -230,7 +230,9 @@ class ContextObjects:
         if ref.finalizer is not None:
             ref.finalizer.detach()
         self._keys.discard(lost)
-        self._by_key.pop(lost, None)
+        # The lost key stays mapped to its ref (weakly): a task that read the old key and fails after this
+        # rebuild finds the ref, sees it rebuilt already, and is sent again (it failed with ObjectLost under
+        # load, when one of three tasks needing the object reported after the other two had it rebuilt).
         ref.key, ref.size = key, size
         ref.finalizer = self._own(ref, key)
 
