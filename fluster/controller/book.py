@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from fluster.controller import state as st
 from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply
-from fluster.protocol.messages import EnvironmentSpec, JobRecord, JobState, SubmitJob, WorkerInfo, evolve
+from fluster.protocol.messages import AttemptRecord, EnvironmentSpec, JobRecord, JobState, SubmitJob, WorkerInfo, evolve
 from fluster.protocol.resources import ResourceSpec, device_count
 
 SHARED_SHAPES = 1024  # distinct resource requests held once each
@@ -84,9 +84,12 @@ class Book:
     labels: dict[str, Counter[str]] = field(default_factory=dict)  # label -> value -> workers with it
     finished: list[tuple[int, str]] = field(default_factory=list)  # (when to look, job id): retention's queue
     # notes for the next scheduling pass
-    freed: set[str] = field(default_factory=set)
+    freed: dict[str, None] = field(default_factory=dict)  # (a dict: memos take them back in this order)
     new_shapes: set[Shape] = field(default_factory=set)
     _resources: dict[ResourceSpec, ResourceSpec] = field(default_factory=dict, repr=False)
+    # job id -> (its active attempts, its pending units) as last indexed, for the job's next ``_unindex``
+    # (held only while either is non-empty): recomputing them from the old record was ~1/4 of ``put``
+    _indexed: dict[str, tuple[list[AttemptRecord], list[int]]] = field(default_factory=dict, repr=False)
 
     # -- jobs -----------------------------------------------------------------------------------------
 
@@ -180,7 +183,7 @@ class Book:
             if placement.incarnation == info.incarnation:
                 entry.supply.commit(placement.demand)
                 placement.counted = True
-        self.freed.add(info.worker_id)
+        self.freed[info.worker_id] = None
         return entry
 
     def remove_worker(self, worker_id: str) -> WorkerEntry | None:
@@ -284,14 +287,17 @@ class Book:
         job_id = record.job_id
         self.states[record.state] += 1
         demand = self._demand(record)
-        for current in st.active_attempts(record):
+        active = st.active_attempts(record)
+        units = st.pending_units(record)
+        if active or units:
+            self._indexed[job_id] = (active, units)
+        for current in active:
             placement = Placement(current.attempt, current.incarnation, current.assigned_at_ms, demand)
             self.placed.setdefault(current.worker_id, {})[(job_id, current.task)] = placement
             entry = self.workers.get(current.worker_id)
             if entry is not None and entry.info.incarnation == current.incarnation:
                 entry.supply.commit(demand)
                 placement.counted = True
-        units = st.pending_units(record)
         if units:
             shape = demand.shape
             pending = self.pending.get(shape)
@@ -313,7 +319,8 @@ class Book:
         job_id = record.job_id
         self.states[record.state] -= 1
         demand = self.demands.get(job_id)
-        for current in st.active_attempts(record):
+        active, units = self._indexed.pop(job_id, ([], []))
+        for current in active:
             on_worker = self.placed.get(current.worker_id)
             placement = on_worker.pop((job_id, current.task), None) if on_worker is not None else None
             if on_worker is not None and not on_worker:
@@ -321,11 +328,11 @@ class Book:
             entry = self.workers.get(current.worker_id)
             if placement is not None and placement.counted and entry is not None:
                 entry.supply.release(placement.demand)
-                self.freed.add(current.worker_id)
+                self.freed[current.worker_id] = None
         if demand is not None:
             pending = self.pending.get(demand.shape)
             if pending is not None:
-                for unit in st.pending_units(record):
+                for unit in units:
                     pending.pop((job_id, unit), None)
                 if not pending:
                     del self.pending[demand.shape]
