@@ -14,9 +14,10 @@ dry is blocked: later units of that shape cost nothing until a worker is freed. 
 ``MEMO_SHAPES`` recently used shapes, so a shape whose queue empties and refills does not rebuild its memo
 (O(workers)) each time.
 
-Most looks are at workers with no room left for the shape (a pass ends by finding every shape blocked):
-a placement that leaves a worker too full for one task of any memo's shape (``scheduler.lower`` of their
-floors) drops it from every memo at once (``_retire``), a dict pop each instead of one look by each shape.
+Most looks are at a worker with no room left for the shape (in the gang pass of bench/jobs.py, ~64k of
+them: 1,000 workers x 112 shapes, each dropped once by each), so that test is written out in ``_fit``.
+Dropping a filled worker from every memo at once instead (a dict pop per memo, when it can take no task of
+any memo's shape) was tried and measured: no faster, since a pop costs about what such a look does.
 
 A gang is placed in one decision or not at all: it needs ``gang`` task slots among its candidates (with
 ``group_by``, all on workers that share one value of that label). A starving unit reserves the workers it
@@ -39,16 +40,13 @@ from fluster.controller.book import Book, Unit
 from fluster.controller.reasons import Reasons
 from fluster.controller.reservation import Reservation
 from fluster.controller.scheduler import (
-    NO_FLOOR,
     JobDemand,
     Shape,
     SuitKey,
     floor_of,
     headroom,
-    lower,
     suit_key,
     suits_key,
-    takes_none,
 )
 
 MEMO_SHAPES = 64
@@ -63,7 +61,6 @@ class Placer:
         self.reserved = Reservation(reserve_after_ms)
         self._unhealthy: list[tuple[float, str]] = []  # (until, worker id): workers to look at again then
         self._backing_off: dict[str, float] = {}  # worker id -> the until it is in the heap with
-        self._floor = NO_FLOOR  # what a worker needs free for one task of any memo's shape
 
     def place(self, book: Book, now: float, now_ms: int = 0) -> Iterator[tuple[str, int, list[str]]]:
         """Yield ``(job id, unit, workers)`` for the units to start now, oldest first: a gang's task ``i`` goes
@@ -98,7 +95,6 @@ class Placer:
                 self.reserved.release(book)
             self.why.forget(shape)
             yield unit[0], unit[1], workers
-            self._retire(book, workers)
             after = book.head(shape)
             if after is not None:
                 heapq.heappush(heap, (after[0], after[1][1], shape))
@@ -174,9 +170,6 @@ class Placer:
             self.why.forget(shape)
             if all(suit_key(other) != suit_key(shape) for other in self.candidates):
                 self.suitable.pop(suit_key(shape), None)
-        self._floor = NO_FLOOR
-        for shape in self.candidates:
-            self._floor = lower(self._floor, floor_of(shape))
 
     def _suitable(self, book: Book, shape: Shape) -> dict[str, None]:
         """The workers that could ever take ``shape``: O(workers) the first time its key is seen."""
@@ -191,7 +184,6 @@ class Placer:
         candidates = self.candidates.get(shape)
         if candidates is None:
             candidates = self.candidates[shape] = dict(self._suitable(book, shape))
-            self._floor = lower(self._floor, floor_of(shape))
         needed = demand.gang
         cpu, memory, count = floor_of(shape)
         group_by = demand.group_by
@@ -243,17 +235,6 @@ class Placer:
         for worker_id in dropped:
             del candidates[worker_id]
         return found
-
-    def _retire(self, book: Book, worker_ids: list[str]) -> None:
-        """Drop the workers a placement just filled from every memo, when not one task of any memo's shape
-        fits them any more (``_floor``): a look by each shape would drop them anyway, one by one. In the gang
-        pass of bench/jobs.py, 98% of the ~64k drops were of such workers (1,000 workers x 112 shapes): a
-        dict pop per memo instead of a look cut the pass by ~30 ms. A reserved worker is left to the looks."""
-        for worker_id in dict.fromkeys(worker_ids):
-            entry = book.workers.get(worker_id)
-            if entry is not None and entry.reserved_for is None and takes_none(entry.supply, self._floor):
-                for candidates in self.candidates.values():
-                    candidates.pop(worker_id, None)
 
     def _back_off(self, worker_id: str, until: float) -> None:
         """Look at ``worker_id`` again when its dispatch backoff ends (``until``)."""

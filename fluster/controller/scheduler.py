@@ -145,7 +145,6 @@ def headroom(job: JobDemand, worker: WorkerSupply, limit: int = 1) -> int:
 # The least free (cpu plus 1e-9, memory, device count) a worker needs for one task, as ``headroom`` tests
 # them; -inf for a resource not asked for (not tested)
 Floor = tuple[float, float, float]
-NO_FLOOR: Floor = (float("inf"), float("inf"), float("inf"))  # what no worker meets (the floor of no shape)
 _NEVER = float("-inf")
 
 
@@ -153,11 +152,6 @@ def floor_of(shape: Shape) -> Floor:
     """What a worker must have free for one task of ``shape``."""
     cpu, memory, count = shape[0], shape[1], shape[4]
     return (cpu if cpu > 0 else _NEVER, memory if memory > 0 else _NEVER, count if count > 0 else _NEVER)
-
-
-def lower(a: Floor, b: Floor) -> Floor:
-    """A floor that both ``a`` and ``b`` meet above: what a worker needs for a task of either."""
-    return (min(a[0], b[0]), min(a[1], b[1]), min(a[2], b[2]))
 
 
 def takes_none(worker: WorkerSupply, floor: Floor) -> bool:

@@ -1,36 +1,18 @@
-"""Placement's shortcuts against from-scratch oracles, over random event sequences: from any state, a pass
-that drops filled workers from every memo at once (``Placer._retire``) places exactly what a pass looking at
-each worker places, and the written-out explanation says what the plain one (``how_many`` over empty
-copies of every worker) says. (Over many passes the two may part: a retired worker that comes back is
-appended to memos in which, looked at by no shape, it would have kept its place; either order is FIFO.)"""
+"""Placement's shortcuts against from-scratch oracles, over random books: the written-out explanation
+(``fluster.controller.reasons.explain``) says what the plain one (``how_many`` over empty copies of every
+worker) says."""
 
 from __future__ import annotations
 
-import copy
 import random
 
 import pytest
-from test_book import SHAPES, report, submit, worker
+from test_book import SHAPES, submit, worker
 
 from fluster.controller import state as st
 from fluster.controller.book import Book, Unit
-from fluster.controller.placement import Placer
 from fluster.controller.reasons import explain
 from fluster.controller.scheduler import JobDemand, WorkerSupply, how_many, suits
-from fluster.protocol.messages import JobState
-
-
-class LookingPlacer(Placer):
-    """The oracle: a placer whose memos lose a worker only when a shape looks at it."""
-
-    def _retire(self, book: Book, worker_ids: list[str]) -> None:
-        pass
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_retiring_filled_workers_places_what_looking_at_each_places(seed: int) -> None:
-    passes = _run(seed)
-    assert any(placed for placed, _ in passes)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -72,78 +54,6 @@ def test_the_written_out_explanation_says_what_the_plain_one_says(seed: int) -> 
         suitable = {w: None for w, e in book.workers.items() if suits(demand, e.supply)}
         assert explain(book, demand, reservation, unit, suitable) == expected
         assert explain(book, demand, reservation, unit) == expected
-
-
-Pass = tuple[list[tuple[str, int, list[str]]], dict[str, str | None]]
-
-
-def _run(seed: int) -> list[Pass]:
-    """Random events (submits, reports, worker restarts and deaths, dispatch backoffs) and passes, each pass
-    also made by a looking placer from a copy of the state before it, which must place and explain the same;
-    each pass's placements and the pending jobs' reasons."""
-    rng = random.Random(seed)
-    book, placer = Book(), Placer()
-    log = []
-    seq, now = 0, 0.0
-    for step in range(300):
-        now += 0.1
-        event = rng.random()
-        if event < 0.35:
-            seq += 1
-            cpu, memory = rng.choice(SHAPES)
-            coschedule = rng.random() < 0.4
-            replicas = rng.choice([1, 1, 2, 3])
-            zone = rng.choice([None, None, "a", "b"])
-            group_by = rng.choice([None, "slice"])
-            book.put(submit(f"j{seq}", seq, cpu, memory, None, replicas, coschedule, zone, group_by))
-        elif event < 0.45:
-            wid = f"w{rng.randrange(8)}"
-            labels = {"zone": rng.choice("ab"), "slice": rng.choice(["s1", "s2"])}
-            info = worker(wid, f"i{step}", rng.choice([2, 4, 8]), rng.choice([4, 16]) << 30, rng.choice([2, 5]), labels)
-            book.add_worker(info, now)
-            for (job_id, task), p in list(book.active_on(wid).items()):
-                if p.incarnation != f"i{step}":
-                    lost = st.lose_attempt(book.jobs[job_id], 20, "restarted", task)
-                    if lost is not None:
-                        book.put(lost)
-        elif event < 0.48 and book.workers:
-            wid = rng.choice(sorted(book.workers))
-            book.remove_worker(wid)
-            placer.forget_worker(wid)
-            for job_id, task in list(book.active_on(wid)):
-                lost = st.lose_attempt(book.jobs[job_id], 20, "dead", task)
-                if lost is not None:
-                    book.put(lost)
-        elif event < 0.52 and book.workers:
-            entry = book.workers[rng.choice(sorted(book.workers))]
-            entry.unhealthy_until = max(entry.unhealthy_until, now + rng.choice([0.2, 1.0]))
-        elif event < 0.8:
-            running = [(r, a.task) for r in book.jobs.values() for a in st.active_attempts(r)]
-            if running:
-                record, task = rng.choice(running)
-                state = rng.choice([JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED])
-                updated = st.apply_update(record, report(record, state, task))
-                if updated is not None:
-                    book.put(updated)
-        else:
-            looking_book, looking = copy.deepcopy((book, placer))
-            looking.__class__ = LookingPlacer
-            got = _pass(book, placer, now + step)  # (``now + step``: each shape is due to be explained again)
-            assert got == _pass(looking_book, looking, now + step)
-            log.append(got)
-    return log
-
-
-def _pass(book: Book, placer: Placer, now: float) -> Pass:
-    placed = []
-    for job_id, unit, workers in placer.place(book, now, now_ms=int(now * 1000)):
-        record = book.jobs[job_id]
-        tasks = range(record.request.replicas) if record.request.is_gang else [unit]
-        on = [(t, w, book.workers[w].info.incarnation, None) for t, w in zip(tasks, workers, strict=False)]
-        book.put(st.assign_gang(record, on, 10))
-        placed.append((job_id, unit, workers))
-    placer.explain_blocked(book, now)
-    return placed, {j: placer.reason(book.demands[j]) for j in book.demands if book.is_pending(j)}
 
 
 def _plain_explain(book: Book, demand: JobDemand, reservation: Unit | None, unit: Unit) -> str:
