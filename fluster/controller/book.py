@@ -53,6 +53,7 @@ class WorkerEntry:
     unhealthy_until: float = 0.0
 
     reserved_for: Unit | None = None  # a starving unit this worker's capacity is kept for
+    gone: bool = False  # removed (or replaced by a re-registration): an entry a memo still holds is stale
 
     @classmethod
     def new(cls, info: WorkerInfo, last_seen: float) -> WorkerEntry:
@@ -188,6 +189,8 @@ class Book:
 
     def remove_worker(self, worker_id: str) -> WorkerEntry | None:
         entry = self.workers.pop(worker_id, None)
+        if entry is not None:
+            entry.gone = True
         for placement in self.placed.get(worker_id, {}).values():
             placement.counted = False
         if entry is not None:

@@ -36,7 +36,7 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from fluster.controller.book import Book, Unit
+from fluster.controller.book import Book, Unit, WorkerEntry
 from fluster.controller.reasons import Reasons
 from fluster.controller.reservation import Reservation
 from fluster.controller.scheduler import (
@@ -54,8 +54,9 @@ MEMO_SHAPES = 64
 
 class Placer:
     def __init__(self, reserve_after_ms: int | None = None) -> None:
-        self.candidates: OrderedDict[Shape, dict[str, None]] = OrderedDict()
-        self.suitable: dict[SuitKey, dict[str, None]] = {}  # the workers that could ever take such shapes
+        # memos hold the workers' entries, which saves a look-up a look (~5% of a pass); a stale one is ``gone``
+        self.candidates: OrderedDict[Shape, dict[str, WorkerEntry]] = OrderedDict()
+        self.suitable: dict[SuitKey, dict[str, WorkerEntry]] = {}  # the workers that could ever take such shapes
         self.blocked: set[Shape] = set()
         self.why = Reasons()
         self.reserved = Reservation(reserve_after_ms)
@@ -68,23 +69,23 @@ class Placer:
         ``book`` (``book.put``) before asking for the next."""
         self._absorb(book, now)
         self.reserved.check(book)
-        heap: list[tuple[int, int, Shape]] = []
+        heap: list[tuple[int, int, Shape, str]] = []  # each shape's head: (seq, task, shape, job id)
         for shape in book.pending:
             if shape not in self.blocked:
                 head = book.head(shape)
                 if head is not None:
-                    heap.append((head[0], head[1][1], shape))
+                    heap.append((head[0], head[1][1], shape, head[1][0]))
         heapq.heapify(heap)
         while heap:
-            seq, _, shape = heapq.heappop(heap)
-            head = book.head(shape)
-            if head is None:
+            seq, task, shape, job_id = heapq.heappop(heap)
+            queue = book.queues.get(shape)
+            if not queue or queue[0] != (seq, task, job_id) or book.pending[shape].get((job_id, task)) != seq:
+                head = book.head(shape)  # the queue changed under us: go by its current head
+                if head is not None:
+                    heapq.heappush(heap, (head[0], head[1][1], shape, head[1][0]))
                 continue
-            if head[0] != seq:  # the queue changed under us: go by its current head
-                heapq.heappush(heap, (head[0], head[1][1], shape))
-                continue
-            unit = head[1]
-            demand = book.demands[unit[0]]
+            unit = (job_id, task)
+            demand = book.demands[job_id]
             workers = self._fit(book, shape, demand, unit, now)
             if workers is None:
                 self.blocked.add(shape)
@@ -95,9 +96,9 @@ class Placer:
                 self.reserved.release(book)
             self.why.forget(shape)
             yield unit[0], unit[1], workers
-            after = book.head(shape)
+            after = book.head(shape)  # (it leaves the queue's top clean: the check above needs no second look)
             if after is not None:
-                heapq.heappush(heap, (after[0], after[1][1], shape))
+                heapq.heappush(heap, (after[0], after[1][1], shape, after[1][0]))
 
     def explain_blocked(self, book: Book, now: float) -> None:
         """Explain the shapes the passes found blocked, within the budget of ``fluster.controller.reasons``
@@ -140,15 +141,16 @@ class Placer:
             live = [w for w in book.freed if w in book.workers]
             for key, suitable in self.suitable.items():  # (a re-registered worker may bring new labels)
                 for worker_id in live:
-                    if suits_key(key, book.workers[worker_id].supply):
-                        suitable[worker_id] = None
+                    entry = book.workers[worker_id]
+                    if suits_key(key, entry.supply):
+                        suitable[worker_id] = entry
                     else:
                         suitable.pop(worker_id, None)
             for shape, candidates in self.candidates.items():
                 suitable = self.suitable[suit_key(shape)]
                 for worker_id in live:
                     if worker_id in suitable:
-                        candidates[worker_id] = None
+                        candidates[worker_id] = suitable[worker_id]
                     else:  # re-registered with labels or a device the shape does not take
                         candidates.pop(worker_id, None)
                 self.blocked.discard(shape)
@@ -171,12 +173,12 @@ class Placer:
             if all(suit_key(other) != suit_key(shape) for other in self.candidates):
                 self.suitable.pop(suit_key(shape), None)
 
-    def _suitable(self, book: Book, shape: Shape) -> dict[str, None]:
+    def _suitable(self, book: Book, shape: Shape) -> dict[str, WorkerEntry]:
         """The workers that could ever take ``shape``: O(workers) the first time its key is seen."""
         key = suit_key(shape)
         found = self.suitable.get(key)
         if found is None:
-            found = self.suitable[key] = {w: None for w, e in book.workers.items() if suits_key(key, e.supply)}
+            found = self.suitable[key] = {w: e for w, e in book.workers.items() if suits_key(key, e.supply)}
         return found
 
     def _fit(self, book: Book, shape: Shape, demand: JobDemand, unit: Unit, now: float) -> list[str] | None:
@@ -187,14 +189,12 @@ class Placer:
         needed = demand.gang
         cpu, memory, count = floor_of(shape)
         group_by = demand.group_by
-        workers = book.workers
         chosen: list[str] = []
         groups: dict[str, list[str]] = {}
         dropped: list[str] = []
         found: list[str] | None = None
-        for worker_id in candidates:
-            entry = workers.get(worker_id)
-            if entry is None:
+        for worker_id, entry in candidates.items():
+            if entry.gone:
                 dropped.append(worker_id)
                 continue
             s = entry.supply

@@ -10,7 +10,7 @@ gang pass of bench/jobs.py once a look was written out, from ~45 ms).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from fluster.controller import state as st
 from fluster.controller.book import Book, Unit
@@ -44,7 +44,7 @@ class Reasons:
         book: Book,
         now: float,
         blocked: set[Shape],
-        suitable: Callable[[Shape], dict[str, None]],
+        suitable: Callable[[Shape], Collection[str]],
         reservation: Unit | None,
     ) -> None:
         """Explain the noted shapes still ``blocked``: never-explained ones first, each at most once per
@@ -74,7 +74,7 @@ class Reasons:
 
 
 def explain(
-    book: Book, demand: JobDemand, reservation: Unit | None, unit: Unit, suitable_ids: dict[str, None] | None = None
+    book: Book, demand: JobDemand, reservation: Unit | None, unit: Unit, suitable_ids: Collection[str] | None = None
 ) -> str:
     """Why a unit waits, in words a user can act on. O(suitable workers) (``suitable_ids``: the workers that
     could ever take it, when known; else every worker is looked at)."""
