@@ -11,7 +11,8 @@ every index in step with the records:
   independent task (unit = its index);
 - the workers' label values (for the scheduler's explanations);
 - the notes the scheduler reads at its next pass (workers whose headroom grew, shapes that appeared), the
-  scheduling deadlines, and the finished jobs in the order retention forgets them.
+  scheduling deadlines, and the finished jobs in the order retention forgets them (what is kept of a finished
+  job, and when it is forgotten: ``fluster.controller.finished``).
 
 ``recompute()`` builds the same indexes from the records alone; tests replay random event sequences and check
 that the incremental view equals it.
@@ -24,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from fluster.controller import finished
 from fluster.controller import state as st
 from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply
 from fluster.protocol.messages import AttemptRecord, EnvironmentSpec, JobRecord, JobState, SubmitJob, WorkerInfo, evolve
@@ -113,7 +115,7 @@ class Book:
 
         A finished job is held in compact form (``compact``): KV has the whole record."""
         if record.state.is_terminal:
-            record = compact(record)
+            record = finished.compact(record)
         job_id = record.job_id
         old = self.jobs.get(job_id)
         if old is not None:
@@ -228,26 +230,9 @@ class Book:
     # -- retention ------------------------------------------------------------------------------------
 
     def expired(self, now_ms: int, retention_ms: int) -> list[str]:
-        """Jobs finished more than ``retention_ms`` ago whose known descendants all are too (the rule of
-        ``fluster.controller.retention``), found from the finished-order heap: O(what expires)."""
-        cutoff = now_ms - retention_ms
-        out: list[str] = []
-        recheck: list[tuple[int, str]] = []
-        while self.finished and self.finished[0][0] <= cutoff:
-            check_at, job_id = heapq.heappop(self.finished)
-            record = self.jobs.get(job_id)
-            if record is None or job_id in out or not _finished_before(record, cutoff):
-                continue  # forgotten already, listed already, or not finished (an entry of an earlier record)
-            family = [self.jobs.get(d) for d in self.descendants(job_id)]
-            young = [r for r in family if r is not None and not _finished_before(r, cutoff)]
-            if young:  # kept for its family: look again once the youngest could have expired
-                latest = max(r.finished_at_ms or now_ms for r in young)
-                recheck.append((max(latest, check_at + 1), job_id))
-            else:
-                out.append(job_id)
-        for entry in recheck:
-            heapq.heappush(self.finished, entry)
-        return out
+        """Jobs finished more than ``retention_ms`` ago whose known descendants all are too
+        (``fluster.controller.finished.expired``)."""
+        return finished.expired(self, now_ms, retention_ms)
 
     # -- the oracle -----------------------------------------------------------------------------------
 
@@ -340,17 +325,3 @@ class Book:
                 if not pending:
                     del self.pending[demand.shape]
                     self.queues.pop(demand.shape, None)
-
-
-def compact(record: JobRecord) -> JobRecord:
-    """What the controller keeps of a finished job: who it is (id, token, parent, entrypoint), how it ended
-    (state, times, exit code, error line) and its last attempt; not its result, traceback or earlier
-    attempts, which only clients read (from KV). A finished job with a 64 KiB inline result would otherwise
-    hold that in the controller for the whole retention."""
-    # ``evolve`` shares one (never changed) fields-set: a ``model_copy``'s own set is ~1 KiB a record
-    attempts = [evolve(a) for a in record.attempts[-1:]]
-    return evolve(record, result=None, error_info=None, attempts=attempts, request=evolve(record.request))
-
-
-def _finished_before(record: JobRecord, cutoff_ms: int) -> bool:
-    return record.state.is_terminal and record.finished_at_ms is not None and record.finished_at_ms <= cutoff_ms
