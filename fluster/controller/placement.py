@@ -216,7 +216,10 @@ class Placer:
                 continue
             if entry.reserved_for is not None and entry.reserved_for != unit:
                 continue  # kept for an older unit (not dropped: the reservation ends)
-            room = 1 if needed == 1 else headroom(demand, s, needed)  # candidates suit the shape
+            if needed == 1 and group_by is None:  # most units: one task, anywhere
+                found = [worker_id]
+                break
+            room = headroom(demand, s, needed)  # candidates suit the shape
             if group_by is None:
                 chosen.extend([worker_id] * min(room, needed - len(chosen)))
                 if len(chosen) >= needed:

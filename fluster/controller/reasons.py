@@ -35,6 +35,8 @@ class Reasons:
 
     def forget(self, shape: Shape) -> None:
         """``shape``'s units no longer wait for the reason given (one was placed, or the memo is gone)."""
+        if shape not in self.reasons and shape not in self.unexplained:  # (the common case: once a placement)
+            return
         self.reasons.pop(shape, None)
         self.unexplained.pop(shape, None)
         self._explained_at.pop(shape, None)
