@@ -25,8 +25,8 @@ would use (``fluster.controller.reservation``); why a unit waits is said by ``fl
 after the pass and within a budget.
 
 Measured (bench/jobs.py's gang pass: the first pass over 10,000 pending jobs, 10% gangs of 8, on 1,000
-labelled workers, each placement committed): 87-114 ms of CPU at best of 6 passes, from 169-215 ms before
-these looks were written out and the explanations' looks with them (paired runs on a busy 2-core machine).
+labelled workers, each placement committed): a median of ~85 ms (wall and CPU alike), from ~175-186 ms,
+in paired runs while the shared 2-core machine was quiet; explaining went from ~40 ms to ~4 ms of it.
 About 60% of what is left is committing the ~2,500 placements (``state.assign``, ``Book.put``), not choosing.
 
 Pure: the caller passes the times and commits each placement to the book before the next one is chosen.
