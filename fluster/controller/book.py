@@ -11,7 +11,8 @@ every index in step with the records:
   independent task (unit = its index);
 - the workers' label values (for the scheduler's explanations);
 - the notes the scheduler reads at its next pass (workers whose headroom grew, shapes that appeared), the
-  scheduling deadlines, and the finished jobs in the order retention forgets them.
+  scheduling deadlines, and the finished jobs in the order retention forgets them (what is kept of a finished
+  job, and when it is forgotten: ``fluster.controller.finished``).
 
 ``recompute()`` builds the same indexes from the records alone; tests replay random event sequences and check
 that the incremental view equals it.
@@ -24,9 +25,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from fluster.controller import finished
 from fluster.controller import state as st
 from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply
-from fluster.protocol.messages import EnvironmentSpec, JobRecord, JobState, SubmitJob, WorkerInfo, evolve
+from fluster.protocol.messages import AttemptRecord, EnvironmentSpec, JobRecord, JobState, SubmitJob, WorkerInfo, evolve
 from fluster.protocol.resources import ResourceSpec, device_count
 
 SHARED_SHAPES = 1024  # distinct resource requests held once each
@@ -53,6 +55,7 @@ class WorkerEntry:
     unhealthy_until: float = 0.0
 
     reserved_for: Unit | None = None  # a starving unit this worker's capacity is kept for
+    gone: bool = False  # removed (or replaced by a re-registration): an entry a memo still holds is stale
 
     @classmethod
     def new(cls, info: WorkerInfo, last_seen: float) -> WorkerEntry:
@@ -84,9 +87,12 @@ class Book:
     labels: dict[str, Counter[str]] = field(default_factory=dict)  # label -> value -> workers with it
     finished: list[tuple[int, str]] = field(default_factory=list)  # (when to look, job id): retention's queue
     # notes for the next scheduling pass
-    freed: set[str] = field(default_factory=set)
+    freed: dict[str, None] = field(default_factory=dict)  # (a dict: memos take them back in this order)
     new_shapes: set[Shape] = field(default_factory=set)
     _resources: dict[ResourceSpec, ResourceSpec] = field(default_factory=dict, repr=False)
+    # job id -> (its active attempts, its pending units) as last indexed, for the job's next ``_unindex``
+    # (held only while either is non-empty): recomputing them from the old record was ~1/4 of ``put``
+    _indexed: dict[str, tuple[list[AttemptRecord], list[int]]] = field(default_factory=dict, repr=False)
 
     # -- jobs -----------------------------------------------------------------------------------------
 
@@ -109,7 +115,7 @@ class Book:
 
         A finished job is held in compact form (``compact``): KV has the whole record."""
         if record.state.is_terminal:
-            record = compact(record)
+            record = finished.compact(record)
         job_id = record.job_id
         old = self.jobs.get(job_id)
         if old is not None:
@@ -180,11 +186,13 @@ class Book:
             if placement.incarnation == info.incarnation:
                 entry.supply.commit(placement.demand)
                 placement.counted = True
-        self.freed.add(info.worker_id)
+        self.freed[info.worker_id] = None
         return entry
 
     def remove_worker(self, worker_id: str) -> WorkerEntry | None:
         entry = self.workers.pop(worker_id, None)
+        if entry is not None:
+            entry.gone = True
         for placement in self.placed.get(worker_id, {}).values():
             placement.counted = False
         if entry is not None:
@@ -222,26 +230,9 @@ class Book:
     # -- retention ------------------------------------------------------------------------------------
 
     def expired(self, now_ms: int, retention_ms: int) -> list[str]:
-        """Jobs finished more than ``retention_ms`` ago whose known descendants all are too (the rule of
-        ``fluster.controller.retention``), found from the finished-order heap: O(what expires)."""
-        cutoff = now_ms - retention_ms
-        out: list[str] = []
-        recheck: list[tuple[int, str]] = []
-        while self.finished and self.finished[0][0] <= cutoff:
-            check_at, job_id = heapq.heappop(self.finished)
-            record = self.jobs.get(job_id)
-            if record is None or job_id in out or not _finished_before(record, cutoff):
-                continue  # forgotten already, listed already, or not finished (an entry of an earlier record)
-            family = [self.jobs.get(d) for d in self.descendants(job_id)]
-            young = [r for r in family if r is not None and not _finished_before(r, cutoff)]
-            if young:  # kept for its family: look again once the youngest could have expired
-                latest = max(r.finished_at_ms or now_ms for r in young)
-                recheck.append((max(latest, check_at + 1), job_id))
-            else:
-                out.append(job_id)
-        for entry in recheck:
-            heapq.heappush(self.finished, entry)
-        return out
+        """Jobs finished more than ``retention_ms`` ago whose known descendants all are too
+        (``fluster.controller.finished.expired``)."""
+        return finished.expired(self, now_ms, retention_ms)
 
     # -- the oracle -----------------------------------------------------------------------------------
 
@@ -284,14 +275,17 @@ class Book:
         job_id = record.job_id
         self.states[record.state] += 1
         demand = self._demand(record)
-        for current in st.active_attempts(record):
+        active = st.active_attempts(record)
+        units = st.pending_units(record)
+        if active or units:
+            self._indexed[job_id] = (active, units)
+        for current in active:
             placement = Placement(current.attempt, current.incarnation, current.assigned_at_ms, demand)
             self.placed.setdefault(current.worker_id, {})[(job_id, current.task)] = placement
             entry = self.workers.get(current.worker_id)
             if entry is not None and entry.info.incarnation == current.incarnation:
                 entry.supply.commit(demand)
                 placement.counted = True
-        units = st.pending_units(record)
         if units:
             shape = demand.shape
             pending = self.pending.get(shape)
@@ -313,7 +307,8 @@ class Book:
         job_id = record.job_id
         self.states[record.state] -= 1
         demand = self.demands.get(job_id)
-        for current in st.active_attempts(record):
+        active, units = self._indexed.pop(job_id, ([], []))
+        for current in active:
             on_worker = self.placed.get(current.worker_id)
             placement = on_worker.pop((job_id, current.task), None) if on_worker is not None else None
             if on_worker is not None and not on_worker:
@@ -321,26 +316,12 @@ class Book:
             entry = self.workers.get(current.worker_id)
             if placement is not None and placement.counted and entry is not None:
                 entry.supply.release(placement.demand)
-                self.freed.add(current.worker_id)
+                self.freed[current.worker_id] = None
         if demand is not None:
             pending = self.pending.get(demand.shape)
             if pending is not None:
-                for unit in st.pending_units(record):
+                for unit in units:
                     pending.pop((job_id, unit), None)
                 if not pending:
                     del self.pending[demand.shape]
                     self.queues.pop(demand.shape, None)
-
-
-def compact(record: JobRecord) -> JobRecord:
-    """What the controller keeps of a finished job: who it is (id, token, parent, entrypoint), how it ended
-    (state, times, exit code, error line) and its last attempt; not its result, traceback or earlier
-    attempts, which only clients read (from KV). A finished job with a 64 KiB inline result would otherwise
-    hold that in the controller for the whole retention."""
-    # ``evolve`` shares one (never changed) fields-set: a ``model_copy``'s own set is ~1 KiB a record
-    attempts = [evolve(a) for a in record.attempts[-1:]]
-    return evolve(record, result=None, error_info=None, attempts=attempts, request=evolve(record.request))
-
-
-def _finished_before(record: JobRecord, cutoff_ms: int) -> bool:
-    return record.state.is_terminal and record.finished_at_ms is not None and record.finished_at_ms <= cutoff_ms

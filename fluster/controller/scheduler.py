@@ -142,6 +142,30 @@ def headroom(job: JobDemand, worker: WorkerSupply, limit: int = 1) -> int:
     return max(0, min(limit, room))
 
 
+# The least free (cpu plus 1e-9, memory, device count) a worker needs for one task, as ``headroom`` tests
+# them; -inf for a resource not asked for (not tested)
+Floor = tuple[float, float, float]
+_NEVER = float("-inf")
+
+
+def floor_of(shape: Shape) -> Floor:
+    """What a worker must have free for one task of ``shape``."""
+    cpu, memory, count = shape[0], shape[1], shape[4]
+    return (cpu if cpu > 0 else _NEVER, memory if memory > 0 else _NEVER, count if count > 0 else _NEVER)
+
+
+def takes_none(worker: WorkerSupply, floor: Floor) -> bool:
+    """Whether not one task needing ``floor`` fits ``worker`` now (``headroom`` is 0): the common answer at a
+    pass's end, found without ``headroom``'s divisions."""
+    cpu, memory, count = floor
+    return (
+        worker.cpu - worker.used_cpu + 1e-9 < cpu
+        or worker.memory - worker.used_memory < memory
+        or worker.count - worker.used_count < count
+        or worker.used_slots >= worker.slots
+    )
+
+
 def is_timed_out(job: JobDemand, now_ms: int) -> bool:
     return bool(job.timeout_ms) and now_ms - job.queued_at_ms >= (job.timeout_ms or 0)
 
