@@ -18,6 +18,7 @@ from fluster.controller import state as st
 from fluster.controller.serving import Later
 from fluster.controller.term import Term
 from fluster.errors import FlusterError, JobAlreadyExists, JobNotFound, LeadershipLost, ProtocolError
+from fluster.protocol.codec import encode
 from fluster.protocol.ids import JobId, child_job_id
 from fluster.protocol.messages import (
     Ack,
@@ -39,7 +40,7 @@ from fluster.protocol.subjects import entrypoint_object, result_object
 log = logging.getLogger(__name__)
 
 FORGET_INTERVAL_S = 60.0  # how often finished jobs past the retention are looked for
-_ACK = Ack()
+_ACK = encode(Ack())  # encoded once: two acks a job
 
 
 # -- clients --------------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ async def _drop_entrypoint(term: Term, msg: SubmitJob) -> None:
 # -- workers' reports -------------------------------------------------------------------------------------
 
 
-def on_update(term: Term, msg: JobUpdated, sender: str) -> Ack | Later:
+def on_update(term: Term, msg: JobUpdated, sender: str) -> Ack | bytes | Later:
     """Apply a worker's report about an attempt assigned to it. The ack of an attempt's end waits until it
     is stored (so the worker's outbox retries a report the controller could not keep); that it started is
     acknowledged at once and stored lazily (a new leader that never saw it still has the attempt placed, and
