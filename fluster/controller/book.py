@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from fluster.controller import state as st
+from fluster.controller import records as st
 from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply
 from fluster.protocol.messages import EnvironmentSpec, JobRecord, JobState, SubmitJob, WorkerInfo, evolve
 from fluster.protocol.resources import ResourceSpec, device_count

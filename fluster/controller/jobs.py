@@ -14,6 +14,7 @@ import anyio
 
 from fluster.bus.blobs import delete_blob
 from fluster.bus.rpc import request
+from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.serving import Later
 from fluster.controller.term import Term
@@ -116,7 +117,7 @@ async def kill_many(term: Term, job_ids: list[str], reason: str) -> list[str]:
         if record is None or record.state.is_terminal:
             continue
         killed.append(job_id)
-        running = st.active_attempts(record)
+        running = records.active_attempts(record)
         if not running:
             writes.append(term.commit(st.finish(record, JobState.KILLED, now_ms(), reason)))
         else:
@@ -208,7 +209,7 @@ def schedule_pass(term: Term) -> None:
     for job_id in list(book.due_deadlines(now)):
         record = book.jobs[job_id]
         if not record.state.is_terminal:  # (a job re-indexed while it waited has more than one deadline entry)
-            term.commit(st.finish(record, JobState.UNSCHEDULABLE, now, st.unschedulable_error(record)))
+            term.commit(st.finish(record, JobState.UNSCHEDULABLE, now, records.unschedulable_error(record)))
     mono = time.monotonic()
     for job_id, unit, workers in term.placer.place(book, mono, now):
         record = book.jobs[job_id]

@@ -35,7 +35,7 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from fluster.controller import state as st
+from fluster.controller import records as st
 from fluster.controller.book import Book, Unit, WorkerEntry
 from fluster.controller.scheduler import (
     JobDemand,

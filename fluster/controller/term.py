@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from fluster.bus.assets import Assets
 from fluster.bus.blobs import put_blob
 from fluster.bus.kv import latest_valid, snapshot
+from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.book import Book
 from fluster.controller.leader import LeaderLease
@@ -94,12 +95,12 @@ class Term:
                 self.spawn(self.cascade(children, f"parent job {record.job_id} ended"))
         if record.after_stop is not None and self.stop_attempts is not None:
             running = [
-                a for a in st.active_attempts(record) if (record.job_id, a.task, a.attempt) not in self._stopping
+                a for a in records.active_attempts(record) if (record.job_id, a.task, a.attempt) not in self._stopping
             ]
             if running:  # the job waits for these to stop (a gang restarting, too many tasks failed)
                 self._stopping.update((record.job_id, a.task, a.attempt) for a in running)
                 self.spawn(self.stop_attempts(record.job_id, running, record.error or "stopping the job's tasks"))
-        if old is None or old.state != record.state or st.is_pending(record):
+        if old is None or old.state != record.state or records.is_pending(record):
             self.wake.set()
 
     def lose_placements(self, worker_id: str, reason: str, keep_incarnation: str | None = None) -> int:
