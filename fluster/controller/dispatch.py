@@ -22,7 +22,6 @@ from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.term import Term
 from fluster.errors import LeadershipLost
-from fluster.protocol.codec import encode
 from fluster.protocol.messages import AttemptRecord, JobRecord, JobState, RunJob, RunJobReply, now_ms
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,8 @@ class Dispatcher:
         )
         subject = self._term.subjects.worker_run(current.worker_id)
         try:
-            future = await self._mux.send(subject, encode(message), self._term.settings.dispatch_timeout)
+            data = self._term.packing.dispatch(message)
+            future = await self._mux.send(subject, data, self._term.settings.dispatch_timeout)
         except Exception as exc:  # the connection is closing
             self._failed(record, current, f"cannot send the dispatch: {exc!r}")
             return

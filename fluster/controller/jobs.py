@@ -265,6 +265,7 @@ async def forget_loop(term: Term, retention_s: float) -> None:
             raise LeadershipLost("the controller lease lapsed")
         for job_id in term.book.expired(now_ms(), int(retention_s * 1000)):
             record = term.book.remove(job_id)
+            term.packing.forget(job_id)
             term.jobs_kv.purge(job_id)
             if record is not None:
                 term.spawn(_forget_objects(term, record))
