@@ -18,7 +18,10 @@ ACTIVE_ATTEMPT = frozenset({JobState.PENDING, JobState.BUILDING, JobState.RUNNIN
 
 def current_attempt(record: JobRecord, task: int = 0) -> AttemptRecord | None:
     """The latest attempt of ``task`` (running or not)."""
-    for attempt in reversed(record.attempts):
+    attempts = record.attempts
+    if attempts and attempts[-1].task == task:  # always so for a single-task job: called ~15 times a job
+        return attempts[-1]
+    for attempt in reversed(attempts):
         if attempt.task == task:
             return attempt
     return None
