@@ -23,8 +23,10 @@ from fluster.controller.records import active_attempt, active_attempts, current_
 from fluster.protocol.messages import (
     AttemptRecord,
     JobRecord,
+    JobRequest,
     JobState,
     JobUpdated,
+    Payload,
     SubmitJob,
     TaskRecord,
     evolve,
@@ -32,12 +34,25 @@ from fluster.protocol.messages import (
 
 ENDED_BADLY = frozenset({JobState.FAILED, JobState.WORKER_FAILED, JobState.KILLED, JobState.UNSCHEDULABLE})
 
+# What new records and attempts are made from (``evolve``, not validated: every field comes from a message
+# validated at its edge, or from the controller's clock). Validating the controller's own values again cost
+# more than the transition: a new JobRecord 4-5 µs, an AttemptRecord 3-4 µs, against ~1 µs for ``evolve``.
+_BLANK_RECORD = JobRecord(job_id="-", token="-", request=JobRequest(name="-", entrypoint=Payload()), submitted_at_ms=0)
+_BLANK_ATTEMPT = AttemptRecord(attempt=0, worker_id="-", incarnation="-", state=JobState.PENDING, assigned_at_ms=0)
+
 
 def new_record(submit: SubmitJob, now_ms: int, seq: int) -> JobRecord:
     n = submit.request.replicas
     tasks = [TaskRecord(index=i) for i in range(n)] if n > 1 else []
-    return JobRecord(
-        job_id=submit.job_id, token=submit.token, request=submit.request, submitted_at_ms=now_ms, seq=seq, tasks=tasks
+    return evolve(
+        _BLANK_RECORD,
+        job_id=submit.job_id,
+        token=submit.token,
+        request=submit.request,
+        submitted_at_ms=now_ms,
+        seq=seq,
+        attempts=[],
+        tasks=tasks,
     )
 
 
@@ -54,13 +69,14 @@ def assign(
 def assign_gang(record: JobRecord, placements: Sequence[tuple[int, str, str, str | None]], now_ms: int) -> JobRecord:
     """Place tasks ``(task, worker, incarnation, host)`` in one decision (a gang's tasks share the attempt
     number)."""
-    number = 1 + max((a.attempt for a in record.attempts if a.task in {p[0] for p in placements}), default=-1)
+    placed = {p[0] for p in placements}
+    number = 1 + max((a.attempt for a in record.attempts if a.task in placed), default=-1)
     new = [
-        AttemptRecord(
+        evolve(
+            _BLANK_ATTEMPT,
             attempt=number,
             worker_id=worker_id,
             incarnation=incarnation,
-            state=JobState.PENDING,
             assigned_at_ms=now_ms,
             task=task,
             host=host,
