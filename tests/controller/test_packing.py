@@ -20,6 +20,7 @@ def test_a_job_encodes_as_the_codec_does_from_submit_to_its_end() -> None:
     packing = RequestBytes()
     record = submit("a", 1, 1, "1g")
     same_as_codec(packing, record)
+    assert len(packing) == 0  # queued: nothing held
     record = st.assign(record, "w", "i", 2, host="h")
     same_as_codec(packing, record)
     assert len(packing) == 1
