@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from fluster.controller import finished
-from fluster.controller import state as st
+from fluster.controller import records as st
 from fluster.controller.scheduler import JobDemand, Shape, WorkerSupply
 from fluster.protocol.messages import AttemptRecord, EnvironmentSpec, JobRecord, JobState, SubmitJob, WorkerInfo, evolve
 from fluster.protocol.resources import ResourceSpec, device_count

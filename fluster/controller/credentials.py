@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from fluster.controller import state as st
+from fluster.controller import records
 from fluster.controller.term import Term
 from fluster.errors import PermissionDenied, ProtocolError
 from fluster.protocol.messages import IssueJobIdentity, JobIdentityReply
@@ -31,7 +31,7 @@ def on_issue(term: Term, msg: IssueJobIdentity, sender: str) -> JobIdentityReply
         return JobIdentityReply(minting=False, reason="this controller mints no job identities")
     record = term.book.jobs.get(msg.job_id)
     known = record is not None and msg.task < record.request.replicas
-    current = st.active_attempt(record, msg.task) if record is not None and known else None
+    current = records.active_attempt(record, msg.task) if record is not None and known else None
     if (
         current is None
         or current.attempt != msg.attempt

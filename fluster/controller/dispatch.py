@@ -18,10 +18,10 @@ from nats.aio.msg import Msg
 
 from fluster.bus.mux import NoResponders, ReplyMux, ReplyTimeout
 from fluster.bus.rpc import decode_reply
+from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.term import Term
 from fluster.errors import LeadershipLost
-from fluster.protocol.codec import encode
 from fluster.protocol.messages import AttemptRecord, JobRecord, JobState, RunJob, RunJobReply, now_ms
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ class Dispatcher:
         )
         subject = self._term.subjects.worker_run(current.worker_id)
         try:
-            future = await self._mux.send(subject, encode(message), self._term.settings.dispatch_timeout)
+            data = self._term.packing.dispatch(message)
+            future = await self._mux.send(subject, data, self._term.settings.dispatch_timeout)
         except Exception as exc:  # the connection is closing
             self._failed(record, current, f"cannot send the dispatch: {exc!r}")
             return
@@ -122,9 +123,9 @@ def task_hosts(record: JobRecord, attempt: int) -> list[str]:
     of independent tasks, those placed so far, "" for the rest)."""
     n = record.request.replicas
     if n == 1:
-        return [a.host or ""] if (a := st.current_attempt(record, 0)) is not None else []
+        return [a.host or ""] if (a := records.current_attempt(record, 0)) is not None else []
     hosts = [""] * n
     for a in record.attempts:
-        if a.state in st.ACTIVE_ATTEMPT and (not record.request.coschedule or a.attempt == attempt):
+        if a.state in records.ACTIVE_ATTEMPT and (not record.request.coschedule or a.attempt == attempt):
             hosts[a.task] = a.host or ""
     return hosts

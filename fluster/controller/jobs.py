@@ -14,10 +14,12 @@ import anyio
 
 from fluster.bus.blobs import delete_blob
 from fluster.bus.rpc import request
+from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.serving import Later
 from fluster.controller.term import Term
 from fluster.errors import FlusterError, JobAlreadyExists, JobNotFound, LeadershipLost, ProtocolError
+from fluster.protocol.codec import encode
 from fluster.protocol.ids import JobId, child_job_id
 from fluster.protocol.messages import (
     Ack,
@@ -39,7 +41,7 @@ from fluster.protocol.subjects import entrypoint_object, result_object
 log = logging.getLogger(__name__)
 
 FORGET_INTERVAL_S = 60.0  # how often finished jobs past the retention are looked for
-_ACK = Ack()
+_ACK = encode(Ack())  # encoded once: two acks a job
 
 
 # -- clients --------------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ async def kill_many(term: Term, job_ids: list[str], reason: str) -> list[str]:
         if record is None or record.state.is_terminal:
             continue
         killed.append(job_id)
-        running = st.active_attempts(record)
+        running = records.active_attempts(record)
         if not running:
             writes.append(term.commit(st.finish(record, JobState.KILLED, now_ms(), reason)))
         else:
@@ -168,7 +170,7 @@ async def _drop_entrypoint(term: Term, msg: SubmitJob) -> None:
 # -- workers' reports -------------------------------------------------------------------------------------
 
 
-def on_update(term: Term, msg: JobUpdated, sender: str) -> Ack | Later:
+def on_update(term: Term, msg: JobUpdated, sender: str) -> Ack | bytes | Later:
     """Apply a worker's report about an attempt assigned to it. The ack of an attempt's end waits until it
     is stored (so the worker's outbox retries a report the controller could not keep); that it started is
     acknowledged at once and stored lazily (a new leader that never saw it still has the attempt placed, and
@@ -207,7 +209,7 @@ def schedule_pass(term: Term) -> None:
     for job_id in list(book.due_deadlines(now)):
         record = book.jobs[job_id]
         if not record.state.is_terminal:  # (a job re-indexed while it waited has more than one deadline entry)
-            term.commit(st.finish(record, JobState.UNSCHEDULABLE, now, st.unschedulable_error(record)))
+            term.commit(st.finish(record, JobState.UNSCHEDULABLE, now, records.unschedulable_error(record)))
     mono = time.monotonic()
     for job_id, unit, workers in term.placer.place(book, mono, now):
         record = book.jobs[job_id]
@@ -263,6 +265,7 @@ async def forget_loop(term: Term, retention_s: float) -> None:
             raise LeadershipLost("the controller lease lapsed")
         for job_id in term.book.expired(now_ms(), int(retention_s * 1000)):
             record = term.book.remove(job_id)
+            term.packing.forget(job_id)
             term.jobs_kv.purge(job_id)
             if record is not None:
                 term.spawn(_forget_objects(term, record))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from fluster.controller import state as st
+from fluster.controller import records as st
 from fluster.controller.book import Book, Unit
 from fluster.controller.scheduler import JobDemand, Shape, floor_of, headroom, suits, takes_none
 

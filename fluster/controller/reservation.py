@@ -8,7 +8,7 @@ Pure: the caller passes the times.
 
 from __future__ import annotations
 
-from fluster.controller import state as st
+from fluster.controller import records as st
 from fluster.controller.book import Book, Unit, WorkerEntry
 from fluster.controller.scheduler import JobDemand, WorkerSupply, how_many, suits
 

@@ -166,7 +166,7 @@ class Controller:
         ]
         heartbeats: Subscription | None = None
         for subject, model, handler in handlers:
-            callback = inline(self.nc, replies, model, handler, leading)
+            callback = inline(self.nc, replies, model, handler, leading, memo=model is Heartbeat)
             sub = await self.nc.subscribe(subject, queue=CONTROLLER_QUEUE, cb=callback)
             subscriptions.append(sub)
             if model is Heartbeat:

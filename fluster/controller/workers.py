@@ -70,7 +70,7 @@ def on_register(term: Term, msg: RegisterWorker, sender: str) -> Later:
         info.resources.cpu,
         info.resources.memory_bytes,
     )
-    return Later(written, RegisterWorkerReply(lease_ms=int(term.settings.attempt_lease_s * 1000)))
+    return Later(written, RegisterWorkerReply(lease_ms=term.attempt_lease_ms))
 
 
 def on_deregister(term: Term, msg: DeregisterWorker, sender: str) -> Ack | Later:
@@ -81,7 +81,7 @@ def on_deregister(term: Term, msg: DeregisterWorker, sender: str) -> Ack | Later
     return Ack()
 
 
-def on_heartbeat(term: Term, msg: Heartbeat, sender: str) -> HeartbeatReply:
+def on_heartbeat(term: Term, msg: Heartbeat, sender: str) -> HeartbeatReply | bytes:
     """O(the attempts this worker reports + those placed on it)."""
     _check_sender(msg.worker_id, sender)
     entry = term.book.workers.get(msg.worker_id)
@@ -90,6 +90,8 @@ def on_heartbeat(term: Term, msg: Heartbeat, sender: str) -> HeartbeatReply:
     entry.last_seen = time.monotonic()
     term.metrics.heartbeats.value += 1
     placed = term.book.active_on(msg.worker_id)
+    if not msg.running and not placed:  # an idle worker: most heartbeats at scale
+        return term.heartbeat_ok
     kill: list[AttemptRef] = []
     reported: set[tuple[str, int, int]] = set()
     for ref in msg.running:
@@ -98,17 +100,20 @@ def on_heartbeat(term: Term, msg: Heartbeat, sender: str) -> HeartbeatReply:
         if placement is None or placement.attempt != ref.attempt or placement.incarnation != msg.incarnation:
             kill.append(ref)
     # attempts placed here that the worker has never heard of (a lost dispatch) are lost
-    cutoff = now_ms() - int(term.settings.missing_attempt_grace * 1000)
+    now = now_ms()
+    cutoff = now - int(term.settings.missing_attempt_grace * 1000)
     missing = [
         unit
         for unit, p in placed.items()
         if p.incarnation == msg.incarnation and (*unit, p.attempt) not in reported and p.assigned_at_ms < cutoff
     ]
     for job_id, task in missing:
-        lost = st.lose_attempt(term.book.jobs[job_id], now_ms(), "the worker lost the attempt", task)
+        lost = st.lose_attempt(term.book.jobs[job_id], now, "the worker lost the attempt", task)
         if lost is not None:
             term.commit(lost)
-    return HeartbeatReply(status="ok", kill=kill, lease_ms=int(term.settings.attempt_lease_s * 1000))
+    if not kill:
+        return term.heartbeat_ok
+    return HeartbeatReply(status="ok", kill=kill, lease_ms=term.attempt_lease_ms)
 
 
 def remove_worker(term: Term, worker_id: str, reason: str) -> asyncio.Future[None]:

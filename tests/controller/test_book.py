@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.book import Book
 from fluster.controller.placement import Placer
@@ -71,7 +72,7 @@ def worker(
 
 
 def report(record: JobRecord, state: JobState, task: int = 0) -> JobUpdated:
-    current = st.current_attempt(record, task)
+    current = records.current_attempt(record, task)
     assert current is not None
     return JobUpdated(
         worker_id=current.worker_id,
@@ -176,7 +177,7 @@ def test_incremental_view_equals_a_recompute_over_random_events(seed: int) -> No
             entry = book.workers[wid]  # a dispatch failed: a backoff that only grows, as the controller sets it
             entry.unhealthy_until = max(entry.unhealthy_until, now + rng.choice([0.2, 1.0]))
         elif event < 0.8:
-            running = [(r, a.task) for r in book.jobs.values() for a in st.active_attempts(r)]
+            running = [(r, a.task) for r in book.jobs.values() for a in records.active_attempts(r)]
             if running:
                 record, task = rng.choice(running)
                 state = rng.choice([JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.PREEMPTED])

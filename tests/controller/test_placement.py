@@ -9,6 +9,7 @@ import random
 import pytest
 from test_book import SHAPES, submit, worker
 
+from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.book import Book, Unit
 from fluster.controller.reasons import explain
@@ -39,7 +40,7 @@ def test_the_written_out_explanation_says_what_the_plain_one_says(seed: int) -> 
         )
         book.put(record)
         if rng.random() < 0.5:  # some of it runs, so that workers are partly used
-            for unit in st.pending_units(record):
+            for unit in records.pending_units(record):
                 demand = book.demands[record.job_id]
                 fit = [w for w, e in book.workers.items() if how_many(demand, e.supply, 1)]
                 if fit:

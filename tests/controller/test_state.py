@@ -1,5 +1,6 @@
 """Job state transitions (pure) — retries, budgets, stale reports, and resource release."""
 
+from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.book import Book
 from fluster.protocol.messages import (
@@ -49,7 +50,7 @@ def test_success_path() -> None:
 def test_failure_is_retried_while_budget_lasts() -> None:
     r = st.assign(record(max_retries_failure=1), "w", "i", 2)
     r = st.apply_update(r, update(JobState.FAILED))
-    assert r is not None and r.state == JobState.PENDING and r.failure_count == 1 and st.is_pending(r)
+    assert r is not None and r.state == JobState.PENDING and r.failure_count == 1 and records.is_pending(r)
     r = st.assign(r, "w", "i", 6)
     assert r.current is not None and r.current.attempt == 1
     r = st.apply_update(r, update(JobState.FAILED, attempt=1))
@@ -113,4 +114,4 @@ def test_unschedulable_error_says_what_was_asked() -> None:
     r = record(cpu=100).model_copy(
         update={"request": record(cpu=100).request.model_copy(update={"scheduling_timeout_ms": 5000})}
     )
-    assert "cpu=100" in st.unschedulable_error(r) and "5s" in st.unschedulable_error(r)
+    assert "cpu=100" in records.unschedulable_error(r) and "5s" in records.unschedulable_error(r)

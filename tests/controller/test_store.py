@@ -1,5 +1,6 @@
 """The controller's pipelined KV writer against a real nats-server: per-key order, coalescing, durability
-futures, lazy writes, the lease fence, and a bucket deleted under it."""
+futures, lazy writes, values encoded when sent, a lost acknowledgement, the lease fence, and a bucket
+deleted under it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from fluster.bus.assets import ensure_assets
 from fluster.bus.connection import connect
+from fluster.controller import store
 from fluster.controller.store import KvWriter
 from fluster.errors import LeadershipLost
 from fluster.protocol.subjects import Subjects
@@ -85,3 +87,48 @@ async def test_a_deleted_bucket_is_recreated_and_the_write_lands(assets, namespa
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_value_is_encoded_once_when_sent_and_never_when_superseded(assets, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    nc, a = assets
+    writer = KvWriter(nc, Subjects(namespace).jobs_bucket, lambda: True, a.repair)
+    encoded: list[str] = []
+
+    def value(text: str):  # type: ignore[no-untyped-def]
+        return lambda: encoded.append(text) or text.encode()
+
+    writer.put_lazily("k", value("started"))  # superseded before it is sent
+    done = writer.put("k", value("ended"))
+    task = await _run(writer)
+    try:
+        with anyio.fail_after(30):
+            await done
+        assert encoded == ["ended"] and (await a.jobs.get("k")).value == b"ended"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_write_whose_ack_is_lost_is_sent_again(nats_url: str, namespace: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(store, "ACK_TIMEOUT_S", 0.4)
+    nc = await connect(nats_url, "store-test")
+    seen: list[bytes] = []
+
+    async def flaky_stream(msg) -> None:  # type: ignore[no-untyped-def]
+        seen.append(msg.data)  # a stand-in for JetStream that loses its first acknowledgement
+        if len(seen) > 1:
+            await nc.publish(msg.reply, b'{"stream":"s","seq":1}')
+
+    bucket = f"lossy{namespace}"
+    sub = await nc.subscribe(f"$KV.{bucket}.>", cb=flaky_stream)
+    writer = KvWriter(nc, bucket, lambda: True, lambda: asyncio.sleep(0))
+    task = await _run(writer)
+    try:
+        with anyio.fail_after(30):
+            await writer.put("k", b"v")
+        assert seen == [b"v", b"v"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sub.unsubscribe()
+        await nc.close()

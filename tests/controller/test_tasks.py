@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from test_book import place, report, submit, worker
 
+from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.book import Book
 from fluster.controller.placement import Placer
@@ -34,9 +35,9 @@ def apply(record: JobRecord, state: JobState, task: int) -> JobRecord:
 
 def test_replicas_derive_the_job_state_from_their_tasks() -> None:
     record = submit("r", 1, 1, "1g", replicas=3)
-    assert [t.index for t in record.tasks] == [0, 1, 2] and st.pending_units(record) == [0, 1, 2]
+    assert [t.index for t in record.tasks] == [0, 1, 2] and records.pending_units(record) == [0, 1, 2]
     record = st.assign(record, "w0", "i", 2, task=0)
-    assert st.pending_units(record) == [1, 2]
+    assert records.pending_units(record) == [1, 2]
     record = apply(record, JobState.RUNNING, 0)
     assert record.state == JobState.RUNNING and record.tasks[0].state == JobState.RUNNING
     for task in (1, 2):
@@ -53,15 +54,15 @@ def test_an_independent_task_retries_on_its_own_budget() -> None:
     record = st.assign(st.assign(record, "w0", "i", 2, task=0), "w1", "i", 2, task=1)
     record = apply(record, JobState.FAILED, 1)
     assert record.tasks[1].state == JobState.PENDING and record.tasks[1].failure_count == 1
-    assert record.failure_count == 0 and st.pending_units(record) == [1]
+    assert record.failure_count == 0 and records.pending_units(record) == [1]
     record = st.assign(record, "w1", "i", 3, task=1)
-    again = st.current_attempt(record, 1)
-    first = st.current_attempt(record, 0)
+    again = records.current_attempt(record, 1)
+    first = records.current_attempt(record, 0)
     assert again is not None and again.attempt == 1 and first is not None and first.attempt == 0
     record = apply(record, JobState.FAILED, 1)  # the second failure is past the budget: the job fails...
     assert record.tasks[1].state == JobState.FAILED
     assert record.after_stop == JobState.FAILED and record.state != JobState.FAILED  # ...once task 0 stopped
-    assert st.pending_units(record) == []
+    assert records.pending_units(record) == []
     record = apply(record, JobState.KILLED, 0)
     assert record.state == JobState.FAILED and record.error is not None and record.error.startswith("task 1:")
     assert record.tasks[0].state == JobState.KILLED
@@ -86,12 +87,12 @@ def test_a_gang_task_failing_stops_its_siblings_then_retries_whole() -> None:
     record = apply(record, JobState.FAILED, 1)
     assert record.failure_count == 1 and record.after_stop == JobState.PENDING
     assert record.error == "task 1: failed"
-    assert not st.is_pending(record)  # not placed again while tasks 0 and 2 still run
-    assert {a.task for a in st.active_attempts(record)} == {0, 2}
+    assert not records.is_pending(record)  # not placed again while tasks 0 and 2 still run
+    assert {a.task for a in records.active_attempts(record)} == {0, 2}
     record = apply(record, JobState.KILLED, 0)
-    assert not st.is_pending(record)
+    assert not records.is_pending(record)
     record = apply(record, JobState.KILLED, 2)
-    assert record.state == JobState.PENDING and st.pending_units(record) == [0]
+    assert record.state == JobState.PENDING and records.pending_units(record) == [0]
     stopped = [a for a in record.attempts if a.task == 0]
     assert stopped[0].error is not None and "stopped because task 1" in stopped[0].error
     record = st.assign_gang(record, [(i, f"w{i}", "i", None) for i in range(3)], 9)
@@ -141,7 +142,7 @@ def test_a_failed_dispatch_puts_an_unstarted_gang_back_whole() -> None:
     record = submit("g", 1, 1, "1g", replicas=2, coschedule=True)
     record = st.assign_gang(record, [(0, "w0", "i", None), (1, "w1", "i", None)], 2)
     back = st.revert_assignment(record, 0, task=1)
-    assert back is not None and back.attempts == [] and st.pending_units(back) == [0]
+    assert back is not None and back.attempts == [] and records.pending_units(back) == [0]
 
 
 def test_kill_ends_every_task() -> None:
