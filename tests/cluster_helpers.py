@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
+from fluster.context import JobContext, create_context
 from fluster.local.cluster import LocalCluster
 
 T = TypeVar("T")
@@ -44,6 +45,24 @@ async def in_own_task(cm: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
     finally:
         stop.set()
         await task
+
+
+@contextlib.contextmanager
+def context_on(kind: str, request: pytest.FixtureRequest, namespace: str) -> Iterator[JobContext]:
+    """A context of ``kind`` for a test: ``ray`` on the session's Ray (which the context finds initialized),
+    ``cluster`` on a LocalCluster in the test's namespace, the in-process kinds as they are."""
+    if kind == "ray":
+        request.getfixturevalue("ray_session")
+        with create_context("ray", namespace=namespace) as context:
+            yield context
+        return
+    if kind != "cluster":
+        with create_context(kind) as context:  # type: ignore[arg-type]
+            yield context
+        return
+    nats_url = request.getfixturevalue("nats_url")
+    with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as context:
+        yield context
 
 
 def local_cluster(nats_url: str, namespace: str, **kw: Any) -> LocalCluster:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from cluster_helpers import local_cluster
+from cluster_helpers import context_on, local_cluster
 
 from fluster.context import JobContext, create_context, get_job_context, job_context
 from fluster.errors import TaskCancelled
@@ -21,24 +21,15 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture(params=["threads", "cluster", pytest.param("ray", marks=pytest.mark.ray)])
 def ctx(request: pytest.FixtureRequest, namespace: str) -> Iterator[JobContext]:
-    if request.param == "ray":
-        request.getfixturevalue("ray_session")
-        with create_context("ray", namespace=namespace) as context:
-            yield context
-        return
-    if request.param == "threads":
-        with create_context("threads") as context, job_context(context):
-            yield context
-        return
-    nats_url = request.getfixturevalue("nats_url")
-    with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as context:
+    with context_on(request.param, request, namespace) as context, job_context(context):  # nested tasks see it
         yield context
 
 
 def spin(marker: str) -> None:
-    """Runs until cancelled, in short sleeps (each a bytecode boundary); says so in ``marker`` files."""
-    Path(marker + ".started").write_text("")
+    """Runs until cancelled, in short sleeps (each a bytecode boundary); says so in ``marker`` files (the
+    first inside ``try``: the file shows as soon as it is created, and a cancel may land while it is written)."""
     try:
+        Path(marker + ".started").write_text("")
         while True:
             time.sleep(0.01)
     finally:

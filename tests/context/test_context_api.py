@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import cloudpickle
 import pytest
-from cluster_helpers import local_cluster
+from cluster_helpers import context_on
 
 from fluster.context import ActorOptions, JobContext, Lifetime, create_context, get_job_context, job_context
 from fluster.context.ray_backend import RayContext
@@ -57,17 +57,7 @@ def sleeper(seconds: float) -> float:
 
 @pytest.fixture(params=["sync", "threads", "cluster", pytest.param("ray", marks=pytest.mark.ray)])
 def ctx(request: pytest.FixtureRequest, namespace: str) -> Iterator[JobContext]:
-    if request.param == "ray":
-        request.getfixturevalue("ray_session")  # the session's Ray, which the context finds initialized
-        with create_context("ray", namespace=namespace) as context:
-            yield context
-        return
-    if request.param != "cluster":
-        with create_context(request.param) as context:
-            yield context
-        return
-    nats_url = request.getfixturevalue("nats_url")
-    with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as context:
+    with context_on(request.param, request, namespace) as context:
         yield context
 
 

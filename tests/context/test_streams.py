@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from cluster_helpers import local_cluster
+from cluster_helpers import context_on, local_cluster
 
 from fluster.context import JobContext, create_context
 from fluster.protocol.streams import STREAM_WINDOW
@@ -27,17 +27,7 @@ class Boom(RuntimeError):
 
 @pytest.fixture(params=["sync", "threads", "cluster", pytest.param("ray", marks=pytest.mark.ray)])
 def ctx(request: pytest.FixtureRequest, namespace: str) -> Iterator[JobContext]:
-    if request.param == "ray":
-        request.getfixturevalue("ray_session")
-        with create_context("ray", namespace=namespace) as context:
-            yield context
-        return
-    if request.param != "cluster":
-        with create_context(request.param) as context:
-            yield context
-        return
-    nats_url = request.getfixturevalue("nats_url")
-    with local_cluster(nats_url, namespace), create_context("cluster", url=nats_url, namespace=namespace) as context:
+    with context_on(request.param, request, namespace) as context:
         yield context
 
 
