@@ -15,6 +15,7 @@ from fluster import ClusterClient, Entrypoint, JobState
 from fluster.bus.connection import connect
 from fluster.controller.service import Controller, ControllerSettings
 from fluster.local.server import NatsCluster
+from fluster.protocol.subjects import kv_stream, object_stream
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -65,6 +66,7 @@ async def test_losing_one_of_three_nats_servers_loses_no_job(nats_cluster: NatsC
             assert await client.result(before, timeout=60) == 3
             info = await client.js.stream_info(f"KV_{client.subjects.jobs_bucket}")
             assert info.config.num_replicas == 3
+            await _replicated(client)
 
             nats_cluster.servers[0].kill()
 
@@ -72,6 +74,23 @@ async def test_losing_one_of_three_nats_servers_loses_no_job(nats_cluster: NatsC
             assert await client.result(after, timeout=90) == 6
             assert (await client.status(before)).state == JobState.SUCCEEDED  # the record survived
         tg.cancel_scope.cancel()
+
+
+async def _replicated(client: ClusterClient) -> None:
+    """Wait until the streams a submit and its job use have 3 replicas, both followers caught up: a bucket a
+    worker created first (with one replica) is raised to 3 by the controller, and a server killed before its
+    followers caught up takes the stream with it (it failed 1 run in 4 so, on main as it was)."""
+    subjects = client.subjects
+    buckets = (subjects.jobs_bucket, subjects.entrypoints_bucket, subjects.leader_bucket, subjects.workers_bucket)
+    streams = [kv_stream(bucket) for bucket in buckets] + [object_stream(subjects.object_bucket)]
+    with anyio.fail_after(60):
+        for stream in streams:
+            while True:
+                info = await client.js.stream_info(stream)
+                peers = info.cluster.replicas if info.cluster is not None else None
+                if info.config.num_replicas == 3 and peers and len(peers) == 2 and all(p.current for p in peers):
+                    break
+                await anyio.sleep(0.2)
 
 
 async def _submit_retrying(client: ClusterClient, name: str) -> str:
