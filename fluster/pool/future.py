@@ -37,14 +37,22 @@ class TaskFuture(concurrent.futures.Future[T]):
         tasks it started. False, doing nothing, when the task had finished already."""
         from fluster.errors import TaskCancelled
 
+        canceller = self.canceller  # taken first: completing the future drops it
         try:
             self.set_exception(TaskCancelled("the task was cancelled"))
         except concurrent.futures.InvalidStateError:
             return False  # finished first
-        canceller = self.canceller
         if canceller is not None:
             canceller(force, recursive)
         return True
+
+    def set_result(self, result: T) -> None:
+        super().set_result(result)
+        self.canceller = None  # it refers back to this future (through its task): freed by refcount, not the GC
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        super().set_exception(exception)
+        self.canceller = None
 
     def __await__(self) -> Generator[Any, None, T]:
         if not self.done():
