@@ -298,10 +298,16 @@ class JobContext(ABC):
     ) -> Future[Any]: ...
 
 
+def _drop_canceller(future: Future[Any]) -> None:
+    if isinstance(future, TaskFuture):
+        future.canceller = None
+
+
 def _forward(inner: Future[Any], outer: Future[Any]) -> None:
     """Complete ``outer`` as ``inner`` completes; cancelling ``outer`` from now on cancels ``inner``."""
     if isinstance(outer, TaskFuture):
         outer.canceller = lambda force, recursive: cancel_future(inner, force=force, recursive=recursive)
+        outer.add_done_callback(_drop_canceller)  # inner's callback refers to outer: no cycle left behind
     chain(inner, outer)
     if outer.done() and not inner.done():  # cancelled just before the canceller was set
         cancel_future(inner)

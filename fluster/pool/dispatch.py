@@ -148,6 +148,9 @@ class Dispatcher:
         future = task.future
         if future.done():  # cancelled (a late result is dropped)
             return
+        # It refers back to the future (through the task): left in place, every finished task would be cyclic
+        # garbage for the GC (client CPU per no-op task rose from ~25 to 31-48 us over three 20,000-task runs).
+        future.canceller = None
         try:
             if error is None:
                 future.set_result(value)

@@ -46,14 +46,6 @@ class TaskFuture(concurrent.futures.Future[T]):
             canceller(force, recursive)
         return True
 
-    def set_result(self, result: T) -> None:
-        super().set_result(result)
-        self.canceller = None  # it refers back to this future (through its task): freed by refcount, not the GC
-
-    def set_exception(self, exception: BaseException | None) -> None:
-        super().set_exception(exception)
-        self.canceller = None
-
     def __await__(self) -> Generator[Any, None, T]:
         if not self.done():
             yield from until_done(self).__await__()
