@@ -77,8 +77,9 @@ class JobContext(ABC):
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any] | TaskStream:
         """Run ``fn(*args, **kwargs)`` as a task and return its future; a generator function (sync or
         async) streams: a ``TaskStream`` of its items' futures, as they are produced."""
-        started: Future[Any] | TaskStream = self.create_task(fn, *args, **kwargs)
-        return started
+        if is_streaming(fn):
+            return TaskStream(self._start_task(fn, args, kwargs, None), self._stream_source)
+        return self._start_task(fn, args, kwargs, None)  # create_task's body, one call less on the hot path
 
     @overload
     def create_task(

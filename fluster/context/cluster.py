@@ -23,7 +23,7 @@ from fluster import blocking
 from fluster.actor import tracked
 from fluster.actor.resolver import ClusterResolver
 from fluster.aio import cancel_and_wait
-from fluster.cancel import started
+from fluster.cancel import current_scope, started
 from fluster.client.blocking import Client
 from fluster.client.cluster import ClusterClient
 from fluster.context.actor_launch import ActorLauncher
@@ -124,7 +124,8 @@ class ClusterContext(JobContext):
         options = options or NO_OPTIONS
         if all_plain(args, kwargs) and not captured_futures(fn):  # the hot path: nothing to resolve first
             future = self._submit(fn, args, kwargs, options)
-            started(future)
+            if current_scope.get() is not None:  # a task started inside a task (recursive cancellation)
+                started(future)
             return future
         self._pool(options)  # started here, in the caller's thread, never in a completion callback
         return super()._start_task(fn, args, kwargs, options)

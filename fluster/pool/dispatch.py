@@ -14,6 +14,7 @@ import concurrent.futures
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +35,19 @@ FAST_TASK_S = 0.002  # tasks shorter than this on average are batched and prefet
 
 
 class PoolTask:
-    __slots__ = ("spec", "future", "attempts", "where")
+    """A queued or running task; it is its future's ``canceller`` too (one object a task, not two)."""
 
-    def __init__(self, spec: TaskSpec, future: TaskFuture[Any]) -> None:
+    __slots__ = ("spec", "future", "attempts", "where", "cancel")
+
+    def __init__(self, spec: TaskSpec, future: TaskFuture[Any], cancel: Callable[[PoolTask, bool, bool], None]) -> None:
         self.spec = spec
         self.future = future
         self.attempts = 0
         self.where: tuple[Executor, str, int] | None = None  # while in flight: executor, batch id, index
+        self.cancel = cancel
+
+    def __call__(self, force: bool, recursive: bool) -> None:
+        self.cancel(self, force, recursive)
 
 
 class Dispatcher:

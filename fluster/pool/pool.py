@@ -16,7 +16,6 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -140,8 +139,8 @@ class WorkerPool:
         """
         if self._closed or self._loop is None:
             raise RuntimeError("cannot submit to a WorkerPool that is shut down or not started")
-        task = PoolTask((fn, args, kwargs), future)
-        future.canceller = partial(self._cancel, task)
+        task = PoolTask((fn, args, kwargs), future, self._cancel)
+        future.canceller = task
         if asyncio._get_running_loop() is self._loop:
             self._dispatch.accept(task)
             self._dispatch.pump()
