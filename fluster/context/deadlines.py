@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fluster.pool.future import TaskFuture
+from fluster.pool.future import TaskFuture, settle
 
 
 class _Deadlines:
@@ -50,26 +50,17 @@ def within(
     """A future of ``future``'s outcome, failed with ``error()`` if that has not come ``seconds`` from now."""
     out: TaskFuture[Any] = TaskFuture()
 
-    def settle(exc: BaseException | None, value: Any = None) -> None:
-        try:
-            if exc is None:
-                out.set_result(value)
-            else:
-                out.set_exception(exc)
-        except concurrent.futures.InvalidStateError:  # the other side settled it first
-            pass
-
     def copy(done: concurrent.futures.Future[Any]) -> None:
         if done.cancelled():
             out.cancel()
         elif (exc := done.exception()) is not None:
-            settle(exc)
+            settle(out, error=exc)
         else:
-            settle(None, done.result())
+            settle(out, done.result())
 
     def expire() -> None:
         if not out.done():
-            settle(error())
+            settle(out, error=error())
 
     _DEADLINES.at(time.monotonic() + seconds, expire)
     future.add_done_callback(copy)

@@ -13,17 +13,7 @@ from typing import Any
 from fluster.cancel import Running
 from fluster.context.api import Future, JobContext
 from fluster.context.handles import ActorHandle, ActorOptions, ObjectRef, TaskOptions
-from fluster.pool.future import TaskFuture
-
-
-def _settle(future: TaskFuture[Any], error: BaseException | None, value: Any) -> None:
-    try:
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
-    except concurrent.futures.InvalidStateError:  # cancelled meanwhile: its late outcome is dropped
-        pass
+from fluster.pool.future import TaskFuture, settle
 
 
 class _LocalContext(JobContext):
@@ -105,9 +95,9 @@ class ThreadContext(_LocalContext):
             try:
                 value = self._running.run(key, partial(fn, *args, **kwargs))
             except BaseException as exc:
-                _settle(future, exc, None)
+                settle(future, error=exc)
             else:
-                _settle(future, None, value)
+                settle(future, value)
 
         # in the caller's contextvars, so the task sees the context set with job_context(ctx), as on sync
         queued = self._threads.submit(contextvars.copy_context().run, run)

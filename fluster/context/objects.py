@@ -31,7 +31,7 @@ import cloudpickle
 
 from fluster.context.resolve import raw_result
 from fluster.errors import ObjectLost
-from fluster.pool.future import TaskFuture, until_done
+from fluster.pool.future import TaskFuture, settle, until_done
 from fluster.protocol.subjects import blob_object
 from fluster.protocol.values import ValueRef
 
@@ -200,7 +200,7 @@ class ContextObjects:
             await self.rebuild(source, lost)
             self._resubmit(future)
         except Exception as exc:
-            _complete(future, error=exc)
+            settle(future, error=exc)
 
     async def rebuild(self, ref: ValueRef, lost: str) -> None:
         """Run ``ref``'s task again so that ``ref`` names a new object; callers that lost the same object
@@ -266,16 +266,6 @@ class ContextObjects:
         keys, self._keys = list(self._keys), set()
         for key in keys:
             await self._delete(key)
-
-
-def _complete(future: concurrent.futures.Future[Any], value: Any = None, error: BaseException | None = None) -> None:
-    try:
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
-    except concurrent.futures.InvalidStateError:  # the caller cancelled it
-        pass
 
 
 async def _raw(future: concurrent.futures.Future[Any]) -> Any:

@@ -25,7 +25,7 @@ from fluster.context.ray_worker import ActorHost, load, run_task, store, stream_
 from fluster.context.resources import ray_options
 from fluster.context.streams import Fetch, is_streaming
 from fluster.errors import FlusterTimeout
-from fluster.pool.future import settled
+from fluster.pool.future import settle, settled
 from fluster.protocol.ids import validate_name
 from fluster.protocol.values import all_plain, replace
 
@@ -268,13 +268,10 @@ class RayContext(JobContext):
             return
         except Exception as exc:  # the result does not unpickle here
             outcome = exc
-        try:
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled by close() meanwhile
+        if isinstance(outcome, BaseException):  # either is dropped when close() cancelled it meanwhile
+            settle(future, error=outcome)
+        else:
+            settle(future, outcome)
 
     def _task_remote(self) -> Any:
         if self._task_fn is None:

@@ -68,6 +68,19 @@ class TaskFuture(concurrent.futures.Future[T]):
         return (settled, (concurrent.futures.Future.result(self),))
 
 
+def settle(future: concurrent.futures.Future[Any], value: Any = None, error: BaseException | None = None) -> bool:
+    """Complete ``future`` with ``value`` (or ``error``) unless it is done already (cancelled, or settled by
+    whoever was first): whether this call completed it."""
+    try:
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        return False
+    return True
+
+
 def settled(value: Any, error: BaseException | None = None) -> TaskFuture[Any]:
     """A done future of ``value`` (or of ``error``): what a pickled future becomes where it is read."""
     future: TaskFuture[Any] = TaskFuture()
