@@ -6,6 +6,15 @@ with the number of jobs held (measured: 11 µs a job at 10,000 jobs held, 41 µs
 objects alive now out of the collector's view (``gc.freeze``): what is replaced later is still freed by
 reference counting (job records form no cycles). Cyclic garbage caught in a freeze would never be collected,
 so every ``FULL_EVERY_S`` everything is unfrozen and collected once, then frozen again.
+
+Young collections were the larger cost: the book's big containers are remade as they empty and refill (a
+shape's pending dict and heap, the writers' queues), and a young container with thousands of entries is
+traversed by every collection of its generation; at 1,000 workers x 10,000 jobs, collections of generations
+0 and 1 took 0.5 s of the controller's 4.4 s (with the old 700 threshold and a freeze every 10 s). Freezing
+every second and raising the young threshold to ``YOUNG_THRESHOLD`` took the collector's share of that run to
+under 0.1 s. Nothing is lost by it: the controller makes almost no cyclic garbage (a full collection after a
+run of 10,000 jobs found none beyond what start-up left), and a burst of it still triggers a young
+collection once ``YOUNG_THRESHOLD`` containers are made within a second.
 """
 
 from __future__ import annotations
@@ -18,13 +27,16 @@ import anyio
 
 log = logging.getLogger(__name__)
 
-FREEZE_EVERY_S = 10.0
+FREEZE_EVERY_S = 1.0
 FULL_EVERY_S = 600.0
+YOUNG_THRESHOLD = 50_000  # net container allocations that start a young collection (CPython's default: 700)
 
 
 async def keep_collections_cheap() -> None:
     """Run in the controller's task group for as long as it leads."""
     last_full = time.monotonic()
+    threshold = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, *threshold[1:])
     try:
         while True:
             await anyio.sleep(FREEZE_EVERY_S)
@@ -41,4 +53,5 @@ async def keep_collections_cheap() -> None:
                 )
             gc.freeze()
     finally:
+        gc.set_threshold(*threshold)
         gc.unfreeze()
