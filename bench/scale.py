@@ -74,6 +74,7 @@ async def simulate(url: str, namespace: str, n: int, interval: float, out: Path,
         JobUpdated,
         RegisterWorker,
         RegisterWorkerReply,
+        RunJob,
         WorkerInfo,
         WorkerResources,
         now_ms,
@@ -151,8 +152,8 @@ async def simulate(url: str, namespace: str, n: int, interval: float, out: Path,
 
     async def on_run(msg: Any) -> None:
         w = workers.get(msg.subject.split(".")[-2])
-        raw = msgpack.unpackb(msg.data, raw=False)
-        job_id, attempt, incarnation = raw["job_id"], raw["attempt"], raw["incarnation"]
+        run = decode(msg.data, RunJob)
+        job_id, attempt, incarnation = run.job_id, run.attempt, run.incarnation
         ok = w is not None and incarnation == w.incarnation
         await msg.respond(msgpack.packb({"accepted": ok, "reason": "" if ok else "stale"}))
         if ok and w is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import msgpack
 from pydantic import BaseModel
 
+from fluster.protocol.codec import encode
 from fluster.protocol.messages import JobRecord, JobRequest, RunJob
 
 _REQUEST_KEY = msgpack.packb("request", use_bin_type=True)
@@ -59,7 +60,7 @@ class RequestBytes:
 
 def splice(message: BaseModel, request: bytes) -> bytes:
     """``message`` packed without its ``request`` field, then with ``request`` (packed already) added."""
-    rest = message.model_dump(mode="python", exclude=_WITHOUT_REQUEST)
+    rest = message.model_dump(mode="python", exclude=_WITHOUT_REQUEST, exclude_defaults=True)
     body: bytes = msgpack.packb(rest, use_bin_type=True)
     n = len(rest)
     skip = 1 if n < 16 else 3 if n < 0x10000 else 5  # the map header msgpack wrote for n keys
@@ -67,8 +68,7 @@ def splice(message: BaseModel, request: bytes) -> bytes:
 
 
 def _pack(model: BaseModel) -> bytes:
-    data: bytes = msgpack.packb(model.model_dump(mode="python"), use_bin_type=True)
-    return data
+    return encode(model)
 
 
 def _map_header(n: int) -> bytes:

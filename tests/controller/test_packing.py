@@ -3,6 +3,7 @@ through a job's whole life, and a job's packed request is held only while it is 
 
 from __future__ import annotations
 
+import msgpack
 from test_book import report, submit
 
 from fluster.controller import state as st
@@ -47,3 +48,15 @@ def test_a_multi_task_job_and_a_forgotten_one() -> None:
     killed = st.finish(record, JobState.KILLED, 3, "killed")
     same_as_codec(packing, killed)
     assert len(packing) == 0
+
+
+def test_fields_at_their_defaults_are_left_out_and_filled_in_again() -> None:
+    record = submit("d", 1, 1, "1g")
+    sent = msgpack.unpackb(encode(record))
+    assert set(sent) == {"job_id", "token", "request", "submitted_at_ms", "seq"}
+    assert "environment" not in sent["request"] and "error" not in sent
+    assert len(RequestBytes().record(record)) == len(encode(record))
+    # a record whose fields are all set (to other than their defaults) keeps them all
+    ended = st.finish(st.assign(record, "w", "i", 2, host="h"), JobState.FAILED, 3, "it broke")
+    assert {"attempts", "error", "finished_at_ms"} <= set(msgpack.unpackb(encode(ended)))
+    assert decode(encode(ended), JobRecord) == ended
