@@ -22,9 +22,23 @@ from fluster.controller import records
 from fluster.controller import state as st
 from fluster.controller.term import Term
 from fluster.errors import LeadershipLost
-from fluster.protocol.messages import AttemptRecord, JobRecord, JobState, RunJob, RunJobReply, now_ms
+from fluster.protocol.messages import (
+    AttemptRecord,
+    JobRecord,
+    JobRequest,
+    JobState,
+    Payload,
+    RunJob,
+    RunJobReply,
+    evolve,
+    now_ms,
+)
 
 log = logging.getLogger(__name__)
+
+# what dispatches are made from (``evolve``): every field is the stored record's, validated when it came in;
+# validating them again cost ~2.8 µs a dispatch against ~1.3
+_BLANK_RUN = RunJob(job_id="-", attempt=0, incarnation="-", request=JobRequest(name="-", entrypoint=Payload()))
 
 
 class Dispatcher:
@@ -59,7 +73,8 @@ class Dispatcher:
 
     async def _send(self, item: tuple[JobRecord, AttemptRecord]) -> None:
         record, current = item
-        message = RunJob(
+        message = evolve(
+            _BLANK_RUN,
             job_id=record.job_id,
             attempt=current.attempt,
             incarnation=current.incarnation,
