@@ -4,8 +4,8 @@ A message is the msgpack map of its fields, without the fields equal to their de
 those in, so the message that arrives equals the one sent. Most fields of a job record are at their
 defaults for most of its life (no error, no result, no retries, no environment), and leaving them out took
 a record of a plain job from 884 to 351 bytes and a dispatch from ~530 to ~215. The controller writes three
-or four records a job and sends each over loopback TCP to nats-server, which stores it: fewer bytes are
-less of the controller's CPU (its socket writes were ~9% of it) and of the server's.
+or four records a job, which nats-server stores and readers decode (a record: 18.6 -> 16.7 µs); in paired
+runs of ``bench/scale.py`` the controller's CPU per job fell from 0.490 to 0.461 ms with it.
 """
 
 from __future__ import annotations
