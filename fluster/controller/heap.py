@@ -12,9 +12,10 @@ shape's pending dict and heap, the writers' queues), and a young container with 
 traversed by every collection of its generation. In a run of ``bench/scale.py`` at 1,000 workers x 10,000
 jobs (the jobs' share of the controller's CPU: 4.4 s), collections of generations 0 and 1 took 0.5 s with
 CPython's threshold of 700 and a freeze every 10 s; freezing every second with the young threshold at
-``YOUNG_THRESHOLD``, the collector took under 0.1 s of the same run. Nothing is lost by it: the controller makes almost no cyclic garbage (a full collection after a
-run of 10,000 jobs found none beyond what start-up left), and a burst of it still triggers a young
-collection once ``YOUNG_THRESHOLD`` containers are made within a second.
+``YOUNG_THRESHOLD``, the collector took under 0.1 s of the same run. Nothing is lost by it: the controller
+makes almost no cyclic garbage (a full collection after a run of 10,000 jobs found none beyond what start-up
+left), and a burst of it still triggers a young collection once ``YOUNG_THRESHOLD`` containers are made
+within a second.
 """
 
 from __future__ import annotations
