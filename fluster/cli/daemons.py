@@ -152,6 +152,7 @@ async def _controller(args: argparse.Namespace) -> int:
         finished_job_retention=args.finished_job_retention or None,
         reserve_after=args.reserve_after or None,
         job_issuer=JobIssuer.read(args.job_issuer) if args.job_issuer else None,
+        owns_process=True,
     )
     try:
         async with stop_signals("the controller") as stop, anyio.create_task_group() as tg:

@@ -34,7 +34,8 @@ YOUNG_THRESHOLD = 50_000  # net container allocations that start a young collect
 
 
 async def keep_collections_cheap() -> None:
-    """Run in the controller's task group for as long as it leads."""
+    """Run in the controller's task group for as long as it leads, where the controller has its process to
+    itself (``ControllerSettings.owns_process``): it sets the collector's policy for the whole process."""
     last_full = time.monotonic()
     threshold = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, *threshold[1:])

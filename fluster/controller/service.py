@@ -118,7 +118,8 @@ class Controller:
                 heartbeats = await self._subscribe_all(term, replies, subscriptions)
                 await self.nc.flush()
                 tasks.create_task(lease.keep())
-                tasks.create_task(keep_collections_cheap())
+                if self.settings.owns_process:
+                    tasks.create_task(keep_collections_cheap())
                 tasks.create_task(jobs.schedule_loop(term))
                 tasks.create_task(workers.liveness_loop(term, heartbeats))
                 tasks.create_task(

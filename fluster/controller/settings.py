@@ -29,6 +29,10 @@ class ControllerSettings:
     # a job (a gang most of all) that has waited this long keeps the workers it needs as they free up
     reserve_after: float | None = 180.0
     job_issuer: JobIssuer | None = None  # mints each attempt's identity (fluster.security); None: none minted
+    # the controller has its process to itself (``fluster controller``): it tunes the garbage collector for its
+    # heap (``controller/heap.py``). Off where it shares the process with a user's code (``LocalCluster``),
+    # whose cyclic garbage a frozen heap would keep for minutes.
+    owns_process: bool = False
 
     @property
     def attempt_lease_s(self) -> float:

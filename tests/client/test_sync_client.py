@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import cloudpickle
@@ -19,6 +20,7 @@ def square(x: int) -> int:
 
 
 def test_local_cluster_sync_runs_jobs_and_stops_everything() -> None:
+    collector = gc.get_threshold()
     with fluster.LocalCluster(workers=1, cpu=2, memory="2g") as client:
         server = client.aio.nc.connected_url
         job_id = client.submit("square", Entrypoint.from_callable(square, 7))
@@ -28,6 +30,8 @@ def test_local_cluster_sync_runs_jobs_and_stops_everything() -> None:
         assert [s.job_id for s in client.list_jobs()] == [job_id]
         assert len(client.list_workers()) == 1
         assert client.kill(job_id).already_finished
+        # the controller shares this process with the user's code: it leaves the collector alone
+        assert gc.get_threshold() == collector and gc.get_freeze_count() == 0
         url = client.url
     assert server is not None
     with pytest.raises(fluster.ClusterUnavailable):
