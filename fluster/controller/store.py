@@ -76,7 +76,9 @@ class KvWriter:
         # controller's CPU in bench/scale.py
         self._sent: deque[tuple[float, str]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
-        self._lazy: dict[str, Value] = {}
+        # key -> (when it is due, its value), in the order the keys became lazy, which is the order they fall
+        # due (a key put lazily again keeps its place and its time)
+        self._lazy: dict[str, tuple[float, Value]] = {}
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._inbox = nc.new_inbox()
         self._tokens = itertools.count(1)
@@ -89,18 +91,22 @@ class KvWriter:
         return self._enqueue(key, data, None)
 
     def put_lazily(self, key: str, data: Value) -> None:
-        """Write ``data`` within ``LAZY_S``, unless a newer value of the key comes first (which supersedes it):
-        for changes nobody waits on (an attempt started), so that a short job's RUNNING and SUCCEEDED land
-        as one write."""
+        """Write ``data`` ``LAZY_S`` (to a tenth more) after the key's first lazy value, unless a newer value
+        of the key comes first (which supersedes it): for changes nobody waits on (an attempt started), so
+        that a short job's RUNNING and SUCCEEDED land as one write. Each key waits its own ``LAZY_S``: one
+        timer for the whole batch (the first version) gave keys made lazy late in it almost no wait, and at
+        1,000 workers x 10,000 jobs of 0-100 ms only 23% of the RUNNING writes were superseded."""
         if self._stopped is not None:
             return
         waiting = self._waiting.get(key)
         if waiting is not None:  # a write of the key is due anyway: this value goes with it
             waiting.data, waiting.headers = data, None
             return
-        self._lazy[key] = data
+        loop = asyncio.get_running_loop()
+        lazy = self._lazy.get(key)
+        self._lazy[key] = (loop.time() + LAZY_S if lazy is None else lazy[0], data)
         if self._lazy_timer is None:
-            self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_S, self._promote_lazy)
+            self._lazy_timer = loop.call_later(LAZY_S, self._promote_lazy)
 
     def written(self, key: str) -> asyncio.Future[None]:
         """A future that completes once what has been put for ``key`` so far is stored (at once when nothing
@@ -111,7 +117,7 @@ class KvWriter:
             return future
         lazy = self._lazy.pop(key, None)
         if lazy is not None:
-            return self._enqueue(key, lazy, None)
+            return self._enqueue(key, lazy[1], None)
         pending = self._waiting.get(key) or self._in_flight.get(key) or self._retrying.get(key)
         if pending is None:
             future.set_result(None)
@@ -193,9 +199,19 @@ class KvWriter:
             self._wake.set()
 
     def _promote_lazy(self) -> None:
+        """Send the lazy values that are due; O(those), then the timer is set for the next (at most ten
+        times per ``LAZY_S``)."""
         self._lazy_timer = None
-        lazy, self._lazy = self._lazy, {}
-        for key, data in lazy.items():
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        lazy = self._lazy
+        while lazy:
+            key = next(iter(lazy))
+            due, data = lazy[key]
+            if due > now:
+                self._lazy_timer = loop.call_later(max(due - now, LAZY_S / 10), self._promote_lazy)
+                return
+            del lazy[key]
             if key not in self._waiting:
                 self._waiting[key] = _Op(data, None)
                 self._mark_ready(key)

@@ -109,6 +109,39 @@ async def test_a_value_is_encoded_once_when_sent_and_never_when_superseded(asset
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_each_lazy_value_waits_its_own_while(assets, namespace: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A key made lazy late in another key's wait is not sent with it: it waits its own ``LAZY_S``, so the
+    change that follows it (a short job's end) still supersedes it."""
+    monkeypatch.setattr(store, "LAZY_S", 1.0)
+    nc, a = assets
+    writer = KvWriter(nc, Subjects(namespace).jobs_bucket, lambda: True, a.repair)
+    encoded: list[str] = []
+
+    def value(text: str):  # type: ignore[no-untyped-def]
+        return lambda: encoded.append(text) or text.encode()
+
+    task = await _run(writer)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writer.put_lazily("a", value("a started"))
+        with anyio.fail_after(10):
+            while loop.time() < started + 0.8:  # "b" starts 0.8 s into a's wait
+                await asyncio.sleep(0.01)
+        writer.put_lazily("b", value("b started"))
+        with anyio.fail_after(10):
+            while "a started" not in encoded:  # a's wait is over: it is sent, and b is not
+                await asyncio.sleep(0.01)
+        done = writer.put("b", value("b ended"))
+        with anyio.fail_after(30):
+            await done
+        assert encoded == ["a started", "b ended"]
+        assert (await a.jobs.get("a")).value == b"a started" and (await a.jobs.get("b")).value == b"b ended"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_write_whose_ack_is_lost_is_sent_again(nats_url: str, namespace: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(store, "ACK_TIMEOUT_S", 0.4)
     nc = await connect(nats_url, "store-test")
