@@ -20,9 +20,11 @@ within a second.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
+from collections.abc import Iterator
 
 import anyio
 
@@ -33,13 +35,25 @@ FULL_EVERY_S = 600.0
 YOUNG_THRESHOLD = 50_000  # net container allocations that start a young collection (CPython's default: 700)
 
 
+@contextlib.contextmanager
+def tuned() -> Iterator[None]:
+    """The collector as a controller that owns its process runs it: the young threshold raised and what is
+    alive now frozen; both undone on leaving (``bench/jobs.py`` times the placement pass under it)."""
+    threshold = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, *threshold[1:])
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 async def keep_collections_cheap() -> None:
     """Run in the controller's task group for as long as it leads, where the controller has its process to
     itself (``ControllerSettings.owns_process``): it sets the collector's policy for the whole process."""
     last_full = time.monotonic()
-    threshold = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, *threshold[1:])
-    try:
+    with tuned():
         while True:
             await anyio.sleep(FREEZE_EVERY_S)
             if time.monotonic() - last_full >= FULL_EVERY_S:
@@ -54,6 +68,3 @@ async def keep_collections_cheap() -> None:
                     gc.get_freeze_count() + len(gc.get_objects(2)),
                 )
             gc.freeze()
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
