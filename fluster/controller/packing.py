@@ -36,7 +36,7 @@ class RequestBytes:
         """A dispatch encoded (its job's request taken from the active job's, never added)."""
         held = self._held.get(message.job_id)
         request = message.request
-        return splice(message, held[1] if held is not None and held[0] is request else _pack(request))
+        return splice(message, held[1] if held is not None and held[0] is request else encode(request))
 
     def forget(self, job_id: str) -> None:
         """The job is gone (retention) before its last record was encoded."""
@@ -50,7 +50,7 @@ class RequestBytes:
         if held is not None and held[0] is request:
             packed = held[1]
         else:
-            packed = _pack(request)
+            packed = encode(request)
         if not keep:
             self._held.pop(job_id, None)
         elif held is None or held[0] is not request:
@@ -65,10 +65,6 @@ def splice(message: BaseModel, request: bytes) -> bytes:
     n = len(rest)
     skip = 1 if n < 16 else 3 if n < 0x10000 else 5  # the map header msgpack wrote for n keys
     return _map_header(n + 1) + body[skip:] + _REQUEST_KEY + request
-
-
-def _pack(model: BaseModel) -> bytes:
-    return encode(model)
 
 
 def _map_header(n: int) -> bytes:

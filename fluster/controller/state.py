@@ -37,7 +37,8 @@ ENDED_BADLY = frozenset({JobState.FAILED, JobState.WORKER_FAILED, JobState.KILLE
 # What new records and attempts are made from (``evolve``, not validated: every field comes from a message
 # validated at its edge, or from the controller's clock). Validating the controller's own values again cost
 # more than the transition: a new JobRecord 4-5 µs, an AttemptRecord 3-4 µs, against ~1 µs for ``evolve``.
-_BLANK_RECORD = JobRecord(job_id="-", token="-", request=JobRequest(name="-", entrypoint=Payload()), submitted_at_ms=0)
+BLANK_REQUEST = JobRequest(name="-", entrypoint=Payload())  # what blank messages carrying a request hold
+_BLANK_RECORD = JobRecord(job_id="-", token="-", request=BLANK_REQUEST, submitted_at_ms=0)
 _BLANK_ATTEMPT = AttemptRecord(attempt=0, worker_id="-", incarnation="-", state=JobState.PENDING, assigned_at_ms=0)
 
 
